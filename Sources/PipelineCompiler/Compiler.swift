@@ -1,0 +1,417 @@
+import Foundation
+import PipelineSpec
+
+/// `PipelineSpec` -> `Pipeline`: resolves every `from:`, checks names, types, casts and the
+/// shape of the graph, and reports every error it finds at its `file:line:col`.
+public struct Compiler: Sendable {
+    public init() {}
+
+    public static let compressions = ["none", "gzip", "snappy", "lz4", "zstd"]
+    public static let formats = ["json"]
+
+    public func compile(_ spec: PipelineSpec) throws -> Pipeline {
+        var run = Run(spec: spec)
+        let pipeline = run.compile()
+        try run.bag.throwIfErrors()
+        return pipeline
+    }
+
+    /// One compilation: the diagnostics it gathers and the name table.
+    struct Run {
+        let spec: PipelineSpec
+        var bag = DiagnosticBag()
+        /// Every stage name -> (kind, where it was defined).
+        var stageNames: [String: (kind: StageKind, location: SourceLocation)] = [:]
+
+        init(spec: PipelineSpec) { self.spec = spec }
+
+        mutating func compile() -> Pipeline {
+            checkPipelineName()
+            declareNames()
+            let schemas = spec.schemas.compactMap { compileSchema($0) }
+            checkUnique(spec.schemas.map(\.name), what: "schema")
+            let sources = spec.sources.map { compileSource($0) }
+            let topics = spec.topics.map { compileTopic($0) }
+            let transforms = spec.transforms.compactMap { compileTransform($0, schemas: schemas, topics: topics) }
+            let sinks = spec.sinks.compactMap { compileSink($0, transforms: transforms) }
+            let stages = order()
+            return Pipeline(
+                name: spec.name.value, file: spec.file, sources: sources, topics: topics, schemas: schemas,
+                transforms: transforms, sinks: sinks, stages: stages)
+        }
+
+        // MARK: names
+
+        mutating func checkPipelineName() {
+            let name = spec.name
+            guard !name.value.isEmpty else { return }  // already reported as missing
+            let ok = name.value.count <= 40 && name.value.unicodeScalars.allSatisfy {
+                ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
+            } && !("0"..."9").contains(name.value.unicodeScalars.first!)
+            if !ok {
+                bag.error("pipeline name '\(name.value)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit (it names the bookkeeping tables)",
+                          at: name.location)
+            }
+        }
+
+        mutating func declareNames() {
+            let all: [(StageKind, Located<String>)] =
+                spec.sources.map { (.source, $0.name) } + spec.topics.map { (.topic, $0.name) }
+                + spec.transforms.map { (.transform, $0.name) } + spec.sinks.map { (.sink, $0.name) }
+            for (kind, name) in all where !name.value.isEmpty {
+                if let first = stageNames[name.value] {
+                    bag.error("duplicate name '\(name.value)': \(first.kind.rawValue) '\(name.value)' is already defined at \(first.location)",
+                              at: name.location)
+                } else {
+                    stageNames[name.value] = (kind, name.location)
+                }
+            }
+        }
+
+        mutating func checkUnique(_ names: [Located<String>], what: String) {
+            var seen: [String: SourceLocation] = [:]
+            for name in names {
+                if let first = seen[name.value] {
+                    bag.error("duplicate \(what) '\(name.value)': already defined at \(first)", at: name.location)
+                } else {
+                    seen[name.value] = name.location
+                }
+            }
+        }
+
+        /// Resolves `from:` to a stage of one of the allowed kinds.
+        mutating func resolve(_ from: Located<String>?, of context: String, allowed: [StageKind]) -> String? {
+            guard let from else { return nil }
+            guard let target = stageNames[from.value] else {
+                let candidates = stageNames.filter { allowed.contains($0.value.kind) }.map(\.key)
+                bag.error("\(context) reads from '\(from.value)', which is not defined\(Suggest.hint(for: from.value, in: candidates))",
+                          at: from.location)
+                return nil
+            }
+            guard allowed.contains(target.kind) else {
+                let kinds = allowed.map(\.rawValue).joined(separator: " or ")
+                bag.error("\(context) reads from \(target.kind.rawValue) '\(from.value)'; it must read from a \(kinds)", at: from.location)
+                return nil
+            }
+            return from.value
+        }
+
+        // MARK: identifiers
+
+        /// PostgreSQL identifiers: quoted everywhere, so any text is safe once it is non-empty,
+        /// fits in 63 bytes (longer names are silently truncated by the server) and has no NUL.
+        mutating func checkIdentifier(_ name: Located<String>, what: String) {
+            if name.value.isEmpty {
+                bag.error("\(what) name must not be empty", at: name.location)
+            } else if name.value.utf8.count > 63 {
+                bag.error("\(what) name '\(name.value)' is \(name.value.utf8.count) bytes; PostgreSQL allows 63", at: name.location)
+            } else if name.value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
+                bag.error("\(what) name '\(name.value)' contains a control character", at: name.location)
+            }
+        }
+
+        mutating func parseType(_ text: Located<String>) -> SQLType? {
+            switch SQLType.parse(text.value) {
+            case let .success(type): return type
+            case let .failure(error):
+                bag.error(error.message, at: text.location)
+                return nil
+            }
+        }
+
+        static let defaultFunctions = ["current_timestamp", "current_date", "current_time", "localtimestamp", "now()", "gen_random_uuid()"]
+
+        /// Defaults go into DDL as SQL, so only literals and a few functions are accepted.
+        static func isSafeDefault(_ text: String) -> Bool {
+            let t = text.trimmingCharacters(in: .whitespaces)
+            if defaultFunctions.contains(t.lowercased()) || ["true", "false", "null"].contains(t.lowercased()) { return true }
+            if t.count >= 2, t.hasPrefix("'"), t.hasSuffix("'") {
+                let inner = t.dropFirst().dropLast()
+                return !inner.replacingOccurrences(of: "''", with: "").contains("'")
+            }
+            if case .success = ValueCaster.cast(t, to: .numeric(precision: nil, scale: nil)) { return !t.lowercased().contains("n") }
+            return false
+        }
+
+        // MARK: stages
+
+        mutating func compileSource(_ s: SourceSpec) -> Source {
+            if let size = s.csv.batchSize, size.value > 1_000_000 {
+                bag.error("batch_size \(size.value) of source '\(s.name.value)' is too large (at most 1000000)", at: size.location)
+            }
+            if s.csv.path.value.isEmpty == false, let q = s.csv.quote, let d = s.csv.delimiter, q.value == d.value {
+                bag.error("the quote and the delimiter of source '\(s.name.value)' must differ", at: q.location)
+            }
+            let delimiter = s.csv.delimiter?.value.utf8.first ?? UInt8(ascii: ",")
+            let quote = s.csv.quote?.value.utf8.first ?? UInt8(ascii: "\"")
+            for (field, value) in [("delimiter", s.csv.delimiter), ("quote", s.csv.quote)] {
+                if let value, value.value.utf8.count != 1 {
+                    bag.error("the \(field) of source '\(s.name.value)' must be a single ASCII character, found '\(value.value)'", at: value.location)
+                }
+            }
+            return Source(
+                name: s.name.value, path: s.csv.path.value,
+                resolvedPath: SpecParser.join(spec.directory, s.csv.path.value),
+                header: s.csv.header, delimiter: delimiter, quote: quote, null: s.csv.null,
+                batchSize: s.csv.batchSize?.value ?? 100, rateLimit: s.csv.rateLimit?.value)
+        }
+
+        mutating func compileTopic(_ t: TopicSpec) -> Topic {
+            let context = "topic '\(t.name.value)'"
+            let legal = t.name.value.unicodeScalars.allSatisfy {
+                $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-_".unicodeScalars.contains($0))
+            }
+            if !t.name.value.isEmpty, !legal || t.name.value.count > 249 || t.name.value == "." || t.name.value == ".." {
+                bag.error("topic name '\(t.name.value)' is not a legal Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')",
+                          at: t.name.location)
+            }
+            let from = resolve(t.from, of: context, allowed: [.source])
+            if let format = t.format, !Compiler.formats.contains(format.value) {
+                bag.error("unknown format '\(format.value)' for \(context)\(Suggest.hint(for: format.value, in: Compiler.formats)); supported: json",
+                          at: format.location)
+            }
+            if let c = t.compression, !Compiler.compressions.contains(c.value) {
+                bag.error("unknown compression '\(c.value)'\(Suggest.hint(for: c.value, in: Compiler.compressions)); one of \(Compiler.compressions.joined(separator: ", "))",
+                          at: c.location)
+            }
+            if let b = t.brokers, b.value.trimmingCharacters(in: .whitespaces).isEmpty {
+                bag.error("brokers of \(context) is empty", at: b.location)
+            }
+            var fieldTypes: [String: SQLType] = [:]
+            for field in t.fields {
+                if let type = parseType(field.type) { fieldTypes[field.name.value] = type }
+            }
+            var properties: [String: String] = [:]
+            for p in t.properties { properties[p.key.value] = p.value.value }
+            return Topic(
+                name: t.name.value, from: from,
+                brokers: t.brokers?.value ?? "127.0.0.1:9092",
+                partitions: t.partitions?.value ?? 1,
+                replicationFactor: t.replicationFactor?.value ?? 1,
+                format: t.format?.value ?? "json",
+                key: t.key.isEmpty ? [Topic.recordKey] : t.key.map(\.value),
+                fieldTypes: fieldTypes,
+                lingerMs: t.lingerMs?.value ?? 5,
+                compression: t.compression?.value ?? "lz4",
+                batchBytes: t.batchBytes?.value ?? 1_000_000,
+                messageMaxBytes: t.messageMaxBytes?.value ?? 1_000_000,
+                properties: properties)
+        }
+
+        mutating func compileSchema(_ s: SchemaSpec) -> Schema? {
+            checkIdentifier(s.name, what: "schema")
+            if s.columns.isEmpty, !s.name.value.isEmpty {
+                bag.error("schema '\(s.name.value)' has no columns", at: s.name.location)
+            }
+            var seen: [String: Located<String>] = [:]
+            var columns: [Column] = []
+            for c in s.columns {
+                checkIdentifier(c.name, what: "column")
+                let normalized = c.name.value.lowercased()
+                if let first = seen[normalized] {
+                    let same = first.value == c.name.value ? "" : " ('\(first.value)' and '\(c.name.value)' differ only in case)"
+                    bag.error("duplicate column '\(c.name.value)' in schema '\(s.name.value)'\(same): first defined at \(first.location)",
+                              at: c.name.location)
+                }
+                seen[normalized] = seen[normalized] ?? c.name
+                if c.name.value == Sink.recordColumn {
+                    bag.error("column name '\(Sink.recordColumn)' is reserved for pipectl's record ids", at: c.name.location)
+                }
+                guard let type = parseType(c.type) else { continue }
+                let primaryKey = c.primaryKey?.value ?? false
+                if primaryKey, let n = c.nullable, n.value {
+                    bag.error("column '\(c.name.value)' is a primary key and cannot be nullable", at: n.location)
+                }
+                if let d = c.defaultExpression {
+                    if type.isGenerated {
+                        bag.error("column '\(c.name.value)' is \(type) and takes no default", at: d.location)
+                    } else if !Self.isSafeDefault(d.value) {
+                        bag.error("default '\(d.value)' of column '\(c.name.value)' must be a number, a 'quoted string', true, false, null or one of \(Self.defaultFunctions.joined(separator: ", "))",
+                                  at: d.location)
+                    }
+                }
+                columns.append(Column(
+                    name: c.name.value, type: type,
+                    nullable: primaryKey ? false : (c.nullable?.value ?? !type.isGenerated),
+                    primaryKey: primaryKey, unique: c.unique?.value ?? false,
+                    defaultExpression: c.defaultExpression?.value))
+            }
+            guard !s.name.value.isEmpty else { return nil }
+            return Schema(name: s.name.value, file: s.file, columns: columns)
+        }
+
+        mutating func compileTransform(_ t: TransformSpec, schemas: [Schema], topics: [Topic]) -> Transform? {
+            let context = "transform '\(t.name.value)'"
+            let from = resolve(t.from, of: context, allowed: [.topic, .transform])
+            guard let schemaName = t.schema else { return nil }
+            guard let schema = schemas.first(where: { $0.name == schemaName.value }) else {
+                bag.error("\(context) uses schema '\(schemaName.value)', which is not defined\(Suggest.hint(for: schemaName.value, in: schemas.map(\.name)))",
+                          at: schemaName.location)
+                return nil
+            }
+            if let sep = t.flatten, sep.value.isEmpty {
+                bag.error("the flatten separator of \(context) must not be empty", at: sep.location)
+            }
+            let columnNames = schema.columns.map(\.name)
+            let topic = from.flatMap { name in topics.first { $0.name == name } }
+
+            var renames: [String: String] = [:]
+            for r in t.rename {
+                if renames[r.from.value] != nil {
+                    bag.error("field '\(r.from.value)' is renamed twice in \(context)", at: r.from.location)
+                }
+                renames[r.from.value] = r.to.value
+                if !columnNames.contains(r.to.value) {
+                    bag.error("\(context) renames '\(r.from.value)' to '\(r.to.value)', which is not a column of schema '\(schema.name)'\(Suggest.hint(for: r.to.value, in: columnNames))",
+                              at: r.to.location)
+                }
+            }
+            let inverse = Dictionary(renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+
+            func column(_ field: Located<String>, role: String) -> Column? {
+                guard let column = schema.columns.first(where: { $0.name == field.value }) else {
+                    bag.error("\(role) '\(field.value)' in \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: field.value, in: columnNames))",
+                              at: field.location)
+                    return nil
+                }
+                if column.type.isGenerated {
+                    bag.error("column '\(column.name)' is \(column.type) and filled by the database; it takes no \(role)", at: field.location)
+                    return nil
+                }
+                return column
+            }
+
+            var casts: [String: (type: SQLType, onError: CastFailure)] = [:]
+            for cast in t.casts {
+                guard let col = column(cast.field, role: "cast"), let type = parseType(cast.type) else { continue }
+                var onError = CastFailure.deadLetter
+                if let e = cast.onError {
+                    if let value = CastFailure(rawValue: e.value) {
+                        onError = value
+                    } else {
+                        bag.error("unknown on_error '\(e.value)'\(Suggest.hint(for: e.value, in: ["dead_letter", "null", "default"])); one of dead_letter, null, default",
+                                  at: e.location)
+                    }
+                }
+                let field = inverse[col.name] ?? col.name
+                let input = topic?.fieldTypes[field] ?? .text
+                if case let .refused(reason) = Castability.of(input, to: type) {
+                    bag.error("cast of '\(cast.field.value)' is not allowed: \(reason) (field '\(field)' is \(input))", at: cast.type.location)
+                } else if case let .refused(reason) = Castability.of(type, to: col.type) {
+                    bag.error("cast of '\(cast.field.value)' is not allowed: \(reason) (column '\(col.name)' is \(col.type))", at: cast.type.location)
+                }
+                if onError == .null, !col.nullable {
+                    bag.error("on_error: null for '\(col.name)', but the column is not nullable", at: cast.onError!.location)
+                }
+                casts[col.name] = (type, onError)
+            }
+
+            var defaults: [String: String] = [:]
+            for d in t.defaults {
+                guard let col = column(d.field, role: "default") else { continue }
+                if case let .failure(reason) = ValueCaster.cast(d.value.value, to: col.type) {
+                    bag.error("default '\(d.value.value)' for column '\(col.name)' is not a valid \(col.type): \(reason.message)", at: d.value.location)
+                }
+                defaults[col.name] = d.value.value
+            }
+            for (name, cast) in casts where cast.onError == .default && defaults[name] == nil {
+                let loc = t.casts.first { $0.field.value == name }!.field.location
+                bag.error("on_error: default for '\(name)', but \(context) gives it no default", at: loc)
+            }
+
+            var bindings: [ColumnBinding] = []
+            // Columns with a database default (created_at) are left to the database unless the
+            // transform names them in a cast, default or rename.
+            let named = Set(casts.keys).union(defaults.keys).union(renames.values)
+            for col in schema.columns where !col.isFilledByDatabase && (col.defaultExpression == nil || named.contains(col.name)) {
+                let field = inverse[col.name] ?? col.name
+                let input = topic?.fieldTypes[field] ?? .text
+                if casts[col.name] == nil, case let .refused(reason) = Castability.of(input, to: col.type) {
+                    let loc = topic.flatMap { tp in spec.topics.first { $0.name.value == tp.name }?.fields.first { $0.name.value == field }?.type.location }
+                    bag.error("field '\(field)' cannot fill column '\(col.name)': \(reason)", at: loc ?? t.location)
+                }
+                bindings.append(ColumnBinding(
+                    column: col, field: col.name, inputType: input, castType: casts[col.name]?.type,
+                    onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name]))
+            }
+            guard let from else { return nil }
+            return Transform(
+                name: t.name.value, from: from, schema: schema, flattenSeparator: t.flatten?.value,
+                renames: renames, drops: Set(t.drop.map(\.value)), nullIf: Set(t.nullIf.map(\.value)), bindings: bindings)
+        }
+
+        mutating func compileSink(_ s: SinkSpec, transforms: [Transform]) -> Sink? {
+            let context = "sink '\(s.name.value)'"
+            let from = resolve(s.from, of: context, allowed: [.transform])
+            if let table = s.table { checkIdentifier(table, what: "table") }
+            if let schema = s.dbSchema { checkIdentifier(schema, what: "database schema") }
+            var mode = WriteMode.insert
+            if let m = s.mode {
+                if let value = WriteMode(rawValue: m.value) {
+                    mode = value
+                } else {
+                    bag.error("unknown write mode '\(m.value)'\(Suggest.hint(for: m.value, in: ["insert", "upsert"])); one of insert, upsert",
+                              at: m.location)
+                }
+            }
+            guard let from, let transform = transforms.first(where: { $0.name == from }) else { return nil }
+            let schema = transform.schema
+            for key in s.key where !schema.columns.contains(where: { $0.name == key.value }) {
+                bag.error("key column '\(key.value)' of \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: key.value, in: schema.columns.map(\.name)))",
+                          at: key.location)
+            }
+            if mode == .upsert, s.key.isEmpty {
+                bag.error("\(context) uses mode upsert and needs a 'key' naming the columns that identify a row", at: s.mode?.location ?? s.location)
+            }
+            if mode == .upsert, let generated = s.key.first(where: { k in schema.columns.first { $0.name == k.value }?.type.isGenerated == true }) {
+                bag.error("upsert key column '\(generated.value)' is filled by the database, so it cannot identify incoming rows", at: generated.location)
+            }
+            return Sink(
+                name: s.name.value, from: from, url: s.url?.value ?? "",
+                dbSchema: s.dbSchema?.value ?? "public", table: s.table?.value ?? "",
+                batchSize: s.batchSize?.value ?? 5000, maxDelayMs: s.maxDelayMs?.value ?? 200,
+                mode: mode, key: s.key.map(\.value), schema: schema)
+        }
+
+        // MARK: graph
+
+        /// Topological order of the stages (Kahn's algorithm, stable in declaration order);
+        /// any stage left over sits on a cycle, which is reported once per cycle.
+        mutating func order() -> [StageRef] {
+            var nodes: [(ref: StageRef, location: SourceLocation)] = []
+            for s in spec.sources { nodes.append((StageRef(kind: .source, name: s.name.value, inputs: []), s.name.location)) }
+            for t in spec.topics { nodes.append((StageRef(kind: .topic, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location)) }
+            for t in spec.transforms { nodes.append((StageRef(kind: .transform, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location)) }
+            for s in spec.sinks { nodes.append((StageRef(kind: .sink, name: s.name.value, inputs: s.from.map { [$0.value] } ?? []), s.name.location)) }
+            let known = Set(nodes.map(\.ref.name))
+            var placed = Set<String>()
+            var ordered: [StageRef] = []
+            var progress = true
+            while progress {
+                progress = false
+                for node in nodes where !placed.contains(node.ref.name) {
+                    if node.ref.inputs.allSatisfy({ placed.contains($0) || !known.contains($0) }) {
+                        placed.insert(node.ref.name)
+                        ordered.append(node.ref)
+                        progress = true
+                    }
+                }
+            }
+            var reported = Set<String>()
+            for node in nodes where !placed.contains(node.ref.name) && !reported.contains(node.ref.name) {
+                var path = [node.ref.name]
+                var current = node.ref
+                while let next = current.inputs.first, let n = nodes.first(where: { $0.ref.name == next }), !path.contains(next) {
+                    path.append(next)
+                    current = n.ref
+                }
+                guard let next = current.inputs.first, let start = path.firstIndex(of: next) else { continue }
+                let cycle = Array(path[start...]) + [next]
+                cycle.forEach { reported.insert($0) }
+                let first = nodes.first { $0.ref.name == cycle[0] }!
+                bag.error("cycle in 'from:' links: \(cycle.joined(separator: " <- "))", at: first.location)
+            }
+            return ordered
+        }
+    }
+}

@@ -1,0 +1,170 @@
+import PipelineSpec
+
+/// A resolved, validated pipeline: every name points at something that exists, every type is
+/// known, every cast is legal. Later stages (plan, generate, run) read only this.
+public struct Pipeline: Sendable {
+    public var name: String
+    /// The spec file as the user named it.
+    public var file: String
+    public var sources: [Source]
+    public var topics: [Topic]
+    public var schemas: [Schema]
+    public var transforms: [Transform]
+    public var sinks: [Sink]
+    /// Every stage in topological order (inputs before the stages reading them).
+    public var stages: [StageRef]
+
+    public func source(named name: String) -> Source? { sources.first { $0.name == name } }
+    public func topic(named name: String) -> Topic? { topics.first { $0.name == name } }
+    public func schema(named name: String) -> Schema? { schemas.first { $0.name == name } }
+    public func transform(named name: String) -> Transform? { transforms.first { $0.name == name } }
+
+    /// The chain feeding a sink, source to sink: what `run` executes.
+    public func flow(for sink: Sink) -> Flow {
+        var chain: [Transform] = []
+        var upstream = sink.from
+        while let t = transform(named: upstream) {
+            chain.insert(t, at: 0)
+            upstream = t.from
+        }
+        let topic = topic(named: upstream)!
+        return Flow(source: topic.from.flatMap { source(named: $0) }, topic: topic, transforms: chain, sink: sink)
+    }
+
+    public var flows: [Flow] { sinks.map { flow(for: $0) } }
+
+    /// Namespaced bookkeeping tables of this pipeline, in schema `pipectl`.
+    public var bookkeeping: Bookkeeping { Bookkeeping(pipeline: name) }
+}
+
+public struct Flow: Sendable {
+    public var source: Source?
+    public var topic: Topic
+    public var transforms: [Transform]
+    public var sink: Sink
+}
+
+public enum StageKind: String, Sendable, Codable { case source, topic, transform, sink }
+
+public struct StageRef: Hashable, Sendable {
+    public var kind: StageKind
+    public var name: String
+    /// The stages this one reads from (at most one today).
+    public var inputs: [String]
+}
+
+public struct Source: Sendable {
+    public var name: String
+    /// The path as written in the spec, relative to the spec's folder.
+    public var path: String
+    /// The path to open (spec folder + path).
+    public var resolvedPath: String
+    public var header: Bool
+    public var delimiter: UInt8
+    public var quote: UInt8
+    public var null: String
+    public var batchSize: Int
+    public var rateLimit: Double?
+}
+
+public struct Topic: Sendable {
+    public var name: String
+    public var from: String?
+    public var brokers: String
+    public var partitions: Int
+    public var replicationFactor: Int
+    public var format: String
+    /// Fields making the message key; `["_record"]` means the source record id.
+    public var key: [String]
+    /// Declared JSON field types; fields not listed are read as text.
+    public var fieldTypes: [String: SQLType]
+    public var lingerMs: Int
+    public var compression: String
+    public var batchBytes: Int
+    public var messageMaxBytes: Int
+    public var properties: [String: String]
+
+    /// The name of the record id key: the source fingerprint plus the record's ordinal.
+    public static let recordKey = "_record"
+}
+
+public struct Schema: Sendable, Equatable {
+    public var name: String
+    public var file: String
+    public var columns: [Column]
+
+    public var primaryKey: [Column] { columns.filter(\.primaryKey) }
+}
+
+public struct Column: Sendable, Equatable {
+    public var name: String
+    public var type: SQLType
+    public var nullable: Bool
+    public var primaryKey: Bool
+    public var unique: Bool
+    public var defaultExpression: String?
+
+    /// Records never carry generated columns; columns with a default may be absent.
+    public var isFilledByDatabase: Bool { type.isGenerated }
+}
+
+/// What to do when a value cannot be cast.
+public enum CastFailure: String, Sendable, Codable {
+    case deadLetter = "dead_letter", null, `default`
+}
+
+/// How one target column gets its value from an incoming record.
+public struct ColumnBinding: Sendable, Equatable {
+    public var column: Column
+    /// The record field (after flattening and renames) read into the column.
+    public var field: String
+    /// The field's type as it arrives (text for CSV-fed topics).
+    public var inputType: SQLType
+    /// An explicit intermediate cast from the spec, if any.
+    public var castType: SQLType?
+    public var onCastError: CastFailure
+    /// A literal used when the field is missing or null.
+    public var defaultValue: String?
+}
+
+public struct Transform: Sendable {
+    public var name: String
+    public var from: String
+    public var schema: Schema
+    public var flattenSeparator: String?
+    /// Original field name -> new name.
+    public var renames: [String: String]
+    public var drops: Set<String>
+    public var nullIf: Set<String>
+    /// One binding per column the records fill, in schema order.
+    public var bindings: [ColumnBinding]
+}
+
+public enum WriteMode: String, Sendable, Codable { case insert, upsert }
+
+public struct Sink: Sendable {
+    public var name: String
+    public var from: String
+    public var url: String
+    public var dbSchema: String
+    public var table: String
+    public var batchSize: Int
+    public var maxDelayMs: Int
+    public var mode: WriteMode
+    public var key: [String]
+    /// The schema of the rows arriving (the feeding transform's).
+    public var schema: Schema
+
+    /// Insert mode de-duplicates re-sent records on this bigint column: the source's number
+    /// (from the `sources` bookkeeping table) in the high bits, the record's ordinal in the low 40.
+    public static let recordColumn = "_pipectl_record"
+}
+
+/// Names of the tables the runtime keeps its state in, one set per pipeline.
+public struct Bookkeeping: Sendable {
+    public var pipeline: String
+    public static let schema = "pipectl"
+    public var offsets: String { "\(pipeline)__offsets" }
+    public var sources: String { "\(pipeline)__sources" }
+    public var deadLetters: String { "\(pipeline)__dead_letters" }
+}

@@ -1,0 +1,86 @@
+/// What `pipectl plan` shows: the stage graph, the topics to create and the exact DDL.
+/// Built offline from a `Pipeline`; it never connects to anything.
+public struct Plan: Codable, Sendable, Equatable {
+    public struct Stage: Codable, Sendable, Equatable {
+        public var kind: StageKind
+        public var name: String
+        public var inputs: [String]
+        public var detail: String
+    }
+
+    public struct TopicPlan: Codable, Sendable, Equatable {
+        public var name: String
+        public var partitions: Int
+        public var replicationFactor: Int
+        public var format: String
+        public var key: [String]
+        public var brokers: String
+
+        enum CodingKeys: String, CodingKey {
+            case name, partitions, replicationFactor = "replication_factor", format, key, brokers
+        }
+    }
+
+    public var pipeline: String
+    public var file: String
+    public var stages: [Stage]
+    public var topics: [TopicPlan]
+    public var ddl: [String]
+
+    public init(_ pipeline: Pipeline) {
+        self.pipeline = pipeline.name
+        self.file = pipeline.file
+        self.stages = pipeline.stages.map { ref in
+            Stage(kind: ref.kind, name: ref.name, inputs: ref.inputs, detail: Self.detail(of: ref, in: pipeline))
+        }
+        self.topics = pipeline.topics.map {
+            TopicPlan(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor,
+                      format: $0.format, key: $0.key, brokers: $0.brokers)
+        }
+        self.ddl = DDL.all(for: pipeline)
+    }
+
+    static func detail(of ref: StageRef, in p: Pipeline) -> String {
+        switch ref.kind {
+        case .source:
+            guard let s = p.source(named: ref.name) else { return "" }
+            let rate = s.rateLimit.map { ", at most \(Int($0)) rows/s" } ?? ""
+            return "csv \(s.path)\(s.header ? " (header)" : ""), batches of \(s.batchSize) rows\(rate)"
+        case .topic:
+            guard let t = p.topic(named: ref.name) else { return "" }
+            return "kafka, \(t.partitions) partition\(t.partitions == 1 ? "" : "s"), \(t.format), key \(t.key.joined(separator: "+"))"
+        case .transform:
+            guard let t = p.transform(named: ref.name) else { return "" }
+            var parts = ["schema \(t.schema.name), \(t.bindings.count) columns from records"]
+            if let sep = t.flattenSeparator { parts.append("flatten with '\(sep)'") }
+            let casts = t.bindings.filter { $0.castType != nil }.count
+            if casts > 0 { parts.append("\(casts) explicit cast\(casts == 1 ? "" : "s")") }
+            return parts.joined(separator: ", ")
+        case .sink:
+            guard let s = p.sinks.first(where: { $0.name == ref.name }) else { return "" }
+            let key = s.key.isEmpty ? "" : " on (\(s.key.joined(separator: ", ")))"
+            return "postgres \(SQL.qualified(s.dbSchema, s.table)), \(s.mode.rawValue)\(key), batches of \(s.batchSize) rows or \(s.maxDelayMs) ms"
+        }
+    }
+
+    /// The human-readable plan.
+    public var text: String {
+        var out = "Pipeline '\(pipeline)' (\(file))\n\nStages (topological order):\n"
+        let kindWidth = stages.map(\.kind.rawValue.count).max() ?? 0
+        let nameWidth = stages.map(\.name.count).max() ?? 0
+        for (i, stage) in stages.enumerated() {
+            let kind = stage.kind.rawValue.padding(toLength: kindWidth, withPad: " ", startingAt: 0)
+            let name = stage.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
+            let inputs = stage.inputs.isEmpty ? "" : "<- \(stage.inputs.joined(separator: ", "))  "
+            out += "  \(i + 1). \(kind)  \(name)  \(inputs)\(stage.detail)\n"
+        }
+        out += "\nTopics to create if missing:\n"
+        if topics.isEmpty { out += "  (none)\n" }
+        for t in topics {
+            out += "  \(t.name)  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(t.format) key=\(t.key.joined(separator: "+")) brokers=\(t.brokers)\n"
+        }
+        out += "\nDDL (each statement idempotent):\n"
+        out += ddl.joined(separator: "\n") + "\n"
+        return out
+    }
+}

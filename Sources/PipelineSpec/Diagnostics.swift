@@ -1,0 +1,122 @@
+/// Where a piece of a spec came from: `pipelines/housing.yaml:12:7`.
+public struct SourceLocation: Hashable, Sendable, Comparable, CustomStringConvertible {
+    public var file: String
+    public var line: Int
+    public var column: Int
+
+    public init(file: String, line: Int, column: Int) {
+        self.file = file
+        self.line = line
+        self.column = column
+    }
+
+    public var description: String { "\(file):\(line):\(column)" }
+
+    public static func < (lhs: SourceLocation, rhs: SourceLocation) -> Bool {
+        (lhs.file, lhs.line, lhs.column) < (rhs.file, rhs.line, rhs.column)
+    }
+}
+
+/// One message for the person at the terminal, formatted like the Swift compiler's:
+/// `pipelines/housing.yaml:12:7: error: unknown type 'flaot' (did you mean 'float'?)`.
+public struct Diagnostic: Hashable, Sendable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case error, warning, note }
+
+    public var severity: Severity
+    public var location: SourceLocation?
+    public var message: String
+
+    public init(_ severity: Severity = .error, at location: SourceLocation?, _ message: String) {
+        self.severity = severity
+        self.location = location
+        self.message = message
+    }
+
+    public static func error(_ message: String, at location: SourceLocation?) -> Diagnostic {
+        Diagnostic(.error, at: location, message)
+    }
+
+    public var description: String {
+        if let location { return "\(location): \(severity.rawValue): \(message)" }
+        return "\(severity.rawValue): \(message)"
+    }
+}
+
+/// Every error found in a stage, not just the first, sorted by position.
+public struct DiagnosticError: Error, Sendable, CustomStringConvertible {
+    public var diagnostics: [Diagnostic]
+
+    public init(_ diagnostics: [Diagnostic]) {
+        self.diagnostics = diagnostics.sorted { a, b in
+            switch (a.location, b.location) {
+            case let (l?, r?): return l == r ? a.message < b.message : l < r
+            case (nil, _?): return true
+            case (_?, nil): return false
+            case (nil, nil): return a.message < b.message
+            }
+        }
+    }
+
+    public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
+}
+
+/// Collects diagnostics while a stage keeps going, so one run reports everything.
+public struct DiagnosticBag: Sendable {
+    public private(set) var diagnostics: [Diagnostic] = []
+    public init() {}
+
+    public mutating func error(_ message: String, at location: SourceLocation?) {
+        diagnostics.append(.error(message, at: location))
+    }
+
+    public mutating func append(contentsOf other: [Diagnostic]) { diagnostics.append(contentsOf: other) }
+
+    public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
+
+    public func throwIfErrors() throws {
+        if hasErrors { throw DiagnosticError(diagnostics) }
+    }
+}
+
+/// Suggestions for near-miss names: `did you mean 'float'?`.
+public enum Suggest {
+    /// The closest candidate within an edit distance that grows with the word's length.
+    public static func closest(to word: String, in candidates: some Sequence<String>) -> String? {
+        let lowered = word.lowercased()
+        var best: (String, Int)?
+        for candidate in candidates {
+            let d = distance(lowered, candidate.lowercased())
+            let limit = max(1, min(3, candidate.count / 3 + 1))
+            if d <= limit, d < (best?.1 ?? Int.max) { best = (candidate, d) }
+        }
+        return best?.0
+    }
+
+    /// ` (did you mean 'x'?)` or the empty string.
+    public static func hint(for word: String, in candidates: some Sequence<String>) -> String {
+        guard let match = closest(to: word, in: candidates), match != word else { return "" }
+        return " (did you mean '\(match)'?)"
+    }
+
+    /// Levenshtein distance, with a transposition counted as one edit.
+    static func distance(_ a: String, _ b: String) -> Int {
+        let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+        if a.isEmpty { return b.count }
+        if b.isEmpty { return a.count }
+        var prev2 = [Int](repeating: 0, count: b.count + 1)
+        var prev = Array(0...b.count)
+        var cur = [Int](repeating: 0, count: b.count + 1)
+        for i in 1...a.count {
+            cur[0] = i
+            for j in 1...b.count {
+                let cost = a[i - 1] == b[j - 1] ? 0 : 1
+                cur[j] = min(prev[j] + 1, cur[j - 1] + 1, prev[j - 1] + cost)
+                if i > 1, j > 1, a[i - 1] == b[j - 2], a[i - 2] == b[j - 1] {
+                    cur[j] = min(cur[j], prev2[j - 2] + 1)
+                }
+            }
+            (prev2, prev, cur) = (prev, cur, prev2)
+        }
+        return prev[b.count]
+    }
+}

@@ -1,0 +1,243 @@
+import Foundation
+
+/// YAML text -> `PipelineSpec`. Reports every shape error it finds (unknown keys, wrong types,
+/// missing fields, unset environment variables), each at its `file:line:col`.
+public struct SpecParser: Sendable {
+    public var environment: [String: String]
+    /// Reads a file by path; replaceable so tests can feed specs from memory.
+    public var readFile: @Sendable (String) throws -> String
+
+    public init(
+        environment: [String: String] = ProcessInfo.processInfo.environment,
+        readFile: @escaping @Sendable (String) throws -> String = { try String(contentsOfFile: $0, encoding: .utf8) }
+    ) {
+        self.environment = environment
+        self.readFile = readFile
+    }
+
+    static let topKeys = ["version", "name", "description", "sources", "topics", "schemas", "transforms", "sinks"]
+    static let sourceKeys = ["name", "type", "path", "header", "delimiter", "quote", "null", "batch_size", "rate_limit"]
+    static let topicKeys = ["name", "from", "brokers", "partitions", "replication_factor", "format", "key", "fields",
+                            "linger_ms", "compression", "batch_bytes", "message_max_bytes", "properties"]
+    static let schemaKeys = ["version", "name", "description", "columns"]
+    static let columnKeys = ["name", "type", "nullable", "primary_key", "unique", "default", "description"]
+    static let transformKeys = ["name", "from", "schema", "flatten", "rename", "drop", "casts", "defaults", "null_if"]
+    static let castKeys = ["type", "on_error"]
+    static let sinkKeys = ["name", "from", "type", "url", "table", "db_schema", "batch_size", "max_delay_ms", "mode", "key"]
+
+    /// Parses the spec at `path` and the schema files it references.
+    public func parse(path: String) throws -> PipelineSpec {
+        let text: String
+        do {
+            text = try readFile(path)
+        } catch {
+            throw DiagnosticError([.error("cannot read spec file: \(Self.describe(error))", at: SourceLocation(file: path, line: 1, column: 1))])
+        }
+        return try parse(text: text, file: path)
+    }
+
+    public func parse(text: String, file: String) throws -> PipelineSpec {
+        var bag = DiagnosticBag()
+        let spec = parse(text: text, file: file, bag: &bag)
+        try bag.throwIfErrors()
+        guard let spec else { throw DiagnosticError(bag.diagnostics) }
+        return spec
+    }
+
+    static func describe(_ error: Error) -> String {
+        let ns = error as NSError
+        if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoSuchFileError || ns.code == 260 { return "no such file" }
+        return ns.localizedDescription
+    }
+
+    func parse(text: String, file: String, bag: inout DiagnosticBag) -> PipelineSpec? {
+        let start = SourceLocation(file: file, line: 1, column: 1)
+        guard let tree = YAMLTree.parse(text, file: file, environment: environment, diagnostics: &bag) else { return nil }
+        guard let top = FieldReader(tree, context: "the pipeline spec", allowed: Self.topKeys, bag: &bag) else { return nil }
+        let directory = (file as NSString).deletingLastPathComponent
+
+        let version = top.int("version", bag: &bag)
+        if version == nil, top["version"] == nil { top.missing("version", bag: &bag) }
+        if let version, version.value != 1 {
+            bag.error("unsupported spec version \(version.value); this pipectl reads version 1", at: version.location)
+        }
+        let name = top.string("name", required: true, bag: &bag) ?? Located("", at: start)
+
+        let sources = top.list("sources", bag: &bag).compactMap { parseSource($0, bag: &bag) }
+        let topics = top.list("topics", bag: &bag).compactMap { parseTopic($0, bag: &bag) }
+        let schemas = top.list("schemas", bag: &bag).compactMap { parseSchemaReference($0, directory: directory, bag: &bag) }
+        let transforms = top.list("transforms", bag: &bag).compactMap { parseTransform($0, bag: &bag) }
+        let sinks = top.list("sinks", bag: &bag).compactMap { parseSink($0, bag: &bag) }
+
+        return PipelineSpec(
+            file: file, directory: directory, version: version ?? Located(1, at: start), name: name,
+            sources: sources, topics: topics, schemas: schemas, transforms: transforms, sinks: sinks)
+    }
+
+    /// `- name: x` items: the name, or a diagnostic and a placeholder so checking goes on.
+    private func itemName(_ fields: FieldReader, bag: inout DiagnosticBag) -> Located<String> {
+        fields.string("name", required: true, bag: &bag) ?? Located("", at: fields.location)
+    }
+
+    private func context(_ kind: String, _ tree: YAMLTree) -> String {
+        if case let .mapping(pairs, _) = tree, let n = pairs.first(where: { $0.key.value == "name" }),
+           case let .scalar(text, _, _) = n.value {
+            return "\(kind) '\(text)'"
+        }
+        return kind
+    }
+
+    func parseSource(_ tree: YAMLTree, bag: inout DiagnosticBag) -> SourceSpec? {
+        guard let f = FieldReader(tree, context: context("source", tree), allowed: Self.sourceKeys, bag: &bag) else { return nil }
+        let name = itemName(f, bag: &bag)
+        if let type = f.string("type", required: true, bag: &bag), type.value != "csv" {
+            bag.error("unknown source type '\(type.value)'\(Suggest.hint(for: type.value, in: ["csv"])); supported: csv",
+                      at: type.location)
+        }
+        var csv = CSVSourceSpec(path: f.string("path", required: true, bag: &bag) ?? Located("", at: f.location))
+        csv.header = f.bool("header", bag: &bag)?.value ?? true
+        csv.delimiter = f.string("delimiter", bag: &bag)
+        csv.quote = f.string("quote", bag: &bag)
+        csv.null = f.string("null", bag: &bag)?.value ?? ""
+        csv.batchSize = f.int("batch_size", min: 1, bag: &bag)
+        csv.rateLimit = f.double("rate_limit", bag: &bag)
+        for single in [csv.delimiter, csv.quote].compactMap({ $0 }) where single.value.unicodeScalars.count != 1 {
+            bag.error("'\(single.value)' must be exactly one character", at: single.location)
+        }
+        return SourceSpec(name: name, location: f.location, csv: csv)
+    }
+
+    func parseTopic(_ tree: YAMLTree, bag: inout DiagnosticBag) -> TopicSpec? {
+        guard let f = FieldReader(tree, context: context("topic", tree), allowed: Self.topicKeys, bag: &bag) else { return nil }
+        return TopicSpec(
+            name: itemName(f, bag: &bag), location: f.location,
+            from: f.string("from", bag: &bag),
+            brokers: f.string("brokers", bag: &bag),
+            partitions: f.int("partitions", min: 1, bag: &bag),
+            replicationFactor: f.int("replication_factor", min: 1, bag: &bag),
+            format: f.string("format", bag: &bag),
+            key: f.strings("key", bag: &bag),
+            fields: f.stringMap("fields", bag: &bag).map { (name: $0.key, type: $0.value) },
+            lingerMs: f.int("linger_ms", min: 0, bag: &bag),
+            compression: f.string("compression", bag: &bag),
+            batchBytes: f.int("batch_bytes", min: 1, bag: &bag),
+            messageMaxBytes: f.int("message_max_bytes", min: 1000, bag: &bag),
+            properties: f.stringMap("properties", bag: &bag))
+    }
+
+    /// `- ../schemas/housing.yaml` (a file, relative to the spec) or an inline schema mapping.
+    func parseSchemaReference(_ tree: YAMLTree, directory: String, bag: inout DiagnosticBag) -> SchemaSpec? {
+        switch tree {
+        case let .scalar(path, _, loc):
+            let full = Self.join(directory, path)
+            let text: String
+            do {
+                text = try readFile(full)
+            } catch {
+                bag.error("cannot read schema file '\(full)': \(Self.describe(error))", at: loc)
+                return nil
+            }
+            guard let schemaTree = YAMLTree.parse(text, file: full, environment: environment, diagnostics: &bag) else {
+                return nil
+            }
+            return parseSchema(schemaTree, file: full, referencedAt: loc, bag: &bag)
+        case .mapping:
+            return parseSchema(tree, file: tree.location.file, referencedAt: tree.location, bag: &bag)
+        case .sequence:
+            bag.error("a schema must be a file path or a mapping, found a list", at: tree.location)
+            return nil
+        }
+    }
+
+    func parseSchema(_ tree: YAMLTree, file: String, referencedAt: SourceLocation, bag: inout DiagnosticBag) -> SchemaSpec? {
+        guard let f = FieldReader(tree, context: context("schema", tree), allowed: Self.schemaKeys, bag: &bag) else { return nil }
+        if let version = f.int("version", bag: &bag), version.value != 1 {
+            bag.error("unsupported schema version \(version.value); this pipectl reads version 1", at: version.location)
+        }
+        let name = itemName(f, bag: &bag)
+        let items = f.list("columns", bag: &bag)
+        if f["columns"] == nil { f.missing("columns", bag: &bag) }
+        let columns: [ColumnSpec] = items.compactMap { item in
+            guard let c = FieldReader(item, context: context("column", item), allowed: Self.columnKeys, bag: &bag) else { return nil }
+            return ColumnSpec(
+                name: itemName(c, bag: &bag),
+                type: c.string("type", required: true, bag: &bag) ?? Located("", at: c.location),
+                nullable: c.bool("nullable", bag: &bag),
+                primaryKey: c.bool("primary_key", bag: &bag),
+                unique: c.bool("unique", bag: &bag),
+                defaultExpression: c.string("default", bag: &bag),
+                location: c.location)
+        }
+        return SchemaSpec(name: name, file: file, columns: columns, referencedAt: referencedAt)
+    }
+
+    func parseTransform(_ tree: YAMLTree, bag: inout DiagnosticBag) -> TransformSpec? {
+        guard let f = FieldReader(tree, context: context("transform", tree), allowed: Self.transformKeys, bag: &bag) else { return nil }
+        var casts: [CastSpec] = []
+        if let castTree = f["casts"] {
+            if case let .mapping(pairs, _) = castTree {
+                for pair in pairs {
+                    switch pair.value {
+                    case let .scalar(type, _, loc):
+                        casts.append(CastSpec(field: pair.key, type: Located(type, at: loc), onError: nil))
+                    case .mapping:
+                        guard let c = FieldReader(pair.value, context: "cast of '\(pair.key.value)'", allowed: Self.castKeys, bag: &bag) else { continue }
+                        let type = c.string("type", required: true, bag: &bag) ?? Located("", at: c.location)
+                        casts.append(CastSpec(field: pair.key, type: type, onError: c.string("on_error", bag: &bag)))
+                    case .sequence:
+                        bag.error("cast of '\(pair.key.value)' must be a type or a mapping, found a list", at: pair.value.location)
+                    }
+                }
+            } else {
+                bag.error("'casts' in \(f.context) must be a mapping of field: type, found \(castTree.kindName)", at: castTree.location)
+            }
+        }
+        return TransformSpec(
+            name: itemName(f, bag: &bag), location: f.location,
+            from: f.string("from", required: true, bag: &bag),
+            schema: f.string("schema", required: true, bag: &bag),
+            flatten: f.string("flatten", bag: &bag),
+            rename: f.stringMap("rename", bag: &bag).map { (from: $0.key, to: $0.value) },
+            drop: f.strings("drop", bag: &bag),
+            casts: casts,
+            defaults: f.stringMap("defaults", bag: &bag).map { (field: $0.key, value: $0.value) },
+            nullIf: f.strings("null_if", bag: &bag))
+    }
+
+    func parseSink(_ tree: YAMLTree, bag: inout DiagnosticBag) -> SinkSpec? {
+        guard let f = FieldReader(tree, context: context("sink", tree), allowed: Self.sinkKeys, bag: &bag) else { return nil }
+        if let type = f.string("type", required: true, bag: &bag), type.value != "postgres" {
+            bag.error("unknown sink type '\(type.value)'\(Suggest.hint(for: type.value, in: ["postgres"])); supported: postgres",
+                      at: type.location)
+        }
+        return SinkSpec(
+            name: itemName(f, bag: &bag), location: f.location,
+            from: f.string("from", required: true, bag: &bag),
+            url: f.string("url", bag: &bag),
+            table: f.string("table", required: true, bag: &bag),
+            dbSchema: f.string("db_schema", bag: &bag),
+            batchSize: f.int("batch_size", min: 1, bag: &bag),
+            maxDelayMs: f.int("max_delay_ms", min: 0, bag: &bag),
+            mode: f.string("mode", bag: &bag),
+            key: f.strings("key", bag: &bag))
+    }
+
+    /// `pipelines` + `../schemas/x.yaml` -> `schemas/x.yaml`: paths in messages stay short.
+    public static func join(_ directory: String, _ path: String) -> String {
+        if path.hasPrefix("/") || directory.isEmpty { return normalize(path) }
+        return normalize(directory + "/" + path)
+    }
+
+    public static func normalize(_ path: String) -> String {
+        let absolute = path.hasPrefix("/")
+        var parts: [Substring] = []
+        for part in path.split(separator: "/", omittingEmptySubsequences: true) {
+            if part == "." { continue }
+            if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+            if part == "..", absolute { continue }
+            parts.append(part)
+        }
+        let joined = parts.joined(separator: "/")
+        return absolute ? "/" + joined : (joined.isEmpty ? "." : joined)
+    }
+}

@@ -1,0 +1,175 @@
+import Foundation
+import Yams
+
+/// A value with the place in a spec file it came from.
+public struct Located<Value: Sendable>: Sendable {
+    public var value: Value
+    public var location: SourceLocation
+
+    public init(_ value: Value, at location: SourceLocation) {
+        self.value = value
+        self.location = location
+    }
+}
+
+extension Located: Equatable where Value: Equatable {}
+extension Located: Hashable where Value: Hashable {}
+
+/// The YAML document as a plain tree whose every node keeps its `file:line:col`.
+/// Scalars are already environment-interpolated (`${VAR}`, `${VAR:-default}`).
+public indirect enum YAMLTree: Sendable {
+    case scalar(String, isPlainNull: Bool, SourceLocation)
+    case mapping([(key: Located<String>, value: YAMLTree)], SourceLocation)
+    case sequence([YAMLTree], SourceLocation)
+
+    public var location: SourceLocation {
+        switch self {
+        case let .scalar(_, _, l), let .mapping(_, l), let .sequence(_, l): return l
+        }
+    }
+
+    var kindName: String {
+        switch self {
+        case .scalar(_, true, _): return "null"
+        case .scalar: return "a scalar"
+        case .mapping: return "a mapping"
+        case .sequence: return "a list"
+        }
+    }
+
+    /// Reads `text` (the contents of `file`) into a tree, or the diagnostics for why it cannot.
+    public static func parse(
+        _ text: String, file: String, environment: [String: String], diagnostics: inout DiagnosticBag
+    ) -> YAMLTree? {
+        let root: Node?
+        do {
+            root = try Yams.compose(yaml: text)
+        } catch let error as YamlError {
+            diagnostics.append(contentsOf: [yamlDiagnostic(error, file: file)])
+            return nil
+        } catch {
+            diagnostics.error("cannot read YAML: \(error)", at: SourceLocation(file: file, line: 1, column: 1))
+            return nil
+        }
+        guard let root else {
+            diagnostics.error("the file is empty", at: SourceLocation(file: file, line: 1, column: 1))
+            return nil
+        }
+        var converter = Converter(file: file, environment: environment)
+        let tree = converter.convert(root)
+        diagnostics.append(contentsOf: converter.diagnostics)
+        return tree
+    }
+
+    static func yamlDiagnostic(_ error: YamlError, file: String) -> Diagnostic {
+        func at(_ mark: Mark) -> SourceLocation {
+            SourceLocation(file: file, line: max(mark.line, 1), column: max(mark.column, 1))
+        }
+        switch error {
+        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
+             let .composer(context, problem, mark, _):
+            let extra = context.map { " \($0.text)" } ?? ""
+            return .error("YAML syntax error: \(problem)\(extra)", at: at(mark))
+        case let .duplicatedKeysInMapping(duplicates, context):
+            let names = duplicates.sorted().map { "'\($0)'" }.joined(separator: ", ")
+            return .error("duplicate key \(names) in a mapping", at: at(context.mark))
+        case let .reader(problem, _, _, _):
+            return .error("cannot read the file: \(problem)", at: SourceLocation(file: file, line: 1, column: 1))
+        default:
+            return .error("cannot read YAML: \(error)", at: SourceLocation(file: file, line: 1, column: 1))
+        }
+    }
+
+    private struct Converter {
+        let file: String
+        let environment: [String: String]
+        var diagnostics: [Diagnostic] = []
+
+        func location(_ mark: Mark?) -> SourceLocation {
+            SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
+        }
+
+        mutating func convert(_ node: Node) -> YAMLTree {
+            switch node {
+            case let .scalar(scalar):
+                let loc = location(scalar.mark)
+                let isNull = scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string)
+                do {
+                    return .scalar(try Interpolation.expand(scalar.string, environment: environment), isPlainNull: isNull, loc)
+                } catch let error as Interpolation.Failure {
+                    diagnostics.append(.error(error.message, at: loc))
+                    return .scalar(scalar.string, isPlainNull: false, loc)
+                } catch {
+                    return .scalar(scalar.string, isPlainNull: false, loc)
+                }
+            case let .mapping(mapping):
+                var pairs: [(key: Located<String>, value: YAMLTree)] = []
+                for (key, value) in mapping {
+                    pairs.append((Located(key.string ?? "\(key)", at: location(key.mark)), convert(value)))
+                }
+                return .mapping(pairs, location(mapping.mark))
+            case let .sequence(sequence):
+                return .sequence(sequence.map { convert($0) }, location(sequence.mark))
+            case let .alias(alias):
+                diagnostics.append(.error("YAML aliases are not supported in specs", at: location(alias.mark)))
+                return .scalar("", isPlainNull: true, location(alias.mark))
+            }
+        }
+    }
+}
+
+/// `${VAR}` (required) and `${VAR:-default}` inside YAML scalars; `$${` is a literal `${`.
+public enum Interpolation {
+    public struct Failure: Error, Sendable { public var message: String }
+
+    public static func expand(_ text: String, environment: [String: String]) throws -> String {
+        guard text.contains("$") else { return text }
+        var out = ""
+        var i = text.startIndex
+        while i < text.endIndex {
+            let c = text[i]
+            if c == "$" {
+                let next = text.index(after: i)
+                if text[next...].hasPrefix("${") {  // `$${` escapes
+                    out += "${"
+                    i = text.index(next, offsetBy: 2)
+                    continue
+                }
+                if next < text.endIndex, text[next] == "{" {
+                    guard let close = text[next...].firstIndex(of: "}") else {
+                        throw Failure(message: "unterminated '${' in '\(text)'; write '$${' for a literal '${'")
+                    }
+                    let body = String(text[text.index(after: next)..<close])
+                    let name: String, fallback: String?
+                    if let range = body.range(of: ":-") {
+                        name = String(body[..<range.lowerBound])
+                        fallback = String(body[range.upperBound...])
+                    } else {
+                        name = body
+                        fallback = nil
+                    }
+                    guard isVariableName(name) else {
+                        throw Failure(message: "'${\(body)}' is not a valid environment reference; use ${NAME} or ${NAME:-default}")
+                    }
+                    if let value = environment[name], !(value.isEmpty && fallback != nil) {
+                        out += value
+                    } else if let fallback {
+                        out += fallback
+                    } else {
+                        throw Failure(message: "environment variable '\(name)' is not set (write ${\(name):-default} to give a default)")
+                    }
+                    i = text.index(after: close)
+                    continue
+                }
+            }
+            out.append(c)
+            i = text.index(after: i)
+        }
+        return out
+    }
+
+    static func isVariableName(_ name: String) -> Bool {
+        guard let first = name.unicodeScalars.first, first == "_" || (first.isASCII && first.properties.isAlphabetic) else { return false }
+        return name.unicodeScalars.allSatisfy { $0 == "_" || ($0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0))) }
+    }
+}

@@ -1,0 +1,228 @@
+import Foundation
+
+/// One CSV record, reused between calls to `CSVReader.next()`: copy what you keep.
+public struct CSVRecord: Sendable {
+    /// The fields' bytes, unquoted and unescaped, back to back.
+    public var bytes: [UInt8] = []
+    /// End offset of each field in `bytes`.
+    public var ends: [Int] = []
+    /// Whether each field was quoted (a quoted empty field is an empty string, not NULL).
+    public var quoted: [Bool] = []
+    /// 1-based line where the record starts.
+    public var line: Int = 0
+    /// 1-based ordinal among data records (blank lines and the header not counted).
+    public var ordinal: Int64 = 0
+    /// The record's raw text as read (for dead letters), only kept when asked for.
+    public var raw: [UInt8] = []
+    /// Set when the record is malformed; the fields are then unreliable.
+    public var error: String?
+
+    public init() {}
+
+    public var count: Int { ends.count }
+
+    public func range(_ i: Int) -> Range<Int> { (i == 0 ? 0 : ends[i - 1])..<ends[i] }
+
+    public func string(_ i: Int) -> String { String(decoding: bytes[range(i)], as: UTF8.self) }
+
+    mutating func reset() {
+        bytes.removeAll(keepingCapacity: true)
+        ends.removeAll(keepingCapacity: true)
+        quoted.removeAll(keepingCapacity: true)
+        raw.removeAll(keepingCapacity: true)
+        error = nil
+    }
+}
+
+public struct CSVError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public init(message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// A streaming RFC 4180 reader over a file: bounded memory whatever the file's size.
+/// Handles quoted fields spanning lines, doubled quotes, CRLF, a UTF-8 BOM and blank lines.
+public final class CSVReader {
+    public let delimiter: UInt8
+    public let quote: UInt8
+    private let handle: FileHandle?
+    private var buffer: [UInt8] = []
+    private var position = 0
+    private var eof = false
+    private var line = 1
+    private var ordinal: Int64 = 0
+    private var atStart = true
+    private let chunkSize: Int
+    /// Keep each record's raw text in `CSVRecord.raw` (for dead letters).
+    public var keepRaw = true
+
+    public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), chunkSize: Int = 1 << 20) throws {
+        guard let handle = FileHandle(forReadingAtPath: path) else {
+            var isDir: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
+                throw CSVError(message: isDir.boolValue ? "\(path): is a folder, not a CSV file" : "\(path): cannot be opened for reading")
+            }
+            throw CSVError(message: "\(path): no such file")
+        }
+        self.handle = handle
+        self.delimiter = delimiter
+        self.quote = quote
+        self.chunkSize = chunkSize
+    }
+
+    /// Reads from memory (tests, `infer` on a string).
+    public init(bytes: [UInt8], delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\"")) {
+        self.handle = nil
+        self.buffer = bytes
+        self.eof = true
+        self.delimiter = delimiter
+        self.quote = quote
+        self.chunkSize = 0
+    }
+
+    deinit { try? handle?.close() }
+
+    /// Makes sure at least one byte past `position` is buffered; false at end of input.
+    @inline(__always)
+    private func fill() -> Bool {
+        if position < buffer.count { return true }
+        return refill()
+    }
+
+    private func refill() -> Bool {
+        guard !eof, let handle else { return false }
+        buffer.removeAll(keepingCapacity: true)
+        position = 0
+        let data = handle.readData(ofLength: chunkSize)
+        if data.isEmpty { eof = true; return false }
+        buffer.append(contentsOf: data)
+        return true
+    }
+
+    @inline(__always) private func peek() -> UInt8? { fill() ? buffer[position] : nil }
+
+    /// Reads the next record into `record`; false at the end of the file.
+    public func next(into record: inout CSVRecord) -> Bool {
+        if atStart {
+            atStart = false
+            if fill(), buffer.count - position >= 3 || !eof {
+                // A UTF-8 byte order mark is not part of the first field.
+                if peek() == 0xEF {
+                    let save = position
+                    var bom = true
+                    for expected: UInt8 in [0xEF, 0xBB, 0xBF] {
+                        guard let b = peek(), b == expected else { bom = false; break }
+                        position += 1
+                    }
+                    if !bom { position = save }
+                }
+            }
+        }
+        while true {
+            // Skip blank lines (a lone LF or CRLF) between records.
+            guard let first = peek() else { return false }
+            if first == 0x0A { position += 1; line += 1; continue }
+            if first == 0x0D {
+                position += 1
+                if peek() == 0x0A { position += 1 }
+                line += 1
+                continue
+            }
+            break
+        }
+        record.reset()
+        record.line = line
+        ordinal += 1
+        record.ordinal = ordinal
+        var fieldQuoted = false
+        var inQuotes = false
+        var afterQuote = false
+        while let b = peek() {
+            position += 1
+            if keepRaw { record.raw.append(b) }
+            if inQuotes {
+                if b == quote {
+                    if peek() == quote {
+                        position += 1
+                        if keepRaw { record.raw.append(b) }
+                        record.bytes.append(quote)
+                    } else {
+                        inQuotes = false
+                        afterQuote = true
+                    }
+                } else {
+                    if b == 0x0A { line += 1 }
+                    record.bytes.append(b)
+                }
+                continue
+            }
+            if b == delimiter {
+                record.ends.append(record.bytes.count)
+                record.quoted.append(fieldQuoted)
+                fieldQuoted = false
+                afterQuote = false
+                continue
+            }
+            if b == 0x0A || b == 0x0D {
+                if b == 0x0D, peek() == 0x0A { position += 1 }
+                if keepRaw { record.raw.removeLast() }
+                line += 1
+                finish(&record, quoted: fieldQuoted)
+                return true
+            }
+            if b == quote, !fieldQuoted, record.bytes.count == (record.ends.last ?? 0) {
+                inQuotes = true
+                fieldQuoted = true
+                continue
+            }
+            if afterQuote, record.error == nil {
+                record.error = "unexpected character after a closing quote in field \(record.ends.count + 1) (line \(line))"
+            }
+            record.bytes.append(b)
+        }
+        if inQuotes {
+            record.error = "unclosed quote: the quoted field starting on line \(record.line) runs to the end of the file"
+        }
+        finish(&record, quoted: fieldQuoted)
+        return true
+    }
+
+    private func finish(_ record: inout CSVRecord, quoted: Bool) {
+        record.ends.append(record.bytes.count)
+        record.quoted.append(quoted)
+    }
+}
+
+extension CSVReader {
+    /// Turns header cells into safe, unique identifiers: lower case, `_` for anything else,
+    /// a leading `_` before a digit, `_2`, `_3` ... for repeats, `column_N` for empty cells.
+    public static func normalizeHeader(_ names: [String]) -> [String] {
+        var used: [String: Int] = [:]
+        var result: [String] = []
+        for (index, raw) in names.enumerated() {
+            var name = ""
+            for scalar in raw.lowercased().unicodeScalars {
+                if scalar.isASCII, scalar.properties.isAlphabetic || ("0"..."9").contains(scalar) {
+                    name.unicodeScalars.append(scalar)
+                } else if !name.hasSuffix("_") {
+                    name += "_"
+                }
+            }
+            while name.hasSuffix("_"), name.count > 1 { name.removeLast() }
+            while name.hasPrefix("_"), name.count > 1 { name.removeFirst() }
+            if name.isEmpty || name == "_" { name = "column_\(index + 1)" }
+            if let first = name.unicodeScalars.first, ("0"..."9").contains(first) { name = "_" + name }
+            if name.utf8.count > 60 { name = String(name.utf8.prefix(60))! }
+            var candidate = name
+            var n = used[name, default: 1]
+            while used[candidate] != nil {
+                n += 1
+                candidate = "\(name)_\(n)"
+            }
+            used[name] = n
+            used[candidate] = 1
+            result.append(candidate)
+        }
+        return result
+    }
+}

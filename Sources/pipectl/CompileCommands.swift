@@ -1,0 +1,137 @@
+import ArgumentParser
+import Foundation
+import PipelineCodegen
+import PipelineCompiler
+import PipelineSpec
+import RecordFormats
+
+struct Plan: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Show the stage graph, the topics and the DDL a spec needs (offline by default).")
+    @OptionGroup var spec: SpecArgument
+    @Flag(help: "Print the plan as JSON.") var json = false
+    @Flag(help: "Compare with the live database and show what would change.") var live = false
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            let plan = PipelineCompiler.Plan(pipeline)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+                print(String(decoding: try encoder.encode(plan), as: UTF8.self))
+            } else {
+                print(plan.text, terminator: "")
+            }
+            if live { try LivePlan.show(pipeline) }
+        }
+    }
+}
+
+struct Generate: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift).")
+    @OptionGroup var spec: SpecArgument
+    @Option(help: "The folder to write into.") var out: String
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            let fm = FileManager.default
+            var written: [String] = []
+            let sqlDir = SpecParser.join(out, "sql")
+            try fm.createDirectory(atPath: sqlDir, withIntermediateDirectories: true)
+            for file in SQLFiles.files(for: pipeline) {
+                let path = SpecParser.join(sqlDir, file.name)
+                try file.text.write(toFile: path, atomically: true, encoding: .utf8)
+                written.append(path)
+            }
+            let module = SwiftRecords.typeName(pipeline.name) + "Records"
+            let swiftDir = SpecParser.join(out, "Sources/\(module)")
+            try fm.createDirectory(atPath: swiftDir, withIntermediateDirectories: true)
+            let swiftPath = SpecParser.join(swiftDir, "Records.swift")
+            try SwiftRecords.generate(for: pipeline).write(toFile: swiftPath, atomically: true, encoding: .utf8)
+            written.append(swiftPath)
+            for path in written { print("wrote \(path)") }
+        }
+    }
+}
+
+struct CSVOptions: ParsableArguments {
+    @Option(help: "Field delimiter (one character).") var delimiter: String = ","
+    @Option(help: "How many records to sample.") var sample: Int = 10_000
+    @Flag(inversion: .prefixedNo, help: "Whether the first record is a header.") var header = true
+
+    func inference() throws -> SchemaInference {
+        guard delimiter.utf8.count == 1 else { throw ValidationError("--delimiter must be a single ASCII character, got '\(delimiter)'") }
+        guard sample > 0 else { throw ValidationError("--sample must be a positive number, got \(sample)") }
+        var inference = SchemaInference()
+        inference.delimiter = delimiter.utf8.first!
+        inference.sampleSize = sample
+        inference.header = header
+        return inference
+    }
+}
+
+struct Infer: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the schema inferred from a CSV file.")
+    @Argument(help: "The CSV file.") var file: String
+    @Option(help: "The schema's name (default: the file's base name).") var name: String?
+    @OptionGroup var csv: CSVOptions
+
+    func run() throws {
+        try reportingErrors {
+            let columns = try csv.inference().infer(path: file)
+            let schemaName = name ?? CSVReader.normalizeHeader([((file as NSString).lastPathComponent as NSString).deletingPathExtension])[0]
+            print(SchemaInference.schemaYAML(name: schemaName, columns: columns, from: file), terminator: "")
+        }
+    }
+}
+
+struct Init: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Infer a schema from a CSV and write schemas/NAME.yaml and pipelines/NAME.yaml, ready to run.")
+    @Argument(help: "The pipeline and table name (a-z, 0-9, _).") var name: String
+    @Option(help: "The CSV file to load.") var csv: String
+    @Option(help: "The project folder holding schemas/ and pipelines/.") var project: String = "."
+    @Flag(help: "Overwrite existing files.") var force = false
+    @OptionGroup var options: CSVOptions
+
+    func run() throws {
+        try reportingErrors {
+            guard !name.isEmpty, name.count <= 40,
+                  name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }),
+                  !("0"..."9").contains(name.unicodeScalars.first!) else {
+                throw ValidationError("NAME '\(name)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit")
+            }
+            let columns = try options.inference().infer(path: csv)
+            let schemaPath = SpecParser.join(project, "schemas/\(name).yaml")
+            let pipelinePath = SpecParser.join(project, "pipelines/\(name).yaml")
+            let fm = FileManager.default
+            for path in [schemaPath, pipelinePath] where fm.fileExists(atPath: path) && !force {
+                throw ValidationError("\(path) already exists; pass --force to overwrite it")
+            }
+            // The CSV path as the pipeline file will see it (relative to pipelines/).
+            let absoluteCSV = csv.hasPrefix("/") ? csv : fm.currentDirectoryPath + "/" + csv
+            let absoluteProject = project.hasPrefix("/") ? project : fm.currentDirectoryPath + "/" + project
+            let relative = Self.relativePath(from: SpecParser.normalize(absoluteProject + "/pipelines"), to: SpecParser.normalize(absoluteCSV))
+            try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
+            try fm.createDirectory(atPath: SpecParser.join(project, "pipelines"), withIntermediateDirectories: true)
+            try SchemaInference.schemaYAML(name: name, columns: columns, from: csv).write(toFile: schemaPath, atomically: true, encoding: .utf8)
+            try SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!, columns: columns)
+                .write(toFile: pipelinePath, atomically: true, encoding: .utf8)
+            // The result must compile; say so now rather than at run time.
+            _ = try compile(pipelinePath)
+            print("wrote \(schemaPath) (\(columns.count) columns)")
+            print("wrote \(pipelinePath)")
+            print("next: pipectl plan \(pipelinePath)")
+        }
+    }
+
+    static func relativePath(from directory: String, to file: String) -> String {
+        let a = directory.split(separator: "/"), b = file.split(separator: "/")
+        var common = 0
+        while common < a.count, common < b.count, a[common] == b[common] { common += 1 }
+        return (Array(repeating: "..", count: a.count - common) + b[common...].map(String.init)).joined(separator: "/")
+    }
+}

@@ -1,0 +1,63 @@
+import ArgumentParser
+import Foundation
+import PipelineCompiler
+import PipelineSpec
+
+@main
+struct Pipectl: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pipectl",
+        abstract: "Compile, plan, generate and run declarative CSV -> Kafka -> PostgreSQL pipelines.",
+        subcommands: [
+            Validate.self, Plan.self, Generate.self, Infer.self, Init.self,
+            Run.self, Produce.self, Consume.self, Reset.self, DeadLetters.self, Dev.self,
+        ])
+}
+
+/// Prints to standard error.
+func printError(_ text: String) {
+    FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
+}
+
+/// Runs a command body, turning known failures into one clear line each and exit status 1
+/// (never a stack trace).
+func reportingErrors(_ body: () throws -> Void) throws {
+    do {
+        try body()
+    } catch let error as DiagnosticError {
+        printError(error.description)
+        let count = error.diagnostics.filter { $0.severity == .error }.count
+        if count > 1 { printError("\(count) errors") }
+        throw ExitCode(1)
+    } catch let error as ExitCode {
+        throw error
+    } catch let error as CleanExit {
+        throw error
+    } catch {
+        printError("error: \(error)")
+        throw ExitCode(1)
+    }
+}
+
+/// Loads and compiles a spec: the front half of every command.
+func compile(_ path: String) throws -> Pipeline {
+    let spec = try SpecParser().parse(path: path)
+    return try Compiler().compile(spec)
+}
+
+struct SpecArgument: ParsableArguments {
+    @Argument(help: "The pipeline spec, e.g. pipelines/housing.yaml.")
+    var file: String
+}
+
+struct Validate: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Check a spec; print 'ok' or every error with its file:line:col.")
+    @OptionGroup var spec: SpecArgument
+
+    func run() throws {
+        try reportingErrors {
+            _ = try compile(spec.file)
+            print("ok")
+        }
+    }
+}
