@@ -1,1 +1,150 @@
 import CRdKafka
+import Foundation
+
+/// A failure talking to Kafka, with librdkafka's reason.
+public struct KafkaError: Error, Sendable, CustomStringConvertible {
+    public var message: String
+    public var code: Int32
+    public init(_ message: String, code: Int32 = -1) {
+        self.message = message
+        self.code = code
+    }
+    public var description: String { message }
+
+    /// The record is larger than the broker or the producer accepts.
+    public var isMessageTooLarge: Bool { code == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue }
+}
+
+/// The librdkafka actually loaded (not the one compiled against).
+public enum KafkaLibrary {
+    public static var version: String { String(cString: rd_kafka_version_str()) }
+    /// 2.2.0: the first release that skips tagged fields correctly (Debian's 2.0.2 cannot talk to Tansu).
+    public static let minimumVersion: Int32 = 0x0202_0000
+
+    public static func checkVersion() throws {
+        if rd_kafka_version() < minimumVersion {
+            throw KafkaError(
+                "librdkafka \(version) is loaded, but pipectl needs 2.2 or newer: older releases mis-read tagged fields "
+                    + "(rd_kafka_buf_skip_tags) and fail against Tansu and newer brokers with 'Read underflow'. "
+                    + "Run `make deps` (it links librdkafka 2.16 from the confluent-kafka wheel into .deps/rdkafka) "
+                    + "or point LD_LIBRARY_PATH at a folder holding a newer librdkafka.so.1.")
+        }
+    }
+}
+
+/// librdkafka configuration from key/value pairs.
+func makeConf(_ settings: [String: String]) throws -> OpaquePointer {
+    let conf = rd_kafka_conf_new()!
+    var err = [CChar](repeating: 0, count: 512)
+    for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
+        if rd_kafka_conf_set(conf, key, value, &err, err.count) != RD_KAFKA_CONF_OK {
+            rd_kafka_conf_destroy(conf)
+            throw KafkaError("Kafka setting '\(key)': \(String(cString: err))")
+        }
+    }
+    return conf
+}
+
+func errorString(_ code: rd_kafka_resp_err_t) -> String { String(cString: rd_kafka_err2str(code)) }
+
+/// Reads topic metadata and creates topics. Wraps its own producer handle.
+public final class KafkaAdmin: @unchecked Sendable {
+    let handle: OpaquePointer
+
+    public init(settings: [String: String]) throws {
+        try KafkaLibrary.checkVersion()
+        var all = ["allow.auto.create.topics": "false"]
+        all.merge(settings) { _, new in new }
+        let conf = try makeConf(all)
+        var err = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &err, err.count) else {
+            throw KafkaError("cannot create Kafka client: \(String(cString: err))")
+        }
+        handle = rk
+    }
+
+    deinit { rd_kafka_destroy(handle) }
+
+    /// Partition count of `topic`, or nil if the broker does not have it.
+    public func partitionCount(_ topic: String, timeoutMs: Int32 = 10_000) throws -> Int? {
+        // All-topics metadata: asking for one topic by name lets a broker auto-create it
+        // with its own default partition count.
+        var metadata: UnsafePointer<rd_kafka_metadata>?
+        let rc = rd_kafka_metadata(handle, 1, nil, &metadata, timeoutMs)
+        guard rc == RD_KAFKA_RESP_ERR_NO_ERROR, let md = metadata else {
+            throw KafkaError("cannot read metadata from the Kafka brokers (\(errorString(rc))); is the broker running?", code: rc.rawValue)
+        }
+        defer { rd_kafka_metadata_destroy(md) }
+        guard let t = (0..<Int(md.pointee.topic_cnt)).map({ md.pointee.topics[$0] }).first(where: { String(cString: $0.topic) == topic }) else {
+            return nil
+        }
+        if t.err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART { return nil }
+        if t.err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError("topic '\(topic)': \(errorString(t.err))", code: t.err.rawValue)
+        }
+        return Int(t.partition_cnt)
+    }
+
+    /// Creates `topic` unless it exists; returns true when it was created.
+    @discardableResult
+    public func ensureTopic(_ topic: String, partitions: Int, replicationFactor: Int, timeoutMs: Int32 = 15_000) throws -> Bool {
+        if let existing = try partitionCount(topic) {
+            if existing < partitions {
+                throw KafkaError("topic '\(topic)' exists with \(existing) partitions; the spec asks for \(partitions). "
+                    + "Add partitions with your Kafka tools, or lower 'partitions' in the spec.")
+            }
+            return false
+        }
+        var err = [CChar](repeating: 0, count: 512)
+        guard let newTopic = rd_kafka_NewTopic_new(topic, Int32(partitions), Int32(replicationFactor), &err, err.count) else {
+            throw KafkaError("cannot describe new topic '\(topic)': \(String(cString: err))")
+        }
+        defer { rd_kafka_NewTopic_destroy(newTopic) }
+        let queue = rd_kafka_queue_new(handle)
+        defer { rd_kafka_queue_destroy(queue) }
+        var topics: [OpaquePointer?] = [newTopic]
+        rd_kafka_CreateTopics(handle, &topics, 1, nil, queue)
+        guard let event = rd_kafka_queue_poll(queue, timeoutMs) else {
+            throw KafkaError("timed out creating topic '\(topic)'")
+        }
+        defer { rd_kafka_event_destroy(event) }
+        if rd_kafka_event_error(event) != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError("cannot create topic '\(topic)': \(String(cString: rd_kafka_event_error_string(event)))")
+        }
+        let result = rd_kafka_event_CreateTopics_result(event)
+        var count = 0
+        if let results = rd_kafka_CreateTopics_result_topics(result, &count), count > 0, let r = results[0] {
+            let code = rd_kafka_topic_result_error(r)
+            if code != RD_KAFKA_RESP_ERR_NO_ERROR, code != RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS {
+                let message = rd_kafka_topic_result_error_string(r).map { String(cString: $0) } ?? errorString(code)
+                throw KafkaError("cannot create topic '\(topic)': \(message)", code: code.rawValue)
+            }
+        }
+        // The topic can take a moment to show in metadata.
+        for _ in 0..<50 {
+            if try partitionCount(topic) != nil { return true }
+            usleep(100_000)
+        }
+        return true
+    }
+
+    /// The topic's ID: it changes when a topic is deleted and created again.
+    public func topicID(_ topic: String, timeoutMs: Int32 = 10_000) throws -> String {
+        var out = [CChar](repeating: 0, count: 64)
+        var err = [CChar](repeating: 0, count: 512)
+        if pipectl_topic_id(handle, topic, timeoutMs, &out, out.count, &err, err.count) != 0 {
+            throw KafkaError("cannot read the ID of topic '\(topic)': \(String(cString: err))")
+        }
+        return String(cString: out)
+    }
+
+    /// Low and high watermark offsets of one partition.
+    public func watermarks(_ topic: String, partition: Int32, timeoutMs: Int32 = 10_000) throws -> (low: Int64, high: Int64) {
+        var low: Int64 = 0, high: Int64 = 0
+        let rc = rd_kafka_query_watermark_offsets(handle, topic, partition, &low, &high, timeoutMs)
+        guard rc == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError("cannot read offsets of \(topic)[\(partition)]: \(errorString(rc))", code: rc.rawValue)
+        }
+        return (low, high)
+    }
+}

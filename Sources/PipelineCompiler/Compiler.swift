@@ -22,6 +22,9 @@ public struct Compiler: Sendable {
         var bag = DiagnosticBag()
         /// Every stage name -> (kind, where it was defined).
         var stageNames: [String: (kind: StageKind, location: SourceLocation)] = [:]
+        /// Schema name -> columns dropped for an unknown type (already reported), so later
+        /// references to them do not add a second, misleading "not a column" error.
+        var untypedColumns: [String: Set<String>] = [:]
 
         init(spec: PipelineSpec) { self.spec = spec }
 
@@ -217,7 +220,10 @@ public struct Compiler: Sendable {
                 if c.name.value == Sink.recordColumn {
                     bag.error("column name '\(Sink.recordColumn)' is reserved for pipectl's record ids", at: c.name.location)
                 }
-                guard let type = parseType(c.type) else { continue }
+                guard let type = parseType(c.type) else {
+                    untypedColumns[s.name.value, default: []].insert(c.name.value)
+                    continue
+                }
                 let primaryKey = c.primaryKey?.value ?? false
                 if primaryKey, let n = c.nullable, n.value {
                     bag.error("column '\(c.name.value)' is a primary key and cannot be nullable", at: n.location)
@@ -253,6 +259,7 @@ public struct Compiler: Sendable {
                 bag.error("the flatten separator of \(context) must not be empty", at: sep.location)
             }
             let columnNames = schema.columns.map(\.name)
+            let untyped = untypedColumns[schema.name] ?? []
             let topic = from.flatMap { name in topics.first { $0.name == name } }
 
             var renames: [String: String] = [:]
@@ -261,7 +268,7 @@ public struct Compiler: Sendable {
                     bag.error("field '\(r.from.value)' is renamed twice in \(context)", at: r.from.location)
                 }
                 renames[r.from.value] = r.to.value
-                if !columnNames.contains(r.to.value) {
+                if !columnNames.contains(r.to.value), !untyped.contains(r.to.value) {
                     bag.error("\(context) renames '\(r.from.value)' to '\(r.to.value)', which is not a column of schema '\(schema.name)'\(Suggest.hint(for: r.to.value, in: columnNames))",
                               at: r.to.location)
                 }
@@ -270,8 +277,10 @@ public struct Compiler: Sendable {
 
             func column(_ field: Located<String>, role: String) -> Column? {
                 guard let column = schema.columns.first(where: { $0.name == field.value }) else {
-                    bag.error("\(role) '\(field.value)' in \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: field.value, in: columnNames))",
-                              at: field.location)
+                    if !untyped.contains(field.value) {
+                        bag.error("\(role) of '\(field.value)' in \(context): schema '\(schema.name)' has no column '\(field.value)'\(Suggest.hint(for: field.value, in: columnNames))",
+                                  at: field.location)
+                    }
                     return nil
                 }
                 if column.type.isGenerated {
@@ -310,7 +319,7 @@ public struct Compiler: Sendable {
             for d in t.defaults {
                 guard let col = column(d.field, role: "default") else { continue }
                 if case let .failure(reason) = ValueCaster.cast(d.value.value, to: col.type) {
-                    bag.error("default '\(d.value.value)' for column '\(col.name)' is not a valid \(col.type): \(reason.message)", at: d.value.location)
+                    bag.error("invalid default for column '\(col.name)': \(reason.message)", at: d.value.location)
                 }
                 defaults[col.name] = d.value.value
             }
@@ -356,7 +365,8 @@ public struct Compiler: Sendable {
             }
             guard let from, let transform = transforms.first(where: { $0.name == from }) else { return nil }
             let schema = transform.schema
-            for key in s.key where !schema.columns.contains(where: { $0.name == key.value }) {
+            let untyped = untypedColumns[schema.name] ?? []
+            for key in s.key where !schema.columns.contains(where: { $0.name == key.value }) && !untyped.contains(key.value) {
                 bag.error("key column '\(key.value)' of \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: key.value, in: schema.columns.map(\.name)))",
                           at: key.location)
             }
@@ -405,7 +415,8 @@ public struct Compiler: Sendable {
                     path.append(next)
                     current = n.ref
                 }
-                guard let next = current.inputs.first, let start = path.firstIndex(of: next) else { continue }
+                // A stage downstream of a cycle walks into it too; report each cycle once.
+                guard let next = current.inputs.first, let start = path.firstIndex(of: next), !reported.contains(next) else { continue }
                 let cycle = Array(path[start...]) + [next]
                 cycle.forEach { reported.insert($0) }
                 let first = nodes.first { $0.ref.name == cycle[0] }!

@@ -69,6 +69,7 @@ public enum DDL {
                 "partition" integer NOT NULL,
                 "topic_id" text NOT NULL,
                 "next_offset" bigint NOT NULL,
+                "owner" text,
                 "updated_at" timestamptz NOT NULL DEFAULT now(),
                 PRIMARY KEY ("sink", "topic", "partition")
             );

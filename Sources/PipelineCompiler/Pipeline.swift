@@ -104,6 +104,15 @@ public struct Column: Sendable, Equatable {
     public var unique: Bool
     public var defaultExpression: String?
 
+    public init(name: String, type: SQLType, nullable: Bool, primaryKey: Bool = false, unique: Bool = false, defaultExpression: String? = nil) {
+        self.name = name
+        self.type = type
+        self.nullable = nullable
+        self.primaryKey = primaryKey
+        self.unique = unique
+        self.defaultExpression = defaultExpression
+    }
+
     /// Records never carry generated columns; columns with a default may be absent.
     public var isFilledByDatabase: Bool { type.isGenerated }
 }

@@ -130,8 +130,18 @@ public enum SQLType: Hashable, Sendable, CustomStringConvertible {
                 return .failure(TypeError("type '\(base)' does not take arguments like '\(raw)'"))
             }
         }
+        if let sqlName = otherLanguageNames[text] {
+            return .failure(TypeError("unknown type '\(raw)' (did you mean '\(sqlName)'?)"))
+        }
         return .failure(TypeError("unknown type '\(raw)'\(Suggest.hint(for: text, in: knownNames))"))
     }
+
+    /// Type names people bring from other languages; edit distance alone would offer
+    /// `serial` for `string`.
+    static let otherLanguageNames: [String: String] = [
+        "string": "text", "str": "text", "datetime": "timestamp", "long": "bigint", "int64": "bigint",
+        "int32": "integer", "int16": "smallint", "number": "numeric", "object": "jsonb", "dict": "jsonb",
+    ]
 
     public struct TypeError: Error, Sendable, Equatable {
         public var message: String

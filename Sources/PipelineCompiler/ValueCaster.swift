@@ -48,7 +48,7 @@ public enum ValueCaster {
         return .success(unescapeCopy(out))
     }
 
-    static func unescapeCopy(_ bytes: [UInt8]) -> String {
+    public static func unescapeCopy(_ bytes: [UInt8]) -> String {
         var out: [UInt8] = []
         var i = 0
         while i < bytes.count {

@@ -87,7 +87,8 @@ public enum Suggest {
         for candidate in candidates {
             let d = distance(lowered, candidate.lowercased())
             let limit = max(1, min(3, candidate.count / 3 + 1))
-            if d <= limit, d < (best?.1 ?? Int.max) { best = (candidate, d) }
+            // `b` -> `a` replaces the whole word: that is a different name, not a typo.
+            if d <= limit, d < candidate.count, d < (best?.1 ?? Int.max) { best = (candidate, d) }
         }
         return best?.0
     }

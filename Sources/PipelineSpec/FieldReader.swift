@@ -49,6 +49,15 @@ struct FieldReader {
         return Located(text, at: loc)
     }
 
+    /// A string where YAML's null words are meant as text (`on_error: null`, `null: NULL`);
+    /// only an empty value reads as absent.
+    func literalString(_ key: String, bag: inout DiagnosticBag) -> Located<String>? {
+        if case let .scalar(text, true, loc)? = pairs.first(where: { $0.key.value == key })?.value, !text.isEmpty {
+            return Located(text, at: loc)
+        }
+        return string(key, bag: &bag)
+    }
+
     func int(_ key: String, min: Int = Int.min, bag: inout DiagnosticBag) -> Located<Int>? {
         guard let s = string(key, bag: &bag) else { return nil }
         guard let v = Int(s.value.replacingOccurrences(of: "_", with: "")) else {

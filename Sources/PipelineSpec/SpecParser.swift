@@ -61,7 +61,7 @@ public struct SpecParser: Sendable {
         if let version, version.value != 1 {
             bag.error("unsupported spec version \(version.value); this pipectl reads version 1", at: version.location)
         }
-        let name = top.string("name", required: true, bag: &bag) ?? Located("", at: start)
+        let name = requiredName(top, kind: "pipeline", bag: &bag) ?? Located("", at: start)
 
         let sources = top.list("sources", bag: &bag).compactMap { parseSource($0, bag: &bag) }
         let topics = top.list("topics", bag: &bag).compactMap { parseTopic($0, bag: &bag) }
@@ -76,7 +76,17 @@ public struct SpecParser: Sendable {
 
     /// `- name: x` items: the name, or a diagnostic and a placeholder so checking goes on.
     private func itemName(_ fields: FieldReader, bag: inout DiagnosticBag) -> Located<String> {
-        fields.string("name", required: true, bag: &bag) ?? Located("", at: fields.location)
+        let kind = fields.context.split(separator: " ").first.map(String.init) ?? "item"
+        return requiredName(fields, kind: kind, bag: &bag) ?? Located("", at: fields.location)
+    }
+
+    /// `name: ""` is present but names nothing: say so, or the empty name slips through checks.
+    private func requiredName(_ fields: FieldReader, kind: String, bag: inout DiagnosticBag) -> Located<String>? {
+        guard let name = fields.string("name", required: true, bag: &bag) else { return nil }
+        if name.value.trimmingCharacters(in: .whitespaces).isEmpty {
+            bag.error("\(kind) name must not be empty", at: name.location)
+        }
+        return name
     }
 
     private func context(_ kind: String, _ tree: YAMLTree) -> String {
@@ -98,7 +108,7 @@ public struct SpecParser: Sendable {
         csv.header = f.bool("header", bag: &bag)?.value ?? true
         csv.delimiter = f.string("delimiter", bag: &bag)
         csv.quote = f.string("quote", bag: &bag)
-        csv.null = f.string("null", bag: &bag)?.value ?? ""
+        csv.null = f.literalString("null", bag: &bag)?.value ?? ""
         csv.batchSize = f.int("batch_size", min: 1, bag: &bag)
         csv.rateLimit = f.double("rate_limit", bag: &bag)
         for single in [csv.delimiter, csv.quote].compactMap({ $0 }) where single.value.unicodeScalars.count != 1 {
@@ -183,7 +193,7 @@ public struct SpecParser: Sendable {
                     case .mapping:
                         guard let c = FieldReader(pair.value, context: "cast of '\(pair.key.value)'", allowed: Self.castKeys, bag: &bag) else { continue }
                         let type = c.string("type", required: true, bag: &bag) ?? Located("", at: c.location)
-                        casts.append(CastSpec(field: pair.key, type: type, onError: c.string("on_error", bag: &bag)))
+                        casts.append(CastSpec(field: pair.key, type: type, onError: c.literalString("on_error", bag: &bag)))
                     case .sequence:
                         bag.error("cast of '\(pair.key.value)' must be a type or a mapping, found a list", at: pair.value.location)
                     }

@@ -1,10 +1,209 @@
 import ArgumentParser
+import Foundation
+import KafkaAdapter
 import PipelineCompiler
+import PipelineRuntime
+import PostgresAdapter
 
-struct Run: ParsableCommand {}
-struct Produce: ParsableCommand {}
-struct Consume: ParsableCommand {}
-struct Reset: ParsableCommand {}
-struct DeadLetters: ParsableCommand { static let configuration = CommandConfiguration(commandName: "dlq") }
-struct Dev: ParsableCommand {}
-enum LivePlan { static func show(_ p: Pipeline) throws {} }
+/// Checks the loaded librdkafka before any runtime command talks to Kafka.
+func requireKafka() throws {
+    try KafkaLibrary.checkVersion()
+}
+
+struct Run: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Apply the plan (topics, tables) and run producer and consumer until every row is stored.")
+    @OptionGroup var spec: SpecArgument
+    @Flag(help: "Keep consuming after the source is exhausted (until Ctrl-C).") var follow = false
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            try requireKafka()
+            StopSignal.install()
+            let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
+            for s in summaries { print(PipelineRunner.format(s)) }
+        }
+    }
+}
+
+struct Produce: ParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Run only the producer: send the CSV sources to their topics.")
+    @OptionGroup var spec: SpecArgument
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            try requireKafka()
+            StopSignal.install()
+            for topic in pipeline.topics {
+                guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
+                let admin = try KafkaAdmin(settings: ["bootstrap.servers": topic.brokers])
+                try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
+                let report = try CSVProducer(source: source, topic: topic).run()
+                print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records)")
+            }
+        }
+    }
+}
+
+struct Consume: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Run only the consumer: load the topics into PostgreSQL (several can share one consumer group).")
+    @OptionGroup var spec: SpecArgument
+    @Flag(help: "If the topic was deleted and created again, start it from the beginning instead of stopping.")
+    var restartOnNewTopic = false
+    @Option(help: "Exit after this many seconds without new records (default: run until Ctrl-C).")
+    var idleExit: Double?
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            try requireKafka()
+            StopSignal.install()
+            guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
+                throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
+            }
+            let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
+            var options = TopicLoader.Options()
+            options.restartOnNewTopic = restartOnNewTopic
+            options.idleExit = idleExit
+            let report = try TopicLoader(pipeline: pipeline, flow: flow, options: options).run(url: sink.url, sink: sink)
+            print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
+        }
+    }
+}
+
+struct Reset: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Forget a pipeline's stored offsets and source records (the next run loads its sources again).")
+    @OptionGroup var spec: SpecArgument
+    @Flag(help: "Do not ask for confirmation.") var yes = false
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            if !yes {
+                print("This forgets the stored offsets and source records of pipeline '\(pipeline.name)'; the next run reads topics from the start and loads every source again. Continue? [y/N] ", terminator: "")
+                guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                    print("nothing changed")
+                    return
+                }
+            }
+            for sink in pipeline.sinks {
+                let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment))
+                let b = pipeline.bookkeeping
+                for table in [b.offsets, b.sources] {
+                    let exists = try conn.query("SELECT to_regclass($1) IS NOT NULL", [SQL.qualified(Bookkeeping.schema, table)]).first?[0] == "t"
+                    if exists { try conn.execute("DELETE FROM \(SQL.qualified(Bookkeeping.schema, table))") }
+                }
+            }
+            print("reset pipeline '\(pipeline.name)': stored offsets and source records forgotten")
+        }
+    }
+}
+
+struct DeadLetters: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "dlq", abstract: "Inspect and replay dead-lettered rows.", subcommands: [List.self, Replay.self])
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show dead-lettered rows with their reasons.")
+        @OptionGroup var spec: SpecArgument
+        @Option(help: "At most this many rows.") var limit = 50
+
+        func run() throws {
+            try reportingErrors {
+                let pipeline = try compile(spec.file)
+                let sink = pipeline.sinks[0]
+                let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment))
+                let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
+                let total = try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0"
+                let rows = try conn.query("""
+                    SELECT "id", "stage", "sink", coalesce("topic", ''), coalesce("partition"::text, ''), coalesce("offset"::text, ''),
+                           coalesce("source_ordinal"::text, ''), "reason", length("payload")
+                    FROM \(table) ORDER BY "id" LIMIT $1
+                    """, [String(limit)])
+                print("\(total) dead-lettered row\(total == "1" ? "" : "s") in \(table)")
+                for r in rows {
+                    let v = r.map { $0 ?? "" }
+                    print("#\(v[0]) [\(v[1])] sink=\(v[2]) \(v[3])[\(v[4])]@\(v[5]) record=\(v[6]) payload=\(v[8]) bytes: \(v[7])")
+                }
+            }
+        }
+    }
+
+    struct Replay: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Load dead-lettered rows again with the current spec; rows that now load leave the dead-letter table.")
+        @OptionGroup var spec: SpecArgument
+
+        func run() throws {
+            try reportingErrors {
+                let pipeline = try compile(spec.file)
+                for flow in pipeline.flows {
+                    let url = try PipelineRunner.databaseURL(for: flow.sink, environment: ProcessInfo.processInfo.environment)
+                    let result = try DeadLetterReplay(pipeline: pipeline, flow: flow, url: url).run()
+                    print("replayed \(result.attempted) dead-lettered rows of sink '\(flow.sink.name)': \(result.loaded) loaded and removed, \(result.stillFailing) still failing")
+                }
+            }
+        }
+    }
+}
+
+struct Dev: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "The embedded local stack: a Tansu Kafka broker and a private PostgreSQL.",
+        subcommands: [Up.self, Down.self, Status.self, Env.self])
+
+    static func stack() -> LocalStack {
+        let env = ProcessInfo.processInfo.environment
+        let cwd = FileManager.default.currentDirectoryPath
+        return LocalStack(
+            stateDir: env["PIPECTL_STATE_DIR"] ?? cwd + "/.pipectl", projectDir: env["PIPECTL_PROJECT_DIR"] ?? cwd,
+            kafkaPort: Int(env["PIPECTL_KAFKA_PORT"] ?? "") ?? 9092, pgPort: Int(env["PIPECTL_PG_PORT"] ?? "") ?? 55432)
+    }
+
+    struct Up: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Start the broker and the database and wait until both answer.")
+        func run() throws {
+            try reportingErrors {
+                let state = try Dev.stack().up()
+                print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
+            }
+        }
+    }
+
+    struct Down: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Stop the stack (the database files are kept).")
+        func run() throws { try reportingErrors { try Dev.stack().down() } }
+    }
+
+    struct Status: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Show whether the broker and the database are up.")
+        func run() throws { Dev.stack().status().forEach { print($0) } }
+    }
+
+    struct Env: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Print the environment that points pipectl at the stack.")
+        func run() throws {
+            try reportingErrors {
+                guard let state = Dev.stack().loadState() else { throw ValidationError("no local stack: run `pipectl dev up` first") }
+                print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
+            }
+        }
+    }
+}
+
+enum LivePlan {
+    static func show(_ pipeline: Pipeline) throws {
+        print("\nLive comparison:")
+        for sink in pipeline.sinks {
+            let url = try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment)
+            let conn = try PostgresConnection(url: url)
+            for change in try SchemaCheck.diff(sink: sink, on: conn) {
+                print("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)")
+            }
+        }
+    }
+}

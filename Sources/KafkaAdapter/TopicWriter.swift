@@ -1,0 +1,101 @@
+import CRdKafka
+import Foundation
+
+/// State the producer callbacks reach through librdkafka's opaque pointer. It exists before the
+/// handle does, so it can be passed to `rd_kafka_new`.
+final class ProducerCallbacks: @unchecked Sendable {
+    var onDelivery: (_ token: Int, _ error: KafkaError?) -> Void = { _, _ in }
+    var fatalError: KafkaError?
+    var lastTransientError: String?
+}
+
+/// An idempotent producer (acks=all, enable.idempotence) writing records to one topic.
+/// Delivery reports arrive through `onDelivery` while `poll` or `flush` runs on the caller's thread.
+public final class TopicWriter: @unchecked Sendable {
+    let handle: OpaquePointer
+    let callbacks: ProducerCallbacks
+    let opaque: UnsafeMutableRawPointer
+    public let topic: String
+
+    /// Called once per record with the token passed to `send` and the error, if delivery failed.
+    public var onDelivery: (_ token: Int, _ error: KafkaError?) -> Void {
+        get { callbacks.onDelivery }
+        set { callbacks.onDelivery = newValue }
+    }
+    /// The first fatal error reported by librdkafka (for example, idempotence broken).
+    public var fatalError: KafkaError? { callbacks.fatalError }
+    /// The last broker connectivity complaint, for messages when a flush does not finish.
+    public var lastTransientError: String? { callbacks.lastTransientError }
+
+    public init(topic: String, settings: [String: String]) throws {
+        try KafkaLibrary.checkVersion()
+        var all = [
+            "enable.idempotence": "true",
+            "acks": "all",
+            "queue.buffering.max.messages": "100000",
+            "queue.buffering.max.kbytes": "65536",
+        ]
+        all.merge(settings) { _, new in new }
+        let conf = try makeConf(all)
+        self.topic = topic
+        callbacks = ProducerCallbacks()
+        opaque = Unmanaged.passRetained(callbacks).toOpaque()
+        rd_kafka_conf_set_opaque(conf, opaque)
+        rd_kafka_conf_set_dr_msg_cb(conf) { _, message, opaque in
+            guard let message, let opaque else { return }
+            let callbacks = Unmanaged<ProducerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            let token = Int(bitPattern: message.pointee._private)
+            let error = message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR
+                ? nil : KafkaError(errorString(message.pointee.err), code: message.pointee.err.rawValue)
+            callbacks.onDelivery(token, error)
+        }
+        rd_kafka_conf_set_error_cb(conf) { rk, code, reason, opaque in
+            guard let opaque else { return }
+            let callbacks = Unmanaged<ProducerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
+            let text = reason.map { String(cString: $0) } ?? ""
+            if code == RD_KAFKA_RESP_ERR__FATAL.rawValue, let rk {
+                var buf = [CChar](repeating: 0, count: 512)
+                _ = rd_kafka_fatal_error(rk, &buf, buf.count)
+                callbacks.fatalError = callbacks.fatalError ?? KafkaError("Kafka producer failed: \(String(cString: buf))", code: code)
+            } else {
+                callbacks.lastTransientError = text
+            }
+        }
+        var err = [CChar](repeating: 0, count: 512)
+        guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &err, err.count) else {
+            Unmanaged<ProducerCallbacks>.fromOpaque(opaque).release()
+            throw KafkaError("cannot create Kafka producer: \(String(cString: err))")
+        }
+        handle = rk
+    }
+
+    deinit {
+        rd_kafka_destroy(handle)
+        Unmanaged<ProducerCallbacks>.fromOpaque(opaque).release()
+    }
+
+    /// Queues one record; waits (serving delivery reports) while librdkafka's queue is full.
+    /// Throws for records that cannot be sent at all, such as ones over message.max.bytes.
+    public func send(value: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer?, token: Int, partition: Int32 = -1) throws {
+        while true {
+            let rc = pipectl_produce(handle, topic, partition, value.baseAddress, value.count,
+                                     key?.baseAddress, key?.count ?? 0, UnsafeMutableRawPointer(bitPattern: token))
+            if rc == RD_KAFKA_RESP_ERR_NO_ERROR { return }
+            if rc == RD_KAFKA_RESP_ERR__QUEUE_FULL {
+                poll(timeoutMs: 20)
+                if let fatalError { throw fatalError }
+                continue
+            }
+            throw KafkaError(errorString(rc), code: rc.rawValue)
+        }
+    }
+
+    /// Serves delivery reports.
+    public func poll(timeoutMs: Int32 = 0) { rd_kafka_poll(handle, timeoutMs) }
+
+    /// Waits until every queued record is delivered (or failed); false on timeout.
+    public func flush(timeoutMs: Int32) -> Bool { rd_kafka_flush(handle, timeoutMs) == RD_KAFKA_RESP_ERR_NO_ERROR }
+
+    /// Records queued or in flight.
+    public var queued: Int { Int(rd_kafka_outq_len(handle)) }
+}

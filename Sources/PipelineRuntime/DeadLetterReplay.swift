@@ -1,0 +1,72 @@
+import Foundation
+import PipelineCompiler
+import PostgresAdapter
+
+/// `pipectl dlq replay`: decodes dead-lettered payloads again with the current spec and loads
+/// the ones that now pass, removing them from the dead-letter table in the same transaction.
+public struct DeadLetterReplay {
+    let pipeline: Pipeline
+    let flow: Flow
+    let url: String
+
+    public init(pipeline: Pipeline, flow: Flow, url: String) {
+        self.pipeline = pipeline
+        self.flow = flow
+        self.url = url
+    }
+
+    public struct Result { public var attempted = 0, loaded = 0, stillFailing = 0 }
+
+    public func run() throws -> Result {
+        guard let transform = flow.transforms.last else { return Result() }
+        var decoder = RecordDecoder(transform: transform)
+        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: decoder.columnList, url: url)
+        try sink.applyDDL()
+        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
+        let rows = try sink.query("""
+            SELECT "id", encode("payload", 'base64') FROM \(table)
+            WHERE "sink" = $1 AND "stage" <> 'source' ORDER BY "id"
+            """, [flow.sink.name])
+        var result = Result()
+        for row in rows {
+            guard let idText = row[0], let b64 = row[1], let payload = Data(base64Encoded: b64, options: .ignoreUnknownCharacters) else { continue }
+            result.attempted += 1
+            var batch = RowBatch()
+            let outcome = Array(payload).withUnsafeBytes { decoder.decode($0, into: &batch.rows) }
+            switch outcome {
+            case let .row(id, _):
+                batch.rowRanges.append(0..<batch.rows.count)
+                batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, payload: Array(payload)))
+                if try sink.replay(batch, deadLetterID: idText, table: table) { result.loaded += 1 } else { result.stillFailing += 1 }
+            case let .rejected(_, rejected):
+                try sink.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [idText, rejected.reason])
+                result.stillFailing += 1
+            }
+        }
+        return result
+    }
+}
+
+extension PostgresSink {
+    /// Loads one replayed row and deletes its dead letter, together; false if it still fails.
+    func replay(_ batch: RowBatch, deadLetterID: String, table: String) throws -> Bool {
+        var keyed = batch
+        try appendRecordKeys(&keyed)
+        try conn.execute("BEGIN")
+        do {
+            var dead: [(RowOrigin, RejectedRecord)] = []
+            _ = try writeRows(keyed, indices: [0], dead: &dead)
+            if let (_, rejected) = dead.first {
+                try conn.execute("ROLLBACK")
+                try conn.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [deadLetterID, rejected.reason])
+                return false
+            }
+            try conn.query("DELETE FROM \(table) WHERE \"id\" = $1", [deadLetterID])
+            try conn.execute("COMMIT")
+            return true
+        } catch {
+            try? conn.execute("ROLLBACK")
+            throw error
+        }
+    }
+}

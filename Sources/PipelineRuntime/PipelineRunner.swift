@@ -1,0 +1,144 @@
+import Foundation
+import KafkaAdapter
+import PipelineCompiler
+import PostgresAdapter
+
+/// `pipectl run`: applies the plan (topics, tables), runs producer and consumer together and
+/// prints the summary.
+public final class PipelineRunner {
+    let pipeline: Pipeline
+    let environment: [String: String]
+    let log: (String) -> Void
+
+    public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, log: @escaping (String) -> Void = { print($0) }) {
+        self.pipeline = pipeline
+        self.environment = environment
+        self.log = log
+    }
+
+    public struct Summary: Sendable {
+        public var flow: String
+        public var rowsRead = 0
+        public var rowsSent = 0
+        public var loaded = 0
+        public var duplicates = 0
+        public var deadLettered = 0
+        public var elapsed: Double = 0
+        public var check: String?
+        public var reconciled: Bool { rowsRead == loaded + duplicates + deadLettered }
+    }
+
+    /// The sink's connection string: the spec's `url`, else DATABASE_URL.
+    public static func databaseURL(for sink: Sink, environment: [String: String]) throws -> String {
+        if !sink.url.isEmpty { return sink.url }
+        if let url = environment["DATABASE_URL"], !url.isEmpty { return url }
+        throw PostgresError("sink '\(sink.name)' has no 'url' and DATABASE_URL is not set")
+    }
+
+    /// Creates the topic and the tables (idempotent).
+    public func prepare(_ flow: Flow) throws -> PostgresSink {
+        let admin = try KafkaAdmin(settings: TopicLoader.consumerSettings(flow.topic))
+        if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
+            log("created topic \(flow.topic.name) (\(flow.topic.partitions) partition\(flow.topic.partitions == 1 ? "" : "s"))")
+        }
+        guard let transform = flow.transforms.last else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
+        let url = try Self.databaseURL(for: flow.sink, environment: environment)
+        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: RecordDecoder(transform: transform).columnList, url: url)
+        try sink.applyDDL()
+        return sink
+    }
+
+    public func run(follow: Bool = false) throws -> [Summary] {
+        var summaries: [Summary] = []
+        for flow in pipeline.flows {
+            guard let source = flow.source else {
+                throw PostgresError("sink '\(flow.sink.name)' reads topic '\(flow.topic.name)', which has no source in this spec; use `pipectl consume`")
+            }
+            let started = Date()
+            let sink = try prepare(flow)
+            let url = sink.url
+            let box = ProducerBox()
+            let producerThread = Thread {
+                do {
+                    box.set(.success(try CSVProducer(source: source, topic: flow.topic, log: self.log).run()))
+                } catch {
+                    box.set(.failure(error))
+                }
+            }
+            producerThread.stackSize = 8 << 20
+            producerThread.start()
+            var options = TopicLoader.Options()
+            options.restartOnNewTopic = true
+            if !follow {
+                options.until = {
+                    guard let result = box.get() else { return nil }
+                    switch result {
+                    case let .success(report): return report.endOffsets
+                    case .failure: return [:]  // the producer failed: stop after what is there
+                    }
+                }
+            }
+            let load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, log: log).run(url: url, sink: sink)
+            while box.get() == nil { Thread.sleep(forTimeInterval: 0.01) }
+            let produced: ProduceReport
+            switch box.get()! {
+            case let .success(report): produced = report
+            case let .failure(error): throw error
+            }
+            var summary = Summary(flow: flow.sink.name)
+            summary.rowsRead = produced.rowsRead
+            summary.rowsSent = produced.rowsSent
+            summary.loaded = load.loaded
+            summary.duplicates = load.duplicates
+            summary.deadLettered = load.deadLettered
+            summary.elapsed = Date().timeIntervalSince(started)
+            summary.check = try check(flow.sink, sink: sink)
+            summaries.append(summary)
+        }
+        return summaries
+    }
+
+    /// The seed's own check: row count and AVG/MIN/MAX of the last floating-point column
+    /// (`medv` for housing).
+    func check(_ sink: Sink, sink writer: PostgresSink) throws -> String {
+        let table = SQL.qualified(sink.dbSchema, sink.table)
+        if let column = sink.schema.columns.last(where: { $0.type.family == .float || $0.type.family == .decimal }) {
+            let c = SQL.quote(column.name)
+            let sql = "SELECT COUNT(*), AVG(\(c)), MIN(\(c)), MAX(\(c)) FROM \(table)"
+            let row = try writer.query(sql + ";").first ?? []
+            let values = row.map { $0 ?? "NULL" }
+            return "\(sql)\n  count=\(values[0])  avg=\(Self.short(values[1]))  min=\(values[2])  max=\(values[3])"
+        }
+        let sql = "SELECT COUNT(*) FROM \(table)"
+        return "\(sql)\n  count=\(try writer.query(sql).first?[0] ?? "?")"
+    }
+
+    static func short(_ value: String) -> String {
+        guard let d = Double(value) else { return value }
+        return String(format: "%.4f", d)
+    }
+
+    public static func format(_ s: Summary) -> String {
+        let rate = s.elapsed > 0 ? Double(s.rowsRead) / s.elapsed : 0
+        var lines = [
+            "Summary (\(s.flow)):",
+            "  rows read:          \(s.rowsRead)",
+            "  rows sent:          \(s.rowsSent)",
+            "  rows loaded:        \(s.loaded)",
+            "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
+            "  dead-lettered:      \(s.deadLettered)",
+            "  reconciled:         \(s.reconciled ? "yes" : "NO") (read = loaded + already loaded + dead-lettered)",
+            String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
+        ]
+        if let check = s.check { lines.append("Check: " + check) }
+        return lines.joined(separator: "\n")
+    }
+}
+
+/// The producer thread's result, read by the consumer loop.
+final class ProducerBox: @unchecked Sendable {
+    private let lock = NSLock()
+    private var result: Result<ProduceReport, Error>?
+    func set(_ r: Result<ProduceReport, Error>) { lock.lock(); result = r; lock.unlock() }
+    func get() -> Result<ProduceReport, Error>? { lock.lock(); defer { lock.unlock() }; return result }
+}

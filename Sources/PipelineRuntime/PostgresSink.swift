@@ -1,0 +1,336 @@
+import Foundation
+import PipelineCompiler
+import PostgresAdapter
+
+/// A batch of decoded rows ready to commit with the consumer's offsets.
+public struct RowBatch {
+    /// COPY text rows without the record-id column or newline (added at commit).
+    public var rows: [UInt8] = []
+    /// Byte range of each row in `rows`, with the message it came from.
+    public var rowRanges: [Range<Int>] = []
+    public var rowOrigins: [RowOrigin] = []
+    public var rejected: [(RowOrigin, RejectedRecord)] = []
+    /// Next offset to read per partition once this batch is stored.
+    public var nextOffsets: [Int32: Int64] = [:]
+    public var firstAt: Date?
+    /// Send times carried by the records (for latency figures).
+    public var sentAtMicros: [Int64] = []
+
+    public var count: Int { rowRanges.count + rejected.count }
+    public var isEmpty: Bool { count == 0 && nextOffsets.isEmpty }
+
+    public mutating func clear() {
+        rows.removeAll(keepingCapacity: true)
+        rowRanges.removeAll(keepingCapacity: true)
+        rowOrigins.removeAll(keepingCapacity: true)
+        rejected.removeAll(keepingCapacity: true)
+        nextOffsets.removeAll(keepingCapacity: true)
+        sentAtMicros.removeAll(keepingCapacity: true)
+        firstAt = nil
+    }
+}
+
+public struct RowOrigin: Sendable {
+    public var partition: Int32
+    public var offset: Int64
+    public var recordID: RecordID?
+    public var payload: [UInt8]?
+}
+
+/// What one commit did.
+public struct CommitResult: Sendable {
+    public var loaded = 0
+    public var duplicates = 0
+    public var deadLettered = 0
+}
+
+/// This consumer no longer owns a partition it was about to commit: another member of the
+/// group claimed it. The batch is dropped; the new owner reads it again.
+public struct FencedError: Error, CustomStringConvertible {
+    public var partitions: [Int32]
+    public var description: String { "partitions \(partitions.map(String.init).joined(separator: ", ")) now belong to another consumer; batch dropped" }
+}
+
+/// The topic's stored offsets belong to an earlier incarnation of the topic.
+public struct TopicIncarnationError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
+/// Writes batches into the sink's table together with the consumer's offsets and dead letters,
+/// in one transaction, so a batch is stored exactly once or not at all.
+public final class PostgresSink {
+    let pipeline: Pipeline
+    let sink: Sink
+    let topic: Topic
+    let sourceName: String
+    let sourcePath: String
+    public let url: String
+    var conn: PostgresConnection
+    let columnList: String
+    let target: String
+    let offsetsTable: String
+    let sourcesTable: String
+    let deadLetterTable: String
+    var sourceIDs: [String: Int64] = [:]
+    /// Set after a batch met already-loaded records: the next batches go through the
+    /// de-duplicating path first instead of failing a plain COPY each time.
+    var dedupBatchesLeft = 0
+    var stagingReady = false
+    public private(set) var batchesCommitted = 0
+    /// Identifies this consumer's claim on its partitions (a new one per assignment).
+    public private(set) var ownerToken = UUID().uuidString
+
+    public init(pipeline: Pipeline, flow: Flow, columnList: String, url: String) throws {
+        self.pipeline = pipeline
+        self.sink = flow.sink
+        self.topic = flow.topic
+        self.sourceName = flow.source?.name ?? flow.topic.name
+        self.sourcePath = flow.source?.path ?? ""
+        self.url = url
+        self.columnList = columnList
+        self.target = SQL.qualified(flow.sink.dbSchema, flow.sink.table)
+        let b = pipeline.bookkeeping
+        offsetsTable = SQL.qualified(Bookkeeping.schema, b.offsets)
+        sourcesTable = SQL.qualified(Bookkeeping.schema, b.sources)
+        deadLetterTable = SQL.qualified(Bookkeeping.schema, b.deadLetters)
+        conn = try PostgresConnection(url: url)
+    }
+
+    /// Applies the plan's DDL, serialised across consumers by an advisory lock.
+    public func applyDDL() throws {
+        try conn.execute("BEGIN")
+        do {
+            try conn.query("SELECT pg_advisory_xact_lock(hashtext($1))", ["pipectl ddl " + pipeline.name])
+            for statement in DDL.all(for: pipeline) { try conn.execute(statement) }
+            try conn.execute("COMMIT")
+        } catch {
+            try? conn.execute("ROLLBACK")
+            throw error
+        }
+        try SchemaCheck.verify(sink: sink, on: conn)
+    }
+
+    /// Reconnects after the server went away, with backoff; gives up after `maxWait` seconds.
+    func reconnect(maxWait: Double = 120, log: (String) -> Void) throws {
+        var delay = 0.25
+        let deadline = Date().addingTimeInterval(maxWait)
+        while true {
+            do {
+                conn = try PostgresConnection(url: url)
+                stagingReady = false
+                log("reconnected to PostgreSQL")
+                return
+            } catch let error as PostgresError {
+                if Date() > deadline || StopSignal.requested { throw error }
+                Thread.sleep(forTimeInterval: delay)
+                delay = min(delay * 2, 5)
+            }
+        }
+    }
+
+    // MARK: sources
+
+    /// The compact number of a source file (by fingerprint), registered on first sight.
+    func sourceID(_ fingerprint: String) throws -> Int64 {
+        if let id = sourceIDs[fingerprint] { return id }
+        let rows = try conn.query("""
+            INSERT INTO \(sourcesTable) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
+            ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
+            RETURNING "source_id"
+            """, [fingerprint, sourceName, sourcePath])
+        guard let text = rows.first?[0] ?? nil, let id = Int64(text) else { throw PostgresError("could not register source \(fingerprint)") }
+        sourceIDs[fingerprint] = id
+        return id
+    }
+
+    /// The `_pipectl_record` value: source number in the high bits, ordinal in the low 40.
+    func recordKey(_ id: RecordID) throws -> Int64 { (try sourceID(id.fingerprint) << 40) | id.ordinal }
+
+    // MARK: offsets
+
+    /// Claims `partitions` for this consumer and returns where each should start
+    /// (nil: from the beginning). Offsets of another incarnation of the topic are refused,
+    /// or forgotten when `restartOnNewTopic` is set (then record ids prevent duplicates).
+    public func claim(_ partitions: [Int32], topicID: String, highWatermarks: [Int32: Int64], restartOnNewTopic: Bool) throws -> [Int32: Int64] {
+        ownerToken = UUID().uuidString
+        var starts: [Int32: Int64] = [:]
+        try conn.execute("BEGIN")
+        do {
+            for p in partitions {
+                let rows = try conn.query("""
+                    INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner")
+                    VALUES ($1, $2, $3, $4, -1, $5)
+                    ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner"
+                    RETURNING "topic_id", "next_offset"
+                    """, [sink.name, topic.name, String(p), topicID, ownerToken])
+                let storedID = rows.first?[0] ?? ""
+                let next = Int64(rows.first?[1] ?? "-1") ?? -1
+                var stale: String?
+                if storedID != topicID {
+                    stale = "stored offsets of topic '\(topic.name)' partition \(p) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(topicID): it was deleted and created again (a broker restart loses in-memory topics)"
+                } else if let high = highWatermarks[p], next > high {
+                    stale = "stored offset \(next) of topic '\(topic.name)' partition \(p) is beyond the end of the log (\(high)): the topic lost data"
+                }
+                if let stale {
+                    guard restartOnNewTopic else {
+                        throw TopicIncarnationError(message: "\(stale). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.")
+                    }
+                    try conn.query("UPDATE \(offsetsTable) SET \"topic_id\" = $4, \"next_offset\" = -1 WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
+                                   [sink.name, topic.name, String(p), topicID])
+                    continue
+                }
+                if next >= 0 { starts[p] = next }
+            }
+            try conn.execute("COMMIT")
+        } catch {
+            try? conn.execute("ROLLBACK")
+            throw error
+        }
+        return starts
+    }
+
+    // MARK: writing
+
+    /// Stores the batch: rows, dead letters and offsets in one transaction.
+    public func commit(_ batch: RowBatch) throws -> CommitResult {
+        var result = CommitResult()
+        batchesCommitted += 1
+        let partitions = batch.nextOffsets.keys.sorted()
+        // Record keys are resolved before the transaction (source registration commits on its own).
+        var keyed = batch
+        try appendRecordKeys(&keyed)
+        try conn.execute("BEGIN")
+        do {
+            let owners = try conn.query(
+                "SELECT \"partition\", \"owner\" FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[]) FOR UPDATE",
+                [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}"])
+            let lost = partitions.filter { p in !owners.contains { $0[0] == String(p) && $0[1] == ownerToken } }
+            if !lost.isEmpty { throw FencedError(partitions: lost) }
+            StopSignal.crashIfAsked("during-copy", batch: batchesCommitted)
+            var dead: [(RowOrigin, RejectedRecord)] = batch.rejected
+            if !keyed.rowRanges.isEmpty {
+                let written = try writeRows(keyed, indices: Array(keyed.rowRanges.indices), dead: &dead)
+                result.loaded = written.loaded
+                result.duplicates = written.duplicates
+            }
+            for (origin, rejected) in dead {
+                try conn.query("""
+                    INSERT INTO \(deadLetterTable) ("stage", "sink", "topic", "partition", "offset", "source_fingerprint", "source_ordinal", "payload", "reason")
+                    VALUES ($1, $2, $3, $4, $5, $6, $7, decode($8, 'base64'), $9)
+                    ON CONFLICT ("sink", "source_fingerprint", "source_ordinal") DO NOTHING
+                    """, [rejected.stage, sink.name, topic.name, String(origin.partition), String(origin.offset),
+                          origin.recordID?.fingerprint, origin.recordID.map { String($0.ordinal) },
+                          Data(rejected.payload).base64EncodedString(), rejected.reason])
+            }
+            result.deadLettered = dead.count
+            for p in partitions {
+                try conn.query(
+                    "UPDATE \(offsetsTable) SET \"next_offset\" = $4, \"updated_at\" = now() WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
+                    [sink.name, topic.name, String(p), String(batch.nextOffsets[p]!)])
+            }
+            StopSignal.crashIfAsked("before-commit", batch: batchesCommitted)
+            try conn.execute("COMMIT")
+            StopSignal.crashIfAsked("after-commit", batch: batchesCommitted)
+        } catch {
+            if conn.isConnected { try? conn.execute("ROLLBACK") }
+            throw error
+        }
+        return result
+    }
+
+    /// Adds the record-id column to each row.
+    func appendRecordKeys(_ batch: inout RowBatch) throws {
+        var rows: [UInt8] = []
+        rows.reserveCapacity(batch.rows.count + batch.rowRanges.count * 16)
+        var ranges: [Range<Int>] = []
+        ranges.reserveCapacity(batch.rowRanges.count)
+        for (i, range) in batch.rowRanges.enumerated() {
+            let start = rows.count
+            rows.append(contentsOf: batch.rows[range])
+            rows.append(0x09)
+            if let id = batch.rowOrigins[i].recordID {
+                rows.append(contentsOf: String(try recordKey(id)).utf8)
+            } else {
+                rows.append(contentsOf: "\\N".utf8)
+            }
+            rows.append(0x0A)
+            ranges.append(start..<rows.count)
+        }
+        batch.rows = rows
+        batch.rowRanges = ranges
+    }
+
+    func isDuplicateRecord(_ error: PostgresError) -> Bool {
+        error.sqlState == "23505" && error.constraint?.hasSuffix("__pipectl_record") == true
+    }
+
+    /// Writes the rows at `indices`; rows PostgreSQL refuses go to `dead` with its reason.
+    /// Fast path: COPY straight into the table. Records already loaded (a re-sent file) make it
+    /// fail on the record index; those batches go through a staging table with ON CONFLICT
+    /// DO NOTHING. Other constraint failures are narrowed down by halving under savepoints.
+    func writeRows(_ batch: RowBatch, indices: [Int], dead: inout [(RowOrigin, RejectedRecord)]) throws -> (loaded: Int, duplicates: Int) {
+        var data: [UInt8] = []
+        for i in indices { data.append(contentsOf: batch.rows[batch.rowRanges[i]]) }
+        let useStaging = sink.mode == .upsert || dedupBatchesLeft > 0
+        try conn.execute("SAVEPOINT pipectl_rows")
+        do {
+            let loaded: Int
+            if useStaging {
+                loaded = try stageAndInsert(data)
+            } else {
+                loaded = try data.withUnsafeBytes { try conn.copyIn("COPY \(target) (\(columnList)) FROM STDIN", data: $0) }
+            }
+            try conn.execute("RELEASE SAVEPOINT pipectl_rows")
+            if useStaging, dedupBatchesLeft > 0 { dedupBatchesLeft -= 1 }
+            return (loaded, indices.count - loaded)
+        } catch let error as PostgresError where !error.connectionLost {
+            try conn.execute("ROLLBACK TO SAVEPOINT pipectl_rows")
+            if isDuplicateRecord(error), !useStaging {
+                dedupBatchesLeft = 20
+                return try writeRows(batch, indices: indices, dead: &dead)
+            }
+            guard error.isConstraintViolation || error.isDataException else { throw error }
+            if indices.count == 1 {
+                let origin = batch.rowOrigins[indices[0]]
+                dead.append((origin, RejectedRecord(stage: "constraint", reason: "PostgreSQL refused the row: \(error)", payload: origin.payload ?? [])))
+                return (0, 0)
+            }
+            let half = indices.count / 2
+            let a = try writeRows(batch, indices: Array(indices[..<half]), dead: &dead)
+            let b = try writeRows(batch, indices: Array(indices[half...]), dead: &dead)
+            return (a.loaded + b.loaded, a.duplicates + b.duplicates)
+        }
+    }
+
+    /// COPY into a session staging table, then one INSERT … ON CONFLICT into the target.
+    func stageAndInsert(_ data: [UInt8]) throws -> Int {
+        if !stagingReady {
+            try conn.execute("CREATE TEMP TABLE IF NOT EXISTS \"pipectl_staging\" (LIKE \(target) INCLUDING DEFAULTS) ON COMMIT DELETE ROWS")
+            stagingReady = true
+        }
+        try conn.execute("TRUNCATE \"pipectl_staging\"")
+        _ = try data.withUnsafeBytes { try conn.copyIn("COPY \"pipectl_staging\" (\(columnList)) FROM STDIN", data: $0) }
+        let conflict: String
+        if sink.mode == .upsert {
+            let keys = Set(sink.key)
+            let columns = columnList.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }
+            let updates = columns.filter { c in !keys.contains { SQL.quote($0) == c } }.map { "\($0) = EXCLUDED.\($0)" }
+            conflict = "ON CONFLICT (\(sink.key.map(SQL.quote).joined(separator: ", "))) DO UPDATE SET \(updates.joined(separator: ", "))"
+            // Several versions of one key in a batch: the last one wins.
+            let keyList = sink.key.map(SQL.quote).joined(separator: ", ")
+            let rows = try conn.query("""
+                INSERT INTO \(target) (\(columnList))
+                SELECT \(columnList) FROM (
+                  SELECT DISTINCT ON (\(keyList)) * FROM "pipectl_staging" ORDER BY \(keyList), ctid DESC
+                ) s \(conflict) RETURNING 1
+                """)
+            return rows.count
+        }
+        conflict = "ON CONFLICT (\(SQL.quote(Sink.recordColumn))) DO NOTHING"
+        let rows = try conn.query("INSERT INTO \(target) (\(columnList)) SELECT \(columnList) FROM \"pipectl_staging\" \(conflict) RETURNING 1")
+        return rows.count
+    }
+
+    public func query(_ sql: String, _ params: [String?] = []) throws -> [[String?]] { try conn.query(sql, params) }
+}

@@ -1,0 +1,160 @@
+import Foundation
+import PipelineCompiler
+import RecordFormats
+
+/// Where a record came from: the source file's fingerprint and its ordinal in that file.
+public struct RecordID: Hashable, Sendable {
+    public var fingerprint: String
+    public var ordinal: Int64
+
+    /// Parses `"<fingerprint>:<ordinal>"`.
+    init?(_ bytes: ArraySlice<UInt8>) {
+        guard let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
+              let ordinal = Int64(String(decoding: bytes[(colon + 1)...], as: UTF8.self)), ordinal >= 0, ordinal < (1 << 40) else { return nil }
+        fingerprint = String(decoding: bytes[..<colon], as: UTF8.self)
+        self.ordinal = ordinal
+    }
+}
+
+/// Why a record did not become a row.
+public struct RejectedRecord: Sendable {
+    /// `source` (bad CSV row, sent as an error record), `parse` (bad JSON), `cast`, `constraint`.
+    public var stage: String
+    public var reason: String
+    /// The raw payload to keep (the message, or the original CSV bytes for source errors).
+    public var payload: [UInt8]
+}
+
+/// Turns one JSON message into one row of COPY text for the sink's table, applying the
+/// transform (flatten, renames, null_if, casts, defaults) and checking every value.
+public struct RecordDecoder {
+    let transform: Transform
+    /// The record field each bound column reads, as bytes.
+    let fieldKeys: [[UInt8]]
+    let separator: [UInt8]?
+    let nullIf: [[UInt8]]
+    var json = JSONFlatRecord()
+    var scratch: [UInt8] = []
+    var castScratch: [UInt8] = []
+
+    static let recordKey = Array("_record".utf8)
+    static let errorKey = Array("_error".utf8)
+    static let rawKey = Array("_raw_b64".utf8)
+    static let sentAtKey = Array("_sent_at".utf8)
+
+    public init(transform: Transform) {
+        self.transform = transform
+        let inverse = Dictionary(transform.renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+        fieldKeys = transform.bindings.map { binding in
+            let field = inverse[binding.field] ?? binding.field
+            return transform.drops.contains(field) ? [] : Array(field.utf8)
+        }
+        separator = transform.flattenSeparator.map { Array($0.utf8) }
+        nullIf = transform.nullIf.map { Array($0.utf8) }
+    }
+
+    /// The COPY column list (quoted), the record-id column last.
+    public var columnList: String {
+        (transform.bindings.map { SQL.quote($0.column.name) } + [SQL.quote(Sink.recordColumn)]).joined(separator: ", ")
+    }
+
+    public enum Outcome {
+        /// A row was appended to the output; `recordID` when the message carried one.
+        case row(RecordID?, sentAtMicros: Int64?)
+        case rejected(RecordID?, RejectedRecord)
+    }
+
+    /// Decodes `payload` and appends its row (without the record-id column and newline) to `out`.
+    public mutating func decode(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Outcome {
+        let bytes = payload.bindMemory(to: UInt8.self)
+        do {
+            try JSONScanner.parse(bytes, flattenWith: separator, into: &json)
+        } catch let failure as JSONScanner.Failure {
+            return .rejected(nil, RejectedRecord(stage: "parse", reason: failure.message, payload: Array(bytes)))
+        } catch {
+            return .rejected(nil, RejectedRecord(stage: "parse", reason: "\(error)", payload: Array(bytes)))
+        }
+        var id: RecordID?
+        if let i = json.index(of: Self.recordKey, hint: 0) {
+            id = RecordID(json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd])
+        }
+        var sentAt: Int64?
+        if let i = json.index(of: Self.sentAtKey, hint: 1), json.fields[i].kind == .number {
+            sentAt = Int64(String(decoding: json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd], as: UTF8.self))
+        }
+        if let e = json.index(of: Self.errorKey, hint: 2) {
+            let reason = String(decoding: json.scratch[json.fields[e].valueStart..<json.fields[e].valueEnd], as: UTF8.self)
+            var raw = Array(bytes)
+            if let r = json.index(of: Self.rawKey, hint: 4),
+               let data = Data(base64Encoded: String(decoding: json.scratch[json.fields[r].valueStart..<json.fields[r].valueEnd], as: UTF8.self)) {
+                raw = Array(data)
+            }
+            return .rejected(id, RejectedRecord(stage: "source", reason: reason, payload: raw))
+        }
+        let start = out.count
+        for (n, binding) in transform.bindings.enumerated() {
+            if n > 0 { out.append(0x09) }
+            if let problem = appendValue(n, binding, to: &out) {
+                out.removeSubrange(start...)
+                return .rejected(id, RejectedRecord(stage: "cast", reason: problem, payload: Array(bytes)))
+            }
+        }
+        return .row(id, sentAtMicros: sentAt)
+    }
+
+    /// Appends one column's COPY text; returns the reason when the record cannot fill it.
+    mutating func appendValue(_ n: Int, _ binding: ColumnBinding, to out: inout [UInt8]) -> String? {
+        let key = fieldKeys[n]
+        let index = key.isEmpty ? nil : json.index(of: key, hint: n + 2)
+        var isNull = true
+        if let index {
+            let f = json.fields[index]
+            isNull = f.kind == .null
+            if !isNull, f.kind == .string, !nullIf.isEmpty {
+                let value = json.scratch[f.valueStart..<f.valueEnd]
+                isNull = nullIf.contains { $0.elementsEqual(value) }
+            }
+            if !isNull, f.kind == .raw, binding.column.type.family != .json, binding.column.type.family != .text {
+                return "field '\(binding.field)' holds a JSON \(json.scratch[f.valueStart] == UInt8(ascii: "[") ? "array" : "object"), not a \(binding.column.type)"
+            }
+        }
+        if isNull { return appendNull(binding, to: &out, why: index == nil ? "is missing" : "is null") }
+        let f = json.fields[index!]
+        let error: CastError? = json.scratch.withUnsafeBufferPointer { all in
+            let value = UnsafeBufferPointer(rebasing: all[f.valueStart..<f.valueEnd])
+            if let castType = binding.castType, castType != binding.column.type {
+                castScratch.removeAll(keepingCapacity: true)
+                if let e = ValueCaster.append(value, as: castType, to: &castScratch) { return e }
+                let canonical = ValueCaster.unescapeCopyBytes(castScratch)
+                return canonical.withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, to: &out) }
+            }
+            return ValueCaster.append(value, as: binding.column.type, to: &out)
+        }
+        guard let error else { return nil }
+        switch binding.onCastError {
+        case .deadLetter: return "column '\(binding.column.name)': \(error.message)"
+        case .null: out.append(contentsOf: "\\N".utf8); return nil
+        case .default: return appendNull(binding, to: &out, why: "could not be cast")
+        }
+    }
+
+    func appendNull(_ binding: ColumnBinding, to out: inout [UInt8], why: String) -> String? {
+        if let d = binding.defaultValue {
+            let error: CastError? = Array(d.utf8).withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, to: &out) }
+            return error.map { "default for '\(binding.column.name)': \($0.message)" }
+        }
+        if !binding.column.nullable {
+            return "column '\(binding.column.name)' is not nullable and field '\(binding.field)' \(why)"
+        }
+        out.append(contentsOf: "\\N".utf8)
+        return nil
+    }
+}
+
+extension ValueCaster {
+    /// COPY text back to plain bytes (for a second cast step).
+    static func unescapeCopyBytes(_ bytes: [UInt8]) -> [UInt8] {
+        guard bytes.contains(0x5C) else { return bytes }
+        return Array(unescapeCopy(bytes).utf8)
+    }
+}

@@ -1,0 +1,72 @@
+import Foundation
+import PipelineCompiler
+import PostgresAdapter
+
+/// Compares a sink's table with the database: what exists, what would be added, what is refused.
+/// pipectl never drops, narrows or retypes a column.
+public enum SchemaCheck {
+    public enum Change: Equatable, CustomStringConvertible {
+        case createTable
+        case matches
+        case addColumn(String, SQLType)
+        case incompatible(String)
+
+        public var description: String {
+            switch self {
+            case .createTable: return "table will be created"
+            case .matches: return "table exists and matches"
+            case let .addColumn(name, type): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
+            case let .incompatible(reason): return "refused: \(reason)"
+            }
+        }
+    }
+
+    public static func diff(sink: Sink, on conn: PostgresConnection) throws -> [Change] {
+        let rows = try conn.query("""
+            SELECT column_name, data_type, is_nullable, character_maximum_length, numeric_precision, numeric_scale
+            FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2
+            """, [sink.dbSchema, sink.table])
+        if rows.isEmpty { return [.createTable] }
+        var existing: [String: [String?]] = [:]
+        for row in rows { existing[row[0] ?? ""] = row }
+        var changes: [Change] = []
+        let wanted = sink.schema.columns + [Column(name: Sink.recordColumn, type: .bigint, nullable: true, primaryKey: false, unique: false)]
+        for column in wanted {
+            guard let row = existing[column.name] else {
+                if column.nullable || column.defaultExpression != nil {
+                    changes.append(.addColumn(column.name, column.type))
+                } else {
+                    changes.append(.incompatible("column \(SQL.quote(column.name)) is missing and is NOT NULL without a default; add it yourself (pipectl only adds nullable columns)"))
+                }
+                continue
+            }
+            let dbType = row[1] ?? ""
+            if dbType != column.type.informationSchemaName {
+                changes.append(.incompatible("column \(SQL.quote(column.name)) is \(dbType) in the database but \(column.type) in schema '\(sink.schema.name)'; pipectl never changes a column's type"))
+                continue
+            }
+            if case let .varchar(n?) = column.type, let have = Int(row[3] ?? ""), have < n {
+                changes.append(.incompatible("column \(SQL.quote(column.name)) is varchar(\(have)) in the database, narrower than varchar(\(n)) in the schema"))
+            }
+            if case let .numeric(p?, s) = column.type, let hp = Int(row[4] ?? ""), let hs = Int(row[5] ?? ""), hp < p || hs < (s ?? 0) {
+                changes.append(.incompatible("column \(SQL.quote(column.name)) is numeric(\(hp),\(hs)) in the database, narrower than \(column.type) in the schema"))
+            }
+        }
+        return changes.isEmpty ? [.matches] : changes
+    }
+
+    /// Applies the safe changes (nullable columns) and refuses incompatible ones.
+    public static func verify(sink: Sink, on conn: PostgresConnection) throws {
+        let changes = try diff(sink: sink, on: conn)
+        let refused = changes.compactMap { if case let .incompatible(r) = $0 { return r } else { return nil } }
+        if !refused.isEmpty {
+            throw PostgresError("table \(SQL.qualified(sink.dbSchema, sink.table)) does not fit sink '\(sink.name)': \(refused.joined(separator: "; "))")
+        }
+        for case let .addColumn(name, type) in changes {
+            try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
+        }
+        if changes.contains(where: { if case .addColumn(Sink.recordColumn, _) = $0 { return true } else { return false } }), sink.mode == .insert {
+            for statement in DDL.table(for: sink).dropFirst() { try conn.execute(statement) }
+        }
+    }
+}

@@ -1,0 +1,25 @@
+import Foundation
+
+/// Ctrl-C / SIGTERM: the loops finish and commit their current batch, then exit 0.
+public enum StopSignal {
+    nonisolated(unsafe) private static var flag: sig_atomic_t = 0
+
+    public static var requested: Bool { flag != 0 }
+
+    public static func install() {
+        signal(SIGINT) { _ in StopSignal.flag = 1 }
+        signal(SIGTERM) { _ in StopSignal.flag = 1 }
+    }
+
+    /// Test-only crash points: `PIPECTL_CRASH_AT=before-commit` (or `during-copy`,
+    /// `after-commit`) kills the process with SIGKILL at that moment of the Nth batch
+    /// (`PIPECTL_CRASH_BATCH`, default 2).
+    static let crashPoint = ProcessInfo.processInfo.environment["PIPECTL_CRASH_AT"]
+    static let crashBatch = Int(ProcessInfo.processInfo.environment["PIPECTL_CRASH_BATCH"] ?? "") ?? 2
+
+    static func crashIfAsked(_ point: String, batch: Int) {
+        if crashPoint == point, batch >= crashBatch {
+            kill(getpid(), SIGKILL)
+        }
+    }
+}

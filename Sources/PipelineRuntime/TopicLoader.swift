@@ -1,0 +1,154 @@
+import Foundation
+import KafkaAdapter
+import PipelineCompiler
+import PostgresAdapter
+
+/// Counts from one consumer run.
+public struct LoadReport: Sendable {
+    public var consumed = 0
+    public var loaded = 0
+    public var duplicates = 0
+    public var deadLettered = 0
+    public var batches = 0
+    /// Send-to-commit latencies in microseconds (records carrying `_sent_at`).
+    public var latenciesMicros: [Int64] = []
+}
+
+/// The consumer side of a flow: reads the topic in a consumer group, decodes and casts records,
+/// and commits batches (rows + dead letters + offsets) through `PostgresSink`.
+public final class TopicLoader {
+    public struct Options {
+        /// Stop once the returned offsets are stored (bounded `run`: the producer's end offsets,
+        /// known once it has finished); nil: keep consuming.
+        public var until: (() -> [Int32: Int64]?)?
+        /// Start a re-created topic from its beginning instead of stopping with an error.
+        public var restartOnNewTopic = false
+        /// Stop after this long without records once `untilOffsets` is nil and `--follow` is off.
+        public var idleExit: Double?
+        public var recordLatency = false
+        public init() {}
+    }
+
+    let pipeline: Pipeline
+    let flow: Flow
+    let options: Options
+    let log: (String) -> Void
+
+    public init(pipeline: Pipeline, flow: Flow, options: Options, log: @escaping (String) -> Void = { print($0) }) {
+        self.pipeline = pipeline
+        self.flow = flow
+        self.options = options
+        self.log = log
+    }
+
+    static func consumerSettings(_ topic: Topic) -> [String: String] {
+        var settings = ["bootstrap.servers": topic.brokers]
+        for (k, v) in topic.properties where !k.hasPrefix("producer.") {
+            settings[k.hasPrefix("consumer.") ? String(k.dropFirst("consumer.".count)) : k] = v
+        }
+        return settings
+    }
+
+    public func run(url: String, sink existingSink: PostgresSink? = nil) throws -> LoadReport {
+        guard let transform = flow.transforms.last, flow.transforms.count == 1 else {
+            throw PostgresError("sink '\(flow.sink.name)': pipectl runs flows with exactly one transform between topic and sink")
+        }
+        var decoder = RecordDecoder(transform: transform)
+        let sink = try existingSink ?? PostgresSink(pipeline: pipeline, flow: flow, columnList: decoder.columnList, url: url)
+        let topic = flow.topic
+        let settings = Self.consumerSettings(topic)
+        let admin = try KafkaAdmin(settings: settings)
+        let consumer = try GroupConsumer(topic: topic.name, group: "pipectl.\(pipeline.name).\(flow.sink.name)", settings: settings)
+        var report = LoadReport()
+        var batch = RowBatch()
+        var owned = Set<Int32>()
+        var stored: [Int32: Int64] = [:]
+
+        consumer.onAssign = { partitions in
+            let topicID = try admin.topicID(topic.name)
+            var highs: [Int32: Int64] = [:]
+            for p in partitions { highs[p] = try admin.watermarks(topic.name, partition: p).high }
+            let starts = try sink.claim(partitions, topicID: topicID, highWatermarks: highs, restartOnNewTopic: self.options.restartOnNewTopic)
+            owned = Set(partitions)
+            for p in partitions { stored[p] = starts[p] ?? 0 }
+            self.log("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
+            return starts
+        }
+        consumer.onRevoke = { partitions in
+            // Work not yet committed for these partitions is dropped: the next owner re-reads it.
+            if !partitions.isEmpty { self.log("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
+            batch.clear()
+            owned.removeAll()
+        }
+        try consumer.subscribe()
+        defer { consumer.close() }
+
+        func done() -> Bool {
+            guard let until = options.until?() else { return false }
+            return until.allSatisfy { p, end in end <= 0 || (stored[p] ?? 0) >= end }
+        }
+
+        func flush() throws {
+            guard !batch.isEmpty else { return }
+            var attempt = 0
+            while true {
+                do {
+                    let result = try sink.commit(batch)
+                    report.loaded += result.loaded
+                    report.duplicates += result.duplicates
+                    report.deadLettered += result.deadLettered
+                    report.batches += 1
+                    for (p, o) in batch.nextOffsets { stored[p] = o }
+                    if options.recordLatency {
+                        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
+                        report.latenciesMicros.append(contentsOf: batch.sentAtMicros.map { now - $0 })
+                    }
+                    batch.clear()
+                    return
+                } catch let fenced as FencedError {
+                    log("warning: \(fenced)")
+                    batch.clear()
+                    return
+                } catch let error as PostgresError where error.connectionLost {
+                    attempt += 1
+                    log("PostgreSQL connection lost (\(error.message)); retrying the batch (attempt \(attempt))")
+                    consumer.pause(Array(owned))
+                    defer { consumer.resume(Array(owned)) }
+                    try sink.reconnect { self.log($0) }
+                }
+            }
+        }
+
+        var lastRecord = Date()
+        let maxDelay = Double(flow.sink.maxDelayMs) / 1000
+        while !StopSignal.requested {
+            if done() { break }
+            let event = try consumer.poll(timeoutMs: 100)
+            switch event {
+            case let .message(message):
+                lastRecord = Date()
+                guard owned.contains(message.partition) else { continue }
+                report.consumed += 1
+                if batch.firstAt == nil { batch.firstAt = Date() }
+                let start = batch.rows.count
+                let outcome = decoder.decode(message.value, into: &batch.rows)
+                switch outcome {
+                case let .row(id, sentAt):
+                    batch.rowRanges.append(start..<batch.rows.count)
+                    batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, payload: Array(message.value)))
+                    if let sentAt, options.recordLatency { batch.sentAtMicros.append(sentAt) }
+                case let .rejected(id, rejected):
+                    batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, payload: nil), rejected))
+                }
+                batch.nextOffsets[message.partition] = message.offset + 1
+                if batch.count >= flow.sink.batchSize { try flush() }
+            case .partitionEnd, .idle:
+                try flush()
+                if let idle = options.idleExit, Date().timeIntervalSince(lastRecord) > idle { return report }
+            }
+            if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
+        }
+        try flush()
+        return report
+    }
+}

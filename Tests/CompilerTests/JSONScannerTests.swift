@@ -1,0 +1,122 @@
+import RecordFormats
+import XCTest
+
+/// The record payload reader: one JSON object per message, flattened into fields.
+final class JSONScannerTests: XCTestCase {
+    struct Field: Equatable {
+        var key: String
+        var value: String
+        var kind: JSONKind
+        init(_ key: String, _ value: String, _ kind: JSONKind) { (self.key, self.value, self.kind) = (key, value, kind) }
+    }
+
+    func scan(_ bytes: [UInt8], flatten: String? = "_") throws -> [Field] {
+        var record = JSONFlatRecord()
+        try bytes.withUnsafeBufferPointer {
+            try JSONScanner.parse($0, flattenWith: flatten.map { Array($0.utf8) }, into: &record)
+        }
+        return record.fields.indices.map { Field(record.key($0), record.value($0), record.fields[$0].kind) }
+    }
+
+    func scan(_ text: String, flatten: String? = "_") throws -> [Field] { try scan(Array(text.utf8), flatten: flatten) }
+
+    func failure(_ bytes: [UInt8]) -> String {
+        do {
+            _ = try scan(bytes)
+            return "no error"
+        } catch let f as JSONScanner.Failure {
+            return f.message
+        } catch {
+            return "unexpected: \(error)"
+        }
+    }
+
+    func failure(_ text: String) -> String { failure(Array(text.utf8)) }
+
+    func testFlatObject() throws {
+        XCTAssertEqual(try scan(#"{"crim": 0.00632, "name": "x", "ok": true, "gone": null, "n": -1.5e3}"#), [
+            Field("crim", "0.00632", .number), Field("name", "x", .string), Field("ok", "true", .bool),
+            Field("gone", "", .null), Field("n", "-1.5e3", .number),
+        ])
+        XCTAssertEqual(try scan("  {}  "), [])
+    }
+
+    func testNestedObjectsAreFlattenedWithTheSeparator() throws {
+        XCTAssertEqual(try scan(#"{"user": {"name": "Ann", "address": {"zip": "12345"}}, "id": 1}"#), [
+            Field("user_name", "Ann", .string), Field("user_address_zip", "12345", .string), Field("id", "1", .number),
+        ])
+        XCTAssertEqual(try scan(#"{"a": {"b": 1}}"#, flatten: "__"), [Field("a__b", "1", .number)])
+    }
+
+    func testNestedObjectsAreKeptRawWithoutFlattening() throws {
+        XCTAssertEqual(try scan(#"{"a": {"b": [1, 2]}, "c": 3}"#, flatten: nil), [
+            Field("a", #"{"b": [1, 2]}"#, .raw), Field("c", "3", .number),
+        ])
+    }
+
+    func testArraysAreKeptAsRawJSON() throws {
+        XCTAssertEqual(try scan(#"{"tags": ["a", {"b": null}, [1]], "n": 1}"#), [
+            Field("tags", #"["a", {"b": null}, [1]]"#, .raw), Field("n", "1", .number),
+        ])
+    }
+
+    func testStringEscapes() throws {
+        XCTAssertEqual(try scan(#"{"s": "q\" b\\ s\/ \b\f\n\r\t"}"#), [Field("s", "q\" b\\ s/ \u{8}\u{c}\n\r\t", .string)])
+        XCTAssertEqual(try scan(#"{"u": "\u00e9\u4e2d"}"#), [Field("u", "é中", .string)])
+        XCTAssertEqual(try scan(#"{"emoji": "\ud83d\ude00"}"#), [Field("emoji", "😀", .string)])
+        XCTAssertEqual(try scan(#"{"k\u0041y": 1}"#), [Field("kAy", "1", .number)])
+        XCTAssertEqual(try scan(#"{"raw": "日本"}"#), [Field("raw", "日本", .string)])
+    }
+
+    func testBadEscapes() {
+        XCTAssertEqual(failure(#"{"s": "\ud83d"}"#), "invalid JSON at byte 12: lone surrogate in \\u escape")
+        XCTAssertEqual(failure(#"{"s": "\ude00"}"#), "invalid JSON at byte 12: lone surrogate in \\u escape")
+        XCTAssertEqual(failure(#"{"s": "\ud83d\u0041"}"#), "invalid JSON at byte 18: bad surrogate pair")
+        XCTAssertEqual(failure(#"{"s": "\x"}"#), "invalid JSON at byte 8: bad escape")
+        XCTAssertEqual(failure(#"{"s": "\u12G4"}"#), "invalid JSON at byte 8: bad \\u escape")
+    }
+
+    func testInvalidUTF8IsRefused() {
+        XCTAssertEqual(failure(Array(#"{"s": ""#.utf8) + [0xFF] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (byte 0xff at 7)")
+        XCTAssertEqual(failure(Array(#"{"s": ""#.utf8) + [0xC3, 0x28] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad continuation at 8)")
+        // An overlong encoding of '/'.
+        XCTAssertEqual(failure(Array(#"{"s": ""#.utf8) + [0xE0, 0x80, 0xAF] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad sequence at 7)")
+        // A UTF-8-encoded surrogate.
+        XCTAssertEqual(failure(Array(#"{"s": ""#.utf8) + [0xED, 0xA0, 0x80] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad sequence at 7)")
+    }
+
+    func testNotAnObjectIsRefused() {
+        XCTAssertEqual(failure("[1, 2]"), "payload is not a JSON object")
+        XCTAssertEqual(failure(#""text""#), "payload is not a JSON object")
+        XCTAssertEqual(failure("   "), "payload is empty")
+        XCTAssertEqual(failure(#"{"a": 1} {"b": 2}"#), "invalid JSON at byte 9: unexpected text after the JSON object")
+    }
+
+    func testMalformedObjects() {
+        XCTAssertEqual(failure(#"{"a": 1"#), "invalid JSON at byte 7: unterminated object")
+        XCTAssertEqual(failure(#"{"a" 1}"#), "invalid JSON at byte 5: expected ':'")
+        XCTAssertEqual(failure(#"{"a": tru}"#), "invalid JSON at byte 6: unknown literal")
+        XCTAssertEqual(failure(#"{"a": 1.}"#), "invalid JSON at byte 8: malformed number")
+        XCTAssertEqual(failure(#"{"a": "x"#), "invalid JSON at byte 8: unterminated string")
+        XCTAssertEqual(failure("{\"a\": \"x\ny\"}"), "invalid JSON at byte 8: control character in a string")
+        XCTAssertEqual(failure(#"{"a": [1, 2}"#), "invalid JSON at byte 11: expected ',' or ']'")
+    }
+
+    func testRecordsAreReusedBetweenMessages() throws {
+        var record = JSONFlatRecord()
+        for (payload, expected) in [(#"{"a": "first", "b": 2}"#, ["a", "b"]), (#"{"c": 3}"#, ["c"])] {
+            try Array(payload.utf8).withUnsafeBufferPointer { try JSONScanner.parse($0, flattenWith: nil, into: &record) }
+            XCTAssertEqual(record.fields.indices.map(record.key), expected)
+        }
+        XCTAssertEqual(record.index(of: Array("c".utf8), hint: 5), 0)
+        XCTAssertNil(record.index(of: Array("a".utf8), hint: 0))
+    }
+
+    func testWritingJSONStrings() {
+        var out: [UInt8] = []
+        JSONText.appendString("a\"b\\c\n\t\u{1}é", to: &out)
+        XCTAssertEqual(String(decoding: out, as: UTF8.self), #""a\"b\\c\n\t\u0001é""#)
+        XCTAssertTrue(JSONText.isValidUTF8(Array("héllo".utf8)))
+        XCTAssertFalse(JSONText.isValidUTF8([0x68, 0xFF]))
+    }
+}
