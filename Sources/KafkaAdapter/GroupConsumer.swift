@@ -57,7 +57,9 @@ public final class GroupConsumer: @unchecked Sendable {
             "group.id": group,
             "enable.auto.commit": "false",
             "enable.auto.offset.store": "false",
-            "auto.offset.reset": "earliest",
+            // Partitions without a stored offset are assigned from the beginning explicitly;
+            // a stored offset the log no longer has is an error, never a silent jump.
+            "auto.offset.reset": "error",
             "enable.partition.eof": "true",
             // Tansu completes a first JoinGroup only after the rebalance timeout (max.poll.interval.ms).
             "max.poll.interval.ms": "10000",
@@ -142,6 +144,11 @@ public final class GroupConsumer: @unchecked Sendable {
         if err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC {
             callbacks.lastError = text
             return .idle
+        }
+        if err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE {
+            throw KafkaError("the stored offset of \(topic)[\(raw.pointee.partition)] is outside the log (\(text)): the topic lost data, "
+                + "for example in a broker restart. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) "
+                + "and consume with --restart-on-new-topic; record ids keep rows from loading twice.", code: err.rawValue)
         }
         throw KafkaError("Kafka consumer: \(errorString(err)): \(text)", code: err.rawValue)
     }

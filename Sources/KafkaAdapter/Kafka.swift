@@ -18,14 +18,16 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
 /// The librdkafka actually loaded (not the one compiled against).
 public enum KafkaLibrary {
     public static var version: String { String(cString: rd_kafka_version_str()) }
-    /// 2.2.0: the first release that skips tagged fields correctly (Debian's 2.0.2 cannot talk to Tansu).
-    public static let minimumVersion: Int32 = 0x0202_0000
+    /// 2.2.0 is the first release that skips tagged fields correctly (Debian's 2.0.2 cannot talk
+    /// to Tansu); 2.3.0 added DescribeTopics, which gives the topic IDs offsets are tied to.
+    public static let minimumVersion: Int32 = 0x0203_0000
 
     public static func checkVersion() throws {
         if rd_kafka_version() < minimumVersion {
             throw KafkaError(
-                "librdkafka \(version) is loaded, but pipectl needs 2.2 or newer: older releases mis-read tagged fields "
-                    + "(rd_kafka_buf_skip_tags) and fail against Tansu and newer brokers with 'Read underflow'. "
+                "librdkafka \(version) is loaded, but pipectl needs 2.3 or newer: releases before 2.2 mis-read tagged fields "
+                    + "(rd_kafka_buf_skip_tags) and fail against Tansu and newer brokers with 'Read underflow', and topic IDs "
+                    + "(DescribeTopics) arrived in 2.3. "
                     + "Run `make deps` (it links librdkafka 2.16 from the confluent-kafka wheel into .deps/rdkafka) "
                     + "or point LD_LIBRARY_PATH at a folder holding a newer librdkafka.so.1.")
         }

@@ -4,7 +4,7 @@ import Foundation
 /// State the producer callbacks reach through librdkafka's opaque pointer. It exists before the
 /// handle does, so it can be passed to `rd_kafka_new`.
 final class ProducerCallbacks: @unchecked Sendable {
-    var onDelivery: (_ token: Int, _ error: KafkaError?) -> Void = { _, _ in }
+    var onDelivery: (_ token: Int, _ error: KafkaError?, _ partition: Int32, _ offset: Int64) -> Void = { _, _, _, _ in }
     var fatalError: KafkaError?
     var lastTransientError: String?
 }
@@ -17,8 +17,9 @@ public final class TopicWriter: @unchecked Sendable {
     let opaque: UnsafeMutableRawPointer
     public let topic: String
 
-    /// Called once per record with the token passed to `send` and the error, if delivery failed.
-    public var onDelivery: (_ token: Int, _ error: KafkaError?) -> Void {
+    /// Called once per record with the token passed to `send`, the error if delivery failed,
+    /// and the partition and offset it was stored at.
+    public var onDelivery: (_ token: Int, _ error: KafkaError?, _ partition: Int32, _ offset: Int64) -> Void {
         get { callbacks.onDelivery }
         set { callbacks.onDelivery = newValue }
     }
@@ -47,7 +48,7 @@ public final class TopicWriter: @unchecked Sendable {
             let token = Int(bitPattern: message.pointee._private)
             let error = message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR
                 ? nil : KafkaError(errorString(message.pointee.err), code: message.pointee.err.rawValue)
-            callbacks.onDelivery(token, error)
+            callbacks.onDelivery(token, error, message.pointee.partition, message.pointee.offset)
         }
         rd_kafka_conf_set_error_cb(conf) { rk, code, reason, opaque in
             guard let opaque else { return }

@@ -27,7 +27,7 @@ public final class CSVProducer {
         self.log = log
     }
 
-    static func kafkaSettings(_ topic: Topic) -> [String: String] {
+    public static func kafkaSettings(_ topic: Topic) -> [String: String] {
         var settings = ["bootstrap.servers": topic.brokers]
         for (k, v) in topic.properties where !k.hasPrefix("consumer.") {
             settings[k.hasPrefix("producer.") ? String(k.dropFirst("producer.".count)) : k] = v
@@ -65,8 +65,12 @@ public final class CSVProducer {
         var nextToReport = 0
         var deliveryError: KafkaError?
         var tooLarge: [Int: Int] = [:]
-        writer.onDelivery = { token, error in
+        // The end of each partition, from the delivery reports (Tansu's ListOffsets reports the
+        // base offset of the last batch as the high watermark, so watermarks cannot tell).
+        var ends: [Int32: Int64] = [:]
+        writer.onDelivery = { token, error, partition, offset in
             if let error, deliveryError == nil { deliveryError = error }
+            if error == nil, offset >= 0 { ends[partition] = max(ends[partition] ?? 0, offset + 1) }
             outstanding[token, default: 0] -= 1
         }
         func reportFinished() {
@@ -181,9 +185,7 @@ public final class CSVProducer {
         writer.poll(timeoutMs: 0)
         reportFinished()
         if let error = deliveryError ?? writer.fatalError { throw error }
-        let admin = try KafkaAdmin(settings: Self.kafkaSettings(topic))
-        let partitions = try admin.partitionCount(topic.name) ?? 0
-        for p in 0..<Int32(partitions) { report.endOffsets[p] = try admin.watermarks(topic.name, partition: p).high }
+        report.endOffsets = ends
         return report
     }
 

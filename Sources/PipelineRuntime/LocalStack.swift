@@ -67,34 +67,33 @@ public struct LocalStack: Sendable {
 
     static var isRoot: Bool { getuid() == 0 }
 
-    /// Runs a program (as the postgres user when we are root); returns status and output.
+    /// Runs a program (as the postgres user when we are root) and waits for it; returns status
+    /// and output. posix_spawn + waitpid rather than Foundation.Process, whose wait was seen
+    /// to hang after `pg_ctl start` (the server it leaves behind shares the output).
     @discardableResult
     static func run(_ program: String, _ arguments: [String], asPostgres: Bool = false, check: Bool = true) throws -> (Int32, String) {
-        let process = Process()
-        if asPostgres && isRoot {
-            process.executableURL = URL(fileURLWithPath: "/usr/sbin/runuser")
-            process.arguments = ["-u", "postgres", "--", program] + arguments
-        } else {
-            process.executableURL = URL(fileURLWithPath: program)
-            process.arguments = arguments
-        }
-        // Output goes to a file, not a pipe: `pg_ctl start` leaves the server holding its
-        // stdout, so reading a pipe to its end would wait for the server to stop.
+        let argv = (asPostgres && isRoot) ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + arguments : [program] + arguments
         let outPath = NSTemporaryDirectory() + "pipectl-\(getpid())-\(UUID().uuidString).out"
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        defer { try? FileManager.default.removeItem(atPath: outPath) }
-        let out = FileHandle(forWritingAtPath: outPath)
-        process.standardOutput = out
-        process.standardError = out
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        process.waitUntilExit()
-        try? out?.close()
-        let output = String(decoding: FileManager.default.contents(atPath: outPath) ?? Data(), as: UTF8.self)
-        if check, process.terminationStatus != 0 {
-            throw Failure("\((program as NSString).lastPathComponent) failed (status \(process.terminationStatus)): \(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))")
+        defer { unlink(outPath) }
+        var actions = posix_spawn_file_actions_t()
+        posix_spawn_file_actions_init(&actions)
+        defer { posix_spawn_file_actions_destroy(&actions) }
+        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
+        posix_spawn_file_actions_adddup2(&actions, 1, 2)
+        var pid: pid_t = 0
+        let cArgs = argv.map { strdup($0) } + [nil]
+        defer { cArgs.forEach { free($0) } }
+        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
+        guard rc == 0 else { throw Failure("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
+        var status: Int32 = 0
+        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
+        let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
+        let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        if check, exitCode != 0 {
+            throw Failure("\((program as NSString).lastPathComponent) failed (status \(exitCode)): \(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))")
         }
-        return (process.terminationStatus, output)
+        return (exitCode, output)
     }
 
     static func portOpen(_ port: Int) -> Bool {

@@ -35,15 +35,19 @@ public final class PipelineRunner {
         throw PostgresError("sink '\(sink.name)' has no 'url' and DATABASE_URL is not set")
     }
 
-    /// Creates the topic and the tables (idempotent).
+    /// Creates the topic and the tables (idempotent). Consumers starting together take turns
+    /// (an advisory lock): two concurrent CreateTopics were seen to make two incarnations.
     public func prepare(_ flow: Flow) throws -> PostgresSink {
+        guard let transform = flow.transforms.last else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
+        let url = try Self.databaseURL(for: flow.sink, environment: environment)
+        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: RecordDecoder(transform: transform).columnList, url: url)
+        let lockKey = "pipectl prepare " + pipeline.name
+        _ = try sink.query("SELECT pg_advisory_lock(hashtext($1))", [lockKey])
+        defer { _ = try? sink.query("SELECT pg_advisory_unlock(hashtext($1))", [lockKey]) }
         let admin = try KafkaAdmin(settings: TopicLoader.consumerSettings(flow.topic))
         if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
             log("created topic \(flow.topic.name) (\(flow.topic.partitions) partition\(flow.topic.partitions == 1 ? "" : "s"))")
         }
-        guard let transform = flow.transforms.last else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
-        let url = try Self.databaseURL(for: flow.sink, environment: environment)
-        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: RecordDecoder(transform: transform).columnList, url: url)
         try sink.applyDDL()
         return sink
     }

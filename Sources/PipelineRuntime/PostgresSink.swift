@@ -152,7 +152,7 @@ public final class PostgresSink {
     /// Claims `partitions` for this consumer and returns where each should start
     /// (nil: from the beginning). Offsets of another incarnation of the topic are refused,
     /// or forgotten when `restartOnNewTopic` is set (then record ids prevent duplicates).
-    public func claim(_ partitions: [Int32], topicID: String, highWatermarks: [Int32: Int64], restartOnNewTopic: Bool) throws -> [Int32: Int64] {
+    public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool) throws -> [Int32: Int64] {
         ownerToken = UUID().uuidString
         var starts: [Int32: Int64] = [:]
         try conn.execute("BEGIN")
@@ -169,8 +169,6 @@ public final class PostgresSink {
                 var stale: String?
                 if storedID != topicID {
                     stale = "stored offsets of topic '\(topic.name)' partition \(p) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(topicID): it was deleted and created again (a broker restart loses in-memory topics)"
-                } else if let high = highWatermarks[p], next > high {
-                    stale = "stored offset \(next) of topic '\(topic.name)' partition \(p) is beyond the end of the log (\(high)): the topic lost data"
                 }
                 if let stale {
                     guard restartOnNewTopic else {

@@ -63,13 +63,15 @@ public final class TopicLoader {
         var batch = RowBatch()
         var owned = Set<Int32>()
         var stored: [Int32: Int64] = [:]
+        var lastActivity = Date()
+        var everAssigned = false
 
         consumer.onAssign = { partitions in
             let topicID = try admin.topicID(topic.name)
-            var highs: [Int32: Int64] = [:]
-            for p in partitions { highs[p] = try admin.watermarks(topic.name, partition: p).high }
-            let starts = try sink.claim(partitions, topicID: topicID, highWatermarks: highs, restartOnNewTopic: self.options.restartOnNewTopic)
+            let starts = try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
+            everAssigned = true
             owned = Set(partitions)
+            lastActivity = Date()
             for p in partitions { stored[p] = starts[p] ?? 0 }
             self.log("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
             return starts
@@ -119,14 +121,13 @@ public final class TopicLoader {
             }
         }
 
-        var lastRecord = Date()
         let maxDelay = Double(flow.sink.maxDelayMs) / 1000
         while !StopSignal.requested {
             if done() { break }
             let event = try consumer.poll(timeoutMs: 100)
             switch event {
             case let .message(message):
-                lastRecord = Date()
+                lastActivity = Date()
                 guard owned.contains(message.partition) else { continue }
                 report.consumed += 1
                 if batch.firstAt == nil { batch.firstAt = Date() }
@@ -144,7 +145,10 @@ public final class TopicLoader {
                 if batch.count >= flow.sink.batchSize { try flush() }
             case .partitionEnd, .idle:
                 try flush()
-                if let idle = options.idleExit, Date().timeIntervalSince(lastRecord) > idle { return report }
+                // Idle time counts once partitions were assigned (a group can take a session
+                // timeout to hand over the partitions of a consumer that died).
+                if let idle = options.idleExit, everAssigned || Date().timeIntervalSince(lastActivity) > 60,
+                   Date().timeIntervalSince(lastActivity) > idle { return report }
             }
             if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
         }

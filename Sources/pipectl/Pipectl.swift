@@ -5,12 +5,24 @@ import PipelineSpec
 
 @main
 struct Pipectl: ParsableCommand {
+    static func main() {
+        // Progress lines ("Sent batch of ...") must show as they happen, also in a file or pipe.
+        setvbuf(stdout, nil, _IOLBF, 0)
+        var command: ParsableCommand
+        do {
+            command = try parseAsRoot()
+            try command.run()
+        } catch {
+            exit(withError: error)
+        }
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "pipectl",
         abstract: "Compile, plan, generate and run declarative CSV -> Kafka -> PostgreSQL pipelines.",
         subcommands: [
             Validate.self, Plan.self, Generate.self, Infer.self, Init.self,
-            Run.self, Produce.self, Consume.self, Reset.self, DeadLetters.self, Dev.self,
+            Apply.self, Run.self, Produce.self, Consume.self, Reset.self, DeadLetters.self, Dev.self,
         ])
 }
 

@@ -27,6 +27,22 @@ struct Run: ParsableCommand {
     }
 }
 
+struct Apply: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        abstract: "Create the topics and tables a spec needs (idempotent; never drops or narrows anything).")
+    @OptionGroup var spec: SpecArgument
+
+    func run() throws {
+        try reportingErrors {
+            let pipeline = try compile(spec.file)
+            try requireKafka()
+            let runner = PipelineRunner(pipeline: pipeline)
+            for flow in pipeline.flows { _ = try runner.prepare(flow) }
+            print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
+        }
+    }
+}
+
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run only the producer: send the CSV sources to their topics.")
     @OptionGroup var spec: SpecArgument
@@ -38,7 +54,7 @@ struct Produce: ParsableCommand {
             StopSignal.install()
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
-                let admin = try KafkaAdmin(settings: ["bootstrap.servers": topic.brokers])
+                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
                 try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
                 let report = try CSVProducer(source: source, topic: topic).run()
                 print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records)")
