@@ -14,6 +14,12 @@ public final class KafkaMessage: @unchecked Sendable {
     }
 }
 
+/// Thrown by an assignment handler when the topic does not exist (yet); the consumer then
+/// holds no partitions until `rejoin()`.
+public struct TopicUnavailable: Error {
+    public init() {}
+}
+
 /// What the consumer poll returned.
 public enum ConsumerEvent: Sendable {
     case message(KafkaMessage)
@@ -30,6 +36,7 @@ final class ConsumerCallbacks: @unchecked Sendable {
     var onRevoke: ([Int32]) -> Void = { _ in }
     var assignError: Error?
     var lastError: String?
+    var waitingForTopic = false
     var topic = ""
 }
 
@@ -67,6 +74,7 @@ public final class GroupConsumer: @unchecked Sendable {
             "heartbeat.interval.ms": "1000",
             "fetch.wait.max.ms": "50",
             "queued.max.messages.kbytes": "32768",
+            "allow.auto.create.topics": "false",
         ]
         all.merge(settings) { _, new in new }
         let conf = try makeConf(all)
@@ -90,6 +98,11 @@ public final class GroupConsumer: @unchecked Sendable {
                         partitions.pointee.elems[i].offset = starts[p] ?? Int64(RD_KAFKA_OFFSET_BEGINNING)
                     }
                     rd_kafka_assign(rk, partitions)
+                } catch is TopicUnavailable {
+                    // The topic is being created again (broker restart): hold nothing for now
+                    // and join again once it exists.
+                    callbacks.waitingForTopic = true
+                    rd_kafka_assign(rk, nil)
                 } catch {
                     callbacks.assignError = error
                     rd_kafka_assign(rk, nil)
@@ -151,6 +164,16 @@ public final class GroupConsumer: @unchecked Sendable {
                 + "and consume with --restart-on-new-topic; record ids keep rows from loading twice.", code: err.rawValue)
         }
         throw KafkaError("Kafka consumer: \(errorString(err)): \(text)", code: err.rawValue)
+    }
+
+    /// True after an assignment was declined because the topic did not exist yet.
+    public var waitingForTopic: Bool { callbacks.waitingForTopic }
+
+    /// Leaves and joins the group again (after a declined assignment, once the topic exists).
+    public func rejoin() throws {
+        callbacks.waitingForTopic = false
+        rd_kafka_unsubscribe(handle)
+        try subscribe()
     }
 
     /// Stops fetching these partitions (while a write is retried) without leaving the group.

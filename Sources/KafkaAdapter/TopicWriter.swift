@@ -35,6 +35,12 @@ public final class TopicWriter: @unchecked Sendable {
             "acks": "all",
             "queue.buffering.max.messages": "100000",
             "queue.buffering.max.kbytes": "65536",
+            // A lost topic must not come back with the broker's default partition count.
+            "allow.auto.create.topics": "false",
+            // Fail records of a topic that vanished (broker restart) soon, so the caller can
+            // create it again and re-send, instead of waiting out message.timeout.ms.
+            "topic.metadata.propagation.max.ms": "5000",
+            "message.timeout.ms": "60000",
         ]
         all.merge(settings) { _, new in new }
         let conf = try makeConf(all)

@@ -106,19 +106,26 @@ public struct SchemaInference {
 
     /// `schemas/NAME.yaml` for the inferred columns.
     public static func schemaYAML(name: String, columns: [InferredColumn], from csv: String) -> String {
+        // The surrogate key and load time take names the CSV does not use.
+        let taken = Set(columns.map(\.name))
+        func free(_ candidates: [String]) -> String {
+            candidates.first { !taken.contains($0) } ?? candidates.last! + "_\(taken.count)"
+        }
+        let idName = free(["id", "row_id", "pipectl_id"])
+        let loadedName = free(["loaded_at", "pipectl_loaded_at"])
         var out = """
         # Inferred by `pipectl init` from \(csv); review the types before loading.
         version: 1
         name: \(name)
         columns:
-          - { name: id, type: bigserial, primary_key: true }
+          - { name: \(idName), type: bigserial, primary_key: true }
 
         """
         for c in columns {
             let renamed = c.header == c.name ? "" : "  # header: \(yamlComment(c.header))"
             out += "  - { name: \(c.name), type: \(c.type)\(c.nullable ? "" : ", nullable: false") }\(renamed)\n"
         }
-        out += "  - { name: loaded_at, type: timestamptz, default: current_timestamp }\n"
+        out += "  - { name: \(loadedName), type: timestamptz, default: current_timestamp }\n"
         return out
     }
 

@@ -68,8 +68,21 @@ public enum ValueCaster {
         return String(decoding: out, as: UTF8.self)
     }
 
+    /// The value as quoted in a reason. Control characters are escaped (`\0`, `\t`, `\n`, `\r`,
+    /// `\x1B`): a NUL would cut the reason short when it is stored (libpq parameters are C
+    /// strings), and raw line breaks or tabs would garble `dlq list`.
     static func show(_ v: Slice<UnsafeBufferPointer<UInt8>>) -> String {
-        let text = String(decoding: v.prefix(60), as: UTF8.self)
+        var text = ""
+        for scalar in String(decoding: v.prefix(60), as: UTF8.self).unicodeScalars {
+            switch scalar.value {
+            case 0x00: text += "\\0"
+            case 0x09: text += "\\t"
+            case 0x0A: text += "\\n"
+            case 0x0D: text += "\\r"
+            case 0x01..<0x20, 0x7F: text += "\\x" + String(format: "%02X", scalar.value)
+            default: text.unicodeScalars.append(scalar)
+            }
+        }
         return v.count > 60 ? "'\(text)…'" : "'\(text)'"
     }
 

@@ -10,8 +10,10 @@ public struct ProduceReport: Sendable {
     /// Rows sent as error records (malformed CSV, too large): the consumer dead-letters them.
     public var rowsSentAsErrors = 0
     public var fingerprint = ""
-    /// High watermark of each partition once every record was delivered.
+    /// End offset of each partition once every record was delivered (from delivery reports).
     public var endOffsets: [Int32: Int64] = [:]
+    /// The ID of the topic incarnation the records went to.
+    public var topicID: String?
 }
 
 /// The CSV source and topic writer: streams the file, turns each record into a JSON object

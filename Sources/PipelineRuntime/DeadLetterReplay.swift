@@ -36,7 +36,7 @@ public struct DeadLetterReplay {
             switch outcome {
             case let .row(id, _):
                 batch.rowRanges.append(0..<batch.rows.count)
-                batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, payload: Array(payload)))
+                batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, holder: CopiedPayload(Array(payload))))
                 if try sink.replay(batch, deadLetterID: idText, table: table) { result.loaded += 1 } else { result.stillFailing += 1 }
             case let .rejected(_, rejected):
                 try sink.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [idText, rejected.reason])

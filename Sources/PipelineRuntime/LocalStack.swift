@@ -224,6 +224,21 @@ public struct LocalStack: Sendable {
         try save(s)
     }
 
+    /// Stops only the broker (its in-memory topics are lost); `up()` starts it again.
+    public func stopBroker() throws {
+        guard var state = loadState(), let pid = state.tansuPID else { return }
+        kill(pid, SIGKILL)
+        for _ in 0..<50 where Self.processAlive(pid) { usleep(100_000) }
+        state.tansuPID = nil
+        try save(state)
+    }
+
+    /// Stops only PostgreSQL (fast shutdown: open transactions are rolled back).
+    public func stopDatabase() throws {
+        guard let state = loadState() else { return }
+        try Self.run(try postgresBin() + "/pg_ctl", ["-D", state.pgData, "-m", "fast", "-w", "stop"], asPostgres: true)
+    }
+
     public func status() -> [String] {
         guard let state = loadState() else { return ["stack: not set up (run `pipectl dev up`)"] }
         let kafka = state.tansuPID.map { Self.processAlive($0) } == true && Self.portOpen(state.kafkaPort)

@@ -25,7 +25,10 @@ public final class PipelineRunner {
         public var deadLettered = 0
         public var elapsed: Double = 0
         public var check: String?
-        public var reconciled: Bool { rowsRead == loaded + duplicates + deadLettered }
+        /// Rows of this source file in the table, and its dead letters, counted in the database.
+        public var storedRows = 0
+        public var storedDeadLetters = 0
+        public var reconciled: Bool { rowsRead == storedRows + storedDeadLetters }
     }
 
     /// The sink's connection string: the spec's `url`, else DATABASE_URL.
@@ -63,11 +66,7 @@ public final class PipelineRunner {
             let url = sink.url
             let box = ProducerBox()
             let producerThread = Thread {
-                do {
-                    box.set(.success(try CSVProducer(source: source, topic: flow.topic, log: self.log).run()))
-                } catch {
-                    box.set(.failure(error))
-                }
+                box.set(self.produceWithRetries(source: source, flow: flow))
             }
             producerThread.stackSize = 8 << 20
             producerThread.start()
@@ -77,8 +76,8 @@ public final class PipelineRunner {
                 options.until = {
                     guard let result = box.get() else { return nil }
                     switch result {
-                    case let .success(report): return report.endOffsets
-                    case .failure: return [:]  // the producer failed: stop after what is there
+                    case let .success(report): return (report.endOffsets, report.topicID)
+                    case .failure: return ([:], nil)  // the producer failed: stop after what is there
                     }
                 }
             }
@@ -96,10 +95,58 @@ public final class PipelineRunner {
             summary.duplicates = load.duplicates
             summary.deadLettered = load.deadLettered
             summary.elapsed = Date().timeIntervalSince(started)
+            (summary.storedRows, summary.storedDeadLetters) = try storedCounts(fingerprint: produced.fingerprint, sink: sink)
             summary.check = try check(flow.sink, sink: sink)
             summaries.append(summary)
         }
         return summaries
+    }
+
+    /// Sends the source, starting again from its first record when the producer fails (for
+    /// example a broker restart that lost the topic): record ids make the re-sent rows harmless.
+    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5) -> Result<ProduceReport, Error> {
+        var lastError: Error?
+        for attempt in 1...attempts {
+            if StopSignal.requested { break }
+            do {
+                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(flow.topic))
+                if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
+                    log("created topic \(flow.topic.name) again (the broker had lost it)")
+                }
+                let topicID = try admin.topicID(flow.topic.name)
+                var report = try CSVProducer(source: source, topic: flow.topic, log: log).run()
+                // A topic that changed under the producer means some records may be gone.
+                if try admin.topicID(flow.topic.name) != topicID {
+                    throw KafkaError("topic \(flow.topic.name) was re-created while sending")
+                }
+                report.topicID = topicID
+                return .success(report)
+            } catch {
+                lastError = error
+                // Only Kafka trouble is worth another attempt; a missing file is not.
+                guard error is KafkaError else { break }
+                if attempt < attempts {
+                    log("producer: \(error); sending \(source.path) again from the start (attempt \(attempt + 1) of \(attempts))")
+                    Thread.sleep(forTimeInterval: Double(attempt))
+                }
+            }
+        }
+        return .failure(lastError ?? KafkaError("producer stopped"))
+    }
+
+    /// How many rows and dead letters of one source file the database holds.
+    func storedCounts(fingerprint: String, sink: PostgresSink) throws -> (Int, Int) {
+        let b = pipeline.bookkeeping
+        guard let id = try sink.query("SELECT \"source_id\" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) WHERE \"fingerprint\" = $1", [fingerprint]).first?[0] ?? nil,
+              let sid = Int64(id) else {
+            let dead = try sink.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
+            return (0, Int(dead.first?[0] ?? "0") ?? 0)
+        }
+        let target = SQL.qualified(sink.sink.dbSchema, sink.sink.table)
+        let rows = try sink.query("SELECT count(*) FROM \(target) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
+                                  [String(sid << 40), String((sid + 1) << 40 - 1)])
+        let dead = try sink.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
+        return (Int(rows.first?[0] ?? "0") ?? 0, Int(dead.first?[0] ?? "0") ?? 0)
     }
 
     /// The seed's own check: row count and AVG/MIN/MAX of the last floating-point column
@@ -131,7 +178,7 @@ public final class PipelineRunner {
             "  rows loaded:        \(s.loaded)",
             "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
             "  dead-lettered:      \(s.deadLettered)",
-            "  reconciled:         \(s.reconciled ? "yes" : "NO") (read = loaded + already loaded + dead-lettered)",
+            "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
         ]
         if let check = s.check { lines.append("Check: " + check) }

@@ -30,11 +30,24 @@ public struct RowBatch {
     }
 }
 
-public struct RowOrigin: Sendable {
+/// Something that can hand over a record's raw bytes when it has to be dead-lettered; the
+/// consumed message itself, so no copy is made for the rows that load.
+public protocol PayloadHolder: AnyObject {
+    var payloadBytes: [UInt8] { get }
+}
+
+final class CopiedPayload: PayloadHolder {
+    let payloadBytes: [UInt8]
+    init(_ bytes: [UInt8]) { payloadBytes = bytes }
+}
+
+public struct RowOrigin {
     public var partition: Int32
     public var offset: Int64
     public var recordID: RecordID?
-    public var payload: [UInt8]?
+    public var holder: PayloadHolder?
+
+    public var payload: [UInt8]? { holder?.payloadBytes }
 }
 
 /// What one commit did.
@@ -61,7 +74,7 @@ public struct TopicIncarnationError: Error, CustomStringConvertible {
 /// in one transaction, so a batch is stored exactly once or not at all.
 public final class PostgresSink {
     let pipeline: Pipeline
-    let sink: Sink
+    public let sink: Sink
     let topic: Topic
     let sourceName: String
     let sourcePath: String
@@ -95,13 +108,23 @@ public final class PostgresSink {
         sourcesTable = SQL.qualified(Bookkeeping.schema, b.sources)
         deadLetterTable = SQL.qualified(Bookkeeping.schema, b.deadLetters)
         conn = try PostgresConnection(url: url)
+        try Self.configure(conn)
+    }
+
+    /// A consumer frozen inside a transaction (SIGSTOP, a long GC-like pause, a lost network)
+    /// must not hold the offsets rows locked forever: the server ends such a session, its
+    /// batch rolls back, and the next owner of the partitions can claim them.
+    static func configure(_ conn: PostgresConnection) throws {
+        try conn.execute("SET idle_in_transaction_session_timeout = '5s'; SET statement_timeout = '120s'")
     }
 
     /// Applies the plan's DDL, serialised across consumers by an advisory lock.
     public func applyDDL() throws {
         try conn.execute("BEGIN")
         do {
-            try conn.query("SELECT pg_advisory_xact_lock(hashtext($1))", ["pipectl ddl " + pipeline.name])
+            // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
+            // concurrent create of the same schema.
+            try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
             for statement in DDL.all(for: pipeline) { try conn.execute(statement) }
             try conn.execute("COMMIT")
         } catch {
@@ -118,6 +141,7 @@ public final class PostgresSink {
         while true {
             do {
                 conn = try PostgresConnection(url: url)
+                try Self.configure(conn)
                 stagingReady = false
                 log("reconnected to PostgreSQL")
                 return

@@ -18,9 +18,9 @@ public struct LoadReport: Sendable {
 /// and commits batches (rows + dead letters + offsets) through `PostgresSink`.
 public final class TopicLoader {
     public struct Options {
-        /// Stop once the returned offsets are stored (bounded `run`: the producer's end offsets,
-        /// known once it has finished); nil: keep consuming.
-        public var until: (() -> [Int32: Int64]?)?
+        /// Stop once the returned offsets of the returned topic incarnation are stored (bounded
+        /// `run`: the producer's end offsets, known once it has finished); nil: keep consuming.
+        public var until: (() -> (offsets: [Int32: Int64], topicID: String?)?)?
         /// Start a re-created topic from its beginning instead of stopping with an error.
         public var restartOnNewTopic = false
         /// Stop after this long without records once `untilOffsets` is nil and `--follow` is off.
@@ -64,10 +64,37 @@ public final class TopicLoader {
         var owned = Set<Int32>()
         var stored: [Int32: Int64] = [:]
         var lastActivity = Date()
+        // PIPECTL_LATENCY_LOG=path: one line per stored row, `sent_at_micros committed_at_micros`
+        // (benchmarks read it; the commit time is taken after COMMIT returns).
+        let latencyLog: FileHandle? = ProcessInfo.processInfo.environment["PIPECTL_LATENCY_LOG"].flatMap { path in
+            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            let handle = FileHandle(forWritingAtPath: path)
+            handle?.seekToEndOfFile()
+            return handle
+        }
         var everAssigned = false
+        var currentTopicID: String?
 
         consumer.onAssign = { partitions in
-            let topicID = try admin.topicID(topic.name)
+            // Right after a broker restart the group can assign a topic that DescribeTopics
+            // does not know yet (it is being created again); give it a few seconds.
+            var topicID = ""
+            for attempt in 0..<5 {
+                do {
+                    topicID = try admin.topicID(topic.name)
+                    break
+                } catch let error as KafkaError {
+                    if attempt == 4 {
+                        guard try admin.partitionCount(topic.name) != nil else {
+                            self.log("topic \(topic.name) does not exist right now; waiting for it")
+                            throw TopicUnavailable()
+                        }
+                        throw error
+                    }
+                    Thread.sleep(forTimeInterval: 0.3)
+                }
+            }
+            currentTopicID = topicID
             let starts = try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
             everAssigned = true
             owned = Set(partitions)
@@ -87,7 +114,8 @@ public final class TopicLoader {
 
         func done() -> Bool {
             guard let until = options.until?() else { return false }
-            return until.allSatisfy { p, end in end <= 0 || (stored[p] ?? 0) >= end }
+            if let id = until.topicID, id != currentTopicID { return false }
+            return until.offsets.allSatisfy { p, end in end <= 0 || (stored[p] ?? 0) >= end }
         }
 
         func flush() throws {
@@ -101,9 +129,14 @@ public final class TopicLoader {
                     report.deadLettered += result.deadLettered
                     report.batches += 1
                     for (p, o) in batch.nextOffsets { stored[p] = o }
-                    if options.recordLatency {
+                    if options.recordLatency || latencyLog != nil {
+                        // Taken after COMMIT returned: send-to-stored latency per row.
                         let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-                        report.latenciesMicros.append(contentsOf: batch.sentAtMicros.map { now - $0 })
+                        if options.recordLatency { report.latenciesMicros.append(contentsOf: batch.sentAtMicros.map { now - $0 }) }
+                        if let latencyLog {
+                            let lines = batch.sentAtMicros.map { "\($0) \(now)\n" }.joined()
+                            latencyLog.write(Data(lines.utf8))
+                        }
                     }
                     batch.clear()
                     return
@@ -136,15 +169,18 @@ public final class TopicLoader {
                 switch outcome {
                 case let .row(id, sentAt):
                     batch.rowRanges.append(start..<batch.rows.count)
-                    batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, payload: Array(message.value)))
-                    if let sentAt, options.recordLatency { batch.sentAtMicros.append(sentAt) }
+                    batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
+                    if let sentAt, options.recordLatency || latencyLog != nil { batch.sentAtMicros.append(sentAt) }
                 case let .rejected(id, rejected):
-                    batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, payload: nil), rejected))
+                    batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
                 }
                 batch.nextOffsets[message.partition] = message.offset + 1
                 if batch.count >= flow.sink.batchSize { try flush() }
             case .partitionEnd, .idle:
                 try flush()
+                if consumer.waitingForTopic, (try? admin.partitionCount(topic.name)) ?? nil != nil {
+                    try consumer.rejoin()
+                }
                 // Idle time counts once partitions were assigned (a group can take a session
                 // timeout to hand over the partitions of a consumer that died).
                 if let idle = options.idleExit, everAssigned || Date().timeIntervalSince(lastActivity) > 60,
@@ -155,4 +191,8 @@ public final class TopicLoader {
         try flush()
         return report
     }
+}
+
+extension KafkaMessage: PayloadHolder {
+    public var payloadBytes: [UInt8] { Array(value) }
 }

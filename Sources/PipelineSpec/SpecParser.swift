@@ -31,7 +31,7 @@ public struct SpecParser: Sendable {
         do {
             text = try readFile(path)
         } catch {
-            throw DiagnosticError([.error("cannot read spec file: \(Self.describe(error))", at: SourceLocation(file: path, line: 1, column: 1))])
+            throw DiagnosticError([.error("cannot read spec file: \(Self.describe(error, path: path))", at: SourceLocation(file: path, line: 1, column: 1))])
         }
         return try parse(text: text, file: path)
     }
@@ -44,7 +44,13 @@ public struct SpecParser: Sendable {
         return spec
     }
 
-    static func describe(_ error: Error) -> String {
+    static func describe(_ error: Error, path: String? = nil) -> String {
+        if let path {
+            var isDirectory: ObjCBool = false
+            if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
+                return "it is a folder, not a file"
+            }
+        }
         let ns = error as NSError
         if ns.domain == NSCocoaErrorDomain, ns.code == NSFileReadNoSuchFileError || ns.code == 260 { return "no such file" }
         return ns.localizedDescription
@@ -144,7 +150,7 @@ public struct SpecParser: Sendable {
             do {
                 text = try readFile(full)
             } catch {
-                bag.error("cannot read schema file '\(full)': \(Self.describe(error))", at: loc)
+                bag.error("cannot read schema file '\(full)': \(Self.describe(error, path: full))", at: loc)
                 return nil
             }
             guard let schemaTree = YAMLTree.parse(text, file: full, environment: environment, diagnostics: &bag) else {

@@ -64,7 +64,9 @@ public final class PostgresConnection: @unchecked Sendable {
         let c: OpaquePointer? = keys.withCStrings { k in values.withCStrings { v in PQconnectdbParams(k, v, 1) } }
         guard let c else { throw PostgresError("cannot allocate a PostgreSQL connection", connectionLost: true) }
         if PQstatus(c) != CONNECTION_OK {
-            let message = String(cString: PQerrorMessage(c)).trimmingCharacters(in: .whitespacesAndNewlines)
+            // libpq's text spans lines ("Is the server running ..."); errors are one line here.
+            let message = String(cString: PQerrorMessage(c)).split(whereSeparator: \.isNewline)
+                .map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }.joined(separator: "; ")
             PQfinish(c)
             throw PostgresError("cannot connect to PostgreSQL at \(ConnectionString.redacted(url)): \(message)", connectionLost: true)
         }

@@ -12,7 +12,12 @@ enum TestStack {
         return url.path
     }()
 
-    static let pipectl = repoRoot + "/.build/debug/pipectl"
+    /// The binary under test: `PIPECTL_BIN` when set (a build with its own scratch path), else
+    /// `<repo>/.build/debug/pipectl`.
+    static let pipectl: String = {
+        if let bin = ProcessInfo.processInfo.environment["PIPECTL_BIN"], !bin.isEmpty { return bin }
+        return repoRoot + "/.build/debug/pipectl"
+    }()
 
     nonisolated(unsafe) static var stack: LocalStack?
     nonisolated(unsafe) static var startError: Error?

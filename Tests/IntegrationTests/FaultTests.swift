@@ -1,0 +1,129 @@
+import Foundation
+import PostgresAdapter
+import XCTest
+
+/// Server faults and rebalances against the real broker and database: the result stays exact.
+final class FaultTests: XCTestCase {
+    func waitFor(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) rethrows {
+        let deadline = Date().addingTimeInterval(timeout)
+        while Date() < deadline {
+            if try condition() { return }
+            usleep(100_000)
+        }
+        XCTFail("timed out waiting for \(what)")
+    }
+
+    func rowCount(_ table: String) -> Int {
+        (try? TestStack.connect().int("SELECT count(*) FROM \"\(table)\"")) ?? -1
+    }
+
+    func assertExact(_ table: String, rows: Int, file: StaticString = #filePath, line: UInt = #line) throws {
+        let db = try TestStack.connect()
+        XCTAssertEqual(try db.int("SELECT count(*) FROM \"\(table)\""), rows, file: file, line: line)
+        XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"\(table)\""), rows, file: file, line: line)
+        var tax = 0
+        for i in 0..<rows { tax += Int(housingRows[i % housingRows.count].split(separator: ",")[9])! }
+        XCTAssertEqual(try db.int("SELECT sum(\"tax\") FROM \"\(table)\""), tax, "tax checksum", file: file, line: line)
+    }
+
+    /// PostgreSQL stopped and started in the middle of a load: the consumer retries with
+    /// backoff and the result is exact.
+    func testPostgresRestartMidLoadStillLoadsEveryRowOnce() throws {
+        var p = try TestPipeline("it_pgrestart", csv: repeatedHousingCSV(100_000))
+        p.sourceBatch = 1000
+        p.sinkBatch = 1000
+        try p.write()
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
+        defer { consumer.kill9() }
+        waitFor("the first rows") { rowCount("it_pgrestart") > 5_000 }
+        try TestStack.stack!.stopDatabase()
+        sleep(3)
+        _ = try TestStack.stack!.up(log: { _ in })
+        guard consumer.wait(timeout: 180) else { return XCTFail("consumer did not finish: \(consumer.output())") }
+        XCTAssertEqual(consumer.process.terminationStatus, 0, consumer.output())
+        XCTAssertTrue(consumer.output().contains("PostgreSQL connection lost"), consumer.output())
+        XCTAssertTrue(consumer.output().contains("reconnected to PostgreSQL"), consumer.output())
+        try assertExact("it_pgrestart", rows: 100_000)
+    }
+
+    /// A broker restart loses the in-memory topic. `consume` notices that its stored offsets
+    /// belong to another incarnation and stops with a clear error instead of skipping data;
+    /// `run`, which owns the producer, re-sends and ends exact.
+    func testBrokerRestartIsDetectedByConsumeAndHealedByRun() throws {
+        var p = try TestPipeline("it_brokerrestart", csv: repeatedHousingCSV(3_000))
+        p.sourceBatch = 500
+        try p.write()
+        let first = try pipectl(["run", p.specPath])
+        XCTAssertEqual(first.status, 0, first.output)
+        try TestStack.stack!.stopBroker()
+        _ = try TestStack.stack!.up(log: { _ in })
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let refused = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
+        XCTAssertEqual(refused.status, 1, refused.output)
+        XCTAssertTrue(refused.output.contains("error: stored offsets of topic 'it_brokerrestart-data' partition 0 belong to topic ID"), refused.output)
+        XCTAssertTrue(refused.output.contains("it was deleted and created again"), refused.output)
+        let healed = try pipectl(["consume", p.specPath, "--idle-exit", "5", "--restart-on-new-topic"])
+        XCTAssertEqual(healed.status, 0, healed.output)
+        XCTAssertTrue(healed.output.contains("Consumed 3000 records: 0 loaded, 3000 already loaded"), healed.output)
+        try assertExact("it_brokerrestart", rows: 3_000)
+
+        // A restart in the middle of `run`: the producer sends again, the consumer starts the
+        // new incarnation from the beginning, record ids drop what was already stored.
+        var q = try TestPipeline("it_runrestart", csv: repeatedHousingCSV(150_000))
+        q.sourceBatch = 1000
+        q.sinkBatch = 2000
+        try q.write()
+        let run = try startPipectl(["run", q.specPath])
+        defer { run.kill9() }
+        waitFor("the first rows") { rowCount("it_runrestart") > 2_000 }
+        try TestStack.stack!.stopBroker()
+        sleep(1)
+        _ = try TestStack.stack!.up(log: { _ in })
+        guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
+        XCTAssertEqual(run.process.terminationStatus, 0, run.output())
+        XCTAssertTrue(run.output().contains("reconciled:         yes"), run.output())
+        try assertExact("it_runrestart", rows: 150_000)
+    }
+
+    /// A consumer that is paused until its partitions move to another member cannot commit
+    /// rows or offsets for them afterwards; the load ends exact.
+    func testPausedConsumerIsFencedAfterItsPartitionsMoved() throws {
+        var p = try TestPipeline("it_fence", csv: repeatedHousingCSV(100_000))
+        p.partitions = 2
+        p.sourceBatch = 1000
+        p.sinkBatch = 500
+        try p.write()
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let a = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
+        defer { a.kill9() }
+        waitFor("consumer a to load") { rowCount("it_fence") > 3_000 }
+        kill(a.process.processIdentifier, SIGSTOP)
+        let b = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
+        defer { b.kill9() }
+        // b takes over once a's session has timed out, and stores rows of its own.
+        let before = rowCount("it_fence")
+        waitFor("consumer b to take over", timeout: 90) { b.output().contains("assigned partitions 0, 1") && rowCount("it_fence") > before + 2_000 }
+        kill(a.process.processIdentifier, SIGCONT)
+        guard a.wait(timeout: 180) && b.wait(timeout: 180) else { return XCTFail("a: \(a.output())\nb: \(b.output())") }
+        XCTAssertTrue(a.output().contains("now belong to another consumer; batch dropped"), a.output())
+        try assertExact("it_fence", rows: 100_000)
+    }
+
+    /// The producer killed mid-send and run again: the consumer stores each record once.
+    func testProducerKilledAndRerunLeavesNoDuplicates() throws {
+        var p = try TestPipeline("it_prodkill", csv: repeatedHousingCSV(200_000))
+        p.sourceBatch = 1000
+        p.sinkBatch = 5000
+        try p.write()
+        XCTAssertEqual(try pipectl(["apply", p.specPath]).status, 0)
+        let producer = try startPipectl(["produce", p.specPath])
+        waitFor("some batches") { producer.output().components(separatedBy: "Sent batch").count > 20 }
+        producer.kill9()
+        let again = try pipectl(["produce", p.specPath])
+        XCTAssertEqual(again.status, 0, again.output)
+        let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
+        XCTAssertEqual(consume.status, 0, consume.output)
+        try assertExact("it_prodkill", rows: 200_000)
+    }
+}
