@@ -8,7 +8,7 @@ bench/report.py turns them into bench/results.json and bench/results.md.
 Environment (set by run.sh): PIPECTL (release binary), KAFKA_BROKERS, DATABASE_URL (the
 benchmark database), BENCH_DATA, BENCH_PY (venv python), BENCH_RUNS (default 3),
 BENCH_LATENCY_RUNS (default 3), BENCH_LATENCY_SECONDS (default 60), BENCH_SKIP (comma list
-of steps to skip: copy,e2e,consume,peer_a,peer_b,mem5m,latency,profile,plan).
+of steps to skip: copy,copy_pipectl_table,e2e,consume,peer_a,peer_b,mem5m,latency,profile,plan).
 """
 import json
 import os

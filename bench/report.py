@@ -124,7 +124,8 @@ def main():
             continue
         met = value >= target if higher_better else value <= target
         if met:
-            gap = f"{value / target:.2f} × the target" if higher_better else f"{target - value:,.1f}{unit} below the limit"
+            gap = (f"{value / target:.2f} × the target" if higher_better
+                   else f"{target - value:,.{2 if unit == '×' else 1}f}{unit} below the limit")
         elif higher_better:
             gap = f"needs {target / value:.2f} × the current figure (short by {target - value:.2f}{unit})"
         else:
@@ -132,7 +133,7 @@ def main():
         goal_rows.append({"goal": label, "target": target, "value": value, "met": met, "gap": gap})
 
     results = {
-        "generated": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "generated": (end.get("at", "").replace("T", " ") + " (local time)") if end.get("at") else time.strftime("%Y-%m-%d %H:%M:%S"),
         "total_seconds": float(os.environ.get("BENCH_TOTAL_SECONDS", "0")) or end.get("seconds"),
         "machine": {k: v for k, v in machine.items() if k not in ("kind", "at", "loadavg")},
         "figures": figures,
@@ -175,10 +176,12 @@ def main():
         wall = med([r.get("seconds") for r in e2e_runs])
         cpu = med([r.get("cpu_seconds") for r in e2e_runs])
         rows_ = med([r.get("rows") for r in e2e_runs])
-        why.append(f"End-to-end: a run takes {fmt(wall, 1)} s, of which {fmt(join, 1)} s pass before the consumer has its partitions "
-                   f"(topic and table setup, group join); without them the rate would be {fmt(rows_ / (wall - join) if wall and join else None)} rows/s. "
-                   f"Producing alone runs at {fmt(prod_rate)} rows/s and consuming alone at {fmt(m(consume))} rows/s, so the slower side "
-                   f"caps the run well below `\\copy`; the process used {fmt(cpu, 1)} CPU-s ({fmt(100 * cpu / wall if cpu and wall else None)}% of one core over the run) on a 2-core machine shared with PostgreSQL and the broker.")
+        why.append(f"End-to-end: a run takes {fmt(wall, 1)} s. The producer starts at once; the consumer gets its partitions only after "
+                   f"{fmt(join, 1)} s (topic and table setup, group join) and then has to catch up. Producing alone runs at {fmt(prod_rate)} rows/s "
+                   f"({fmt(rows_ / prod_rate if prod_rate and rows_ else None, 1)} s for these rows) and consuming alone at {fmt(m(consume))} rows/s, "
+                   f"both far below `\\copy`'s {fmt(m(copy))} rows/s, so neither side alone could reach 0.5 × `\\copy`. "
+                   f"The process used {fmt(cpu, 1)} CPU-s ({fmt(100 * cpu / wall if cpu and wall else None)}% of one core over the run) "
+                   f"on a 2-core machine it shares with PostgreSQL and the broker.")
     if consume_runs:
         cpu = med([r.get("cpu_seconds") for r in consume_runs])
         win = med([r.get("seconds") for r in consume_runs])
@@ -287,8 +290,9 @@ def main():
         w("")
         if p["tool"] == "callgrind":
             w(f"{fmt(p.get('total_ir'))} instructions in the pipectl process, {fmt(p.get('ir_per_row'))} per row "
-              f"(all threads, librdkafka's included; the PostgreSQL server and the broker are other processes). "
-              f"Profiled run: {fmt(p['seconds'], 1)} s under valgrind.")
+              f"(all threads, librdkafka's included; start-up and spec compilation included). Callgrind counts instructions, "
+              f"not waiting: time spent waiting for PostgreSQL (COPY, COMMIT) or the broker does not show here; compare the CPU "
+              f"seconds with the wall time above for that. Profiled run: {fmt(p['seconds'], 1)} s under valgrind.")
             w("")
             by_obj = p.get("by_object") or []
             total = p.get("total_ir") or 1
@@ -333,7 +337,7 @@ def main():
                        ("os", "OS"), ("kernel", "Kernel"), ("swift", "Swift"), ("postgres", "PostgreSQL"),
                        ("postgres_settings", "PostgreSQL settings"), ("tansu", "Broker"), ("librdkafka", "librdkafka"),
                        ("python", "Peers' Python"), ("peer_packages", "Peers' packages"), ("pipectl_commit", "pipectl commit"),
-                       ("sources_modified", "Uncommitted changes under Sources/ at the time")]:
+                       ("sources_modified", "Files under Sources/ and Package.swift with uncommitted changes when the binary was built")]:
         if key in machine:
             w(f"- {label}: {machine[key]}")
     w("- Stack: `pipectl dev up` with its own state folder (`bench/data/stack`), Tansu on 127.0.0.1:29092 (in memory), "

@@ -10,7 +10,7 @@
 #   6. bench/report.py: bench/results.json and bench/results.md
 #
 # Knobs (environment): BENCH_RUNS=3, BENCH_LATENCY_RUNS=3, BENCH_LATENCY_SECONDS=60,
-# BENCH_SKIP=copy,e2e,consume,peer_a,peer_b,mem5m,latency,profile,plan (steps to leave out),
+# BENCH_SKIP=copy,copy_pipectl_table,e2e,consume,peer_a,peer_b,mem5m,latency,profile,plan (steps to leave out),
 # BENCH_KAFKA_PORT=29092, BENCH_PG_PORT=55452.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -104,9 +104,11 @@ rm -rf "$DATA/raw"
 mkdir -p "$DATA/raw"
 export BENCH_DATA=$DATA
 export BENCH_TAG=${BENCH_TAG:-r$(date +%H%M%S)}
-python3 "$ROOT/bench/harness.py"
+status=0
+python3 "$ROOT/bench/harness.py" || status=$?
 
-# ---------------------------------------------------------------- 6. report
+# ---------------------------------------------------------------- 6. report (also after a failure: what was measured)
 export BENCH_TOTAL_SECONDS=$(( $(date +%s) - START ))
 python3 "$ROOT/bench/report.py"
 log "done in ${BENCH_TOTAL_SECONDS}s: bench/results.md, bench/results.json"
+exit $status

@@ -68,12 +68,13 @@ public final class GroupConsumer: @unchecked Sendable {
             // a stored offset the log no longer has is an error, never a silent jump.
             "auto.offset.reset": "error",
             "enable.partition.eof": "true",
-            // Tansu completes a first JoinGroup only after the rebalance timeout (max.poll.interval.ms).
+            // Tansu answers a JoinGroup after about half the session timeout, and completes a
+            // first one only after the rebalance timeout (max.poll.interval.ms): both short.
             "max.poll.interval.ms": "10000",
-            "session.timeout.ms": "6000",
-            "heartbeat.interval.ms": "1000",
+            "session.timeout.ms": "3000",
+            "heartbeat.interval.ms": "700",
             "fetch.wait.max.ms": "50",
-            "queued.max.messages.kbytes": "32768",
+            "queued.max.messages.kbytes": "16384",
             "allow.auto.create.topics": "false",
         ]
         all.merge(settings) { _, new in new }

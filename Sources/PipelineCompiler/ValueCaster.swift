@@ -155,6 +155,14 @@ public enum ValueCaster {
     }
 
     static func isSpecialFloat(_ v: Slice<UnsafeBufferPointer<UInt8>>) -> Bool {
+        // Numbers start with a digit, a sign then a digit, or a point: no text needed for those.
+        guard var first = v.first else { return false }
+        if first == UInt8(ascii: "-") || first == UInt8(ascii: "+") {
+            guard v.count > 1 else { return false }
+            first = v[v.startIndex + 1]
+        }
+        let lower = first | 0x20
+        guard lower == UInt8(ascii: "n") || lower == UInt8(ascii: "i") else { return false }
         var text = String(decoding: v, as: UTF8.self).lowercased()
         if text.hasPrefix("+") || text.hasPrefix("-") { text.removeFirst() }
         return text == "nan" || text == "infinity" || text == "inf"

@@ -61,42 +61,64 @@ public final class CSVProducer {
         let fingerprintPrefix = Array(report.fingerprint.utf8)
         let nullBytes = Array(source.null.utf8)
 
-        // Batches are reported in order once all their delivery reports are in.
-        var outstanding: [Int: Int] = [:]
-        var sizes: [Int: Int] = [:]
+        // Batches are reported in order once all their delivery reports are in: `outstanding`
+        // and `sizes` are indexed by batch number minus `nextToReport`.
+        var outstanding: [Int] = []
+        var sizes: [Int] = []
         var nextToReport = 0
         var deliveryError: KafkaError?
-        var tooLarge: [Int: Int] = [:]
         // The end of each partition, from the delivery reports (Tansu's ListOffsets reports the
         // base offset of the last batch as the high watermark, so watermarks cannot tell).
         var ends: [Int32: Int64] = [:]
         writer.onDelivery = { token, error, partition, offset in
             if let error, deliveryError == nil { deliveryError = error }
-            if error == nil, offset >= 0 { ends[partition] = max(ends[partition] ?? 0, offset + 1) }
-            outstanding[token, default: 0] -= 1
+            if error == nil, offset >= 0, offset + 1 > ends[partition] ?? 0 { ends[partition] = offset + 1 }
+            outstanding[token - nextToReport] -= 1
         }
         func reportFinished() {
-            while let left = outstanding[nextToReport], left <= 0, let size = sizes[nextToReport] {
-                log("Sent batch of \(size) records to \(topic.name)")
-                outstanding[nextToReport] = nil
-                sizes[nextToReport] = nil
-                nextToReport += 1
+            var done = 0
+            while done < sizes.count, outstanding[done] <= 0, sizes[done] > 0 {
+                log("Sent batch of \(sizes[done]) records to \(topic.name)")
+                done += 1
+            }
+            if done > 0 {
+                outstanding.removeFirst(done)
+                sizes.removeFirst(done)
+                nextToReport += done
             }
         }
 
         var value: [UInt8] = []
+        value.reserveCapacity(4096)
         var key: [UInt8] = []
+        var recordID: [UInt8] = []
         var batch = 0
         var inBatch = 0
         let started = Date()
         let keyFields = topic.key.map { Array($0.utf8) }
+        let keyIsRecordID = topic.key == [Topic.recordKey]
+        // `,"name":` for each column, encoded once.
+        var fieldPrefixes: [[UInt8]] = []
+        func encodePrefixes() {
+            fieldPrefixes = names.map { name in
+                var p: [UInt8] = [UInt8(ascii: ",")]
+                JSONText.appendString(name, to: &p)
+                p.append(UInt8(ascii: ":"))
+                return p
+            }
+        }
+        encodePrefixes()
         while !StopSignal.requested, reader.next(into: &record) {
             let ordinal = record.ordinal - Int64(headerRecords)
             report.rowsRead += 1
             if names.isEmpty, !source.header {
                 names = (1...max(record.count, 1)).map { Array("column_\($0)".utf8) }
+                encodePrefixes()
             }
-            let recordID = fingerprintPrefix + [UInt8(ascii: ":")] + Array(String(ordinal).utf8)
+            recordID.removeAll(keepingCapacity: true)
+            recordID.append(contentsOf: fingerprintPrefix)
+            recordID.append(UInt8(ascii: ":"))
+            JSONText.appendDecimal(ordinal, to: &recordID)
             var problem = record.error
             var fieldCount = record.count
             if problem == nil, fieldCount == names.count + 1, record.range(fieldCount - 1).isEmpty, !record.quoted[fieldCount - 1] {
@@ -112,19 +134,22 @@ public final class CSVProducer {
             value.append(contentsOf: "{\"_record\":\"".utf8)
             value.append(contentsOf: recordID)
             value.append(contentsOf: "\",\"_sent_at\":".utf8)
-            value.append(contentsOf: String(Int64(Date().timeIntervalSince1970 * 1_000_000)).utf8)
+            JSONText.appendDecimal(Self.nowMicros(), to: &value)
             if let problem {
                 Self.appendError(problem, line: record.line, raw: record.raw, to: &value)
             } else {
-                for i in 0..<fieldCount {
-                    value.append(UInt8(ascii: ","))
-                    JSONText.appendString(names[i], to: &value)
-                    value.append(UInt8(ascii: ":"))
-                    let range = record.range(i)
-                    if !record.quoted[i], record.bytes[range].elementsEqual(nullBytes) {
-                        value.append(contentsOf: "null".utf8)
-                    } else {
-                        JSONText.appendString(record.bytes[range], to: &value)
+                record.bytes.withUnsafeBufferPointer { bytes in
+                    var start = 0
+                    for i in 0..<fieldCount {
+                        value.append(contentsOf: fieldPrefixes[i])
+                        let end = record.ends[i]
+                        let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                        if !record.quoted[i], cell.elementsEqual(nullBytes) {
+                            value.append(contentsOf: "null".utf8)
+                        } else {
+                            JSONText.appendString(cell, to: &value)
+                        }
+                        start = end
                     }
                 }
                 value.append(UInt8(ascii: "}"))
@@ -137,12 +162,11 @@ public final class CSVProducer {
                 value.append(UInt8(ascii: "\""))
                 Self.appendError("record on line \(record.line) is \(size) bytes as JSON, over the topic's message_max_bytes (\(topic.messageMaxBytes)); the dead-lettered payload is its first 64 KiB",
                                  line: record.line, raw: Array(record.raw.prefix(65536)), to: &value)
-                tooLarge[batch, default: 0] += 1
                 problem = "too large"
             }
             // The message key: the record id by default, else the named fields' values.
             key.removeAll(keepingCapacity: true)
-            if keyFields == [Array(Topic.recordKey.utf8)] || problem != nil {
+            if keyIsRecordID || problem != nil {
                 key.append(contentsOf: recordID)
             } else {
                 for (n, field) in keyFields.enumerated() {
@@ -150,7 +174,11 @@ public final class CSVProducer {
                     if let i = names.firstIndex(of: field), i < record.count { key.append(contentsOf: record.bytes[record.range(i)]) }
                 }
             }
-            outstanding[batch, default: 0] += 1
+            if batch - nextToReport == outstanding.count {
+                outstanding.append(0)
+                sizes.append(0)
+            }
+            outstanding[batch - nextToReport] += 1
             try value.withUnsafeBytes { v in
                 try key.withUnsafeBytes { k in
                     try writer.send(value: v, key: k, token: batch)
@@ -160,7 +188,7 @@ public final class CSVProducer {
             report.rowsSent += 1
             inBatch += 1
             if inBatch == source.batchSize {
-                sizes[batch] = inBatch
+                sizes[batch - nextToReport] = inBatch
                 batch += 1
                 inBatch = 0
                 writer.poll(timeoutMs: 0)
@@ -174,7 +202,7 @@ public final class CSVProducer {
             }
             if let error = deliveryError ?? writer.fatalError { throw error }
         }
-        if inBatch > 0 { sizes[batch] = inBatch }
+        if inBatch > 0 { sizes[batch - nextToReport] = inBatch }
         while writer.queued > 0 {
             if !writer.flush(timeoutMs: 1000) {
                 reportFinished()
@@ -189,6 +217,12 @@ public final class CSVProducer {
         if let error = deliveryError ?? writer.fatalError { throw error }
         report.endOffsets = ends
         return report
+    }
+
+    static func nowMicros() -> Int64 {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        return Int64(ts.tv_sec) * 1_000_000 + Int64(ts.tv_nsec) / 1000
     }
 
     func pollWhile(_ writer: TopicWriter, seconds: Double) {

@@ -66,7 +66,24 @@ public final class PipelineRunner {
             let url = sink.url
             let box = ProducerBox()
             let producerThread = Thread {
-                box.set(self.produceWithRetries(source: source, flow: flow))
+                var result = self.produceWithRetries(source: source, flow: flow)
+                box.set(result)
+                // Records sent but not yet stored can vanish with the topic (a broker that keeps
+                // topics in memory restarted): until the consumer is done, watch the topic and
+                // send the file again if its incarnation changed. Record ids drop the repeats.
+                let admin = try? KafkaAdmin(settings: CSVProducer.kafkaSettings(flow.topic))
+                while case let .success(report) = result, !box.consumerFinished, !StopSignal.requested {
+                    Thread.sleep(forTimeInterval: 0.5)
+                    guard let admin, !box.consumerFinished else { break }
+                    let current: String? = (try? admin.partitionCount(flow.topic.name)) ?? nil == nil ? nil : try? admin.topicID(flow.topic.name)
+                    if current != report.topicID {
+                        self.log("topic \(flow.topic.name) was lost before every record was stored; sending \(source.path) again")
+                        box.clear()
+                        result = self.produceWithRetries(source: source, flow: flow)
+                        box.set(result)
+                    }
+                }
+                box.producerExited = true
             }
             producerThread.stackSize = 8 << 20
             producerThread.start()
@@ -81,8 +98,15 @@ public final class PipelineRunner {
                     }
                 }
             }
-            let load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, log: log).run(url: url, sink: sink)
-            while box.get() == nil { Thread.sleep(forTimeInterval: 0.01) }
+            let load: LoadReport
+            do {
+                load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, log: log).run(url: url, sink: sink)
+                box.consumerFinished = true
+            } catch {
+                box.consumerFinished = true
+                throw error
+            }
+            while !box.producerExited { Thread.sleep(forTimeInterval: 0.01) }
             let produced: ProduceReport
             switch box.get()! {
             case let .success(report): produced = report
@@ -190,6 +214,17 @@ public final class PipelineRunner {
 final class ProducerBox: @unchecked Sendable {
     private let lock = NSLock()
     private var result: Result<ProduceReport, Error>?
+    private var finished = false
+    private var exited = false
     func set(_ r: Result<ProduceReport, Error>) { lock.lock(); result = r; lock.unlock() }
+    func clear() { lock.lock(); result = nil; lock.unlock() }
     func get() -> Result<ProduceReport, Error>? { lock.lock(); defer { lock.unlock() }; return result }
+    var consumerFinished: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return finished }
+        set { lock.lock(); finished = newValue; lock.unlock() }
+    }
+    var producerExited: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return exited }
+        set { lock.lock(); exited = newValue; lock.unlock() }
+    }
 }

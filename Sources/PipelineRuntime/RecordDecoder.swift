@@ -8,10 +8,19 @@ public struct RecordID: Hashable, Sendable {
     public var ordinal: Int64
 
     /// Parses `"<fingerprint>:<ordinal>"`.
-    init?(_ bytes: ArraySlice<UInt8>) {
-        guard let colon = bytes.lastIndex(of: UInt8(ascii: ":")),
-              let ordinal = Int64(String(decoding: bytes[(colon + 1)...], as: UTF8.self)), ordinal >= 0, ordinal < (1 << 40) else { return nil }
-        fingerprint = String(decoding: bytes[..<colon], as: UTF8.self)
+    init?(_ bytes: ArraySlice<UInt8>, lastFingerprint: inout String) {
+        guard let colon = bytes.lastIndex(of: UInt8(ascii: ":")), colon + 1 < bytes.endIndex else { return nil }
+        var ordinal: Int64 = 0
+        for b in bytes[(colon + 1)...] {
+            guard b &- 0x30 < 10, ordinal < (1 << 40) else { return nil }
+            ordinal = ordinal * 10 + Int64(b - 0x30)
+        }
+        guard ordinal < (1 << 40) else { return nil }
+        // Consecutive records share their file's fingerprint: reuse the string.
+        if !lastFingerprint.utf8.elementsEqual(bytes[..<colon]) {
+            lastFingerprint = String(decoding: bytes[..<colon], as: UTF8.self)
+        }
+        fingerprint = lastFingerprint
         self.ordinal = ordinal
     }
 }
@@ -36,6 +45,7 @@ public struct RecordDecoder {
     var json = JSONFlatRecord()
     var scratch: [UInt8] = []
     var castScratch: [UInt8] = []
+    var lastFingerprint = ""
 
     static let recordKey = Array("_record".utf8)
     static let errorKey = Array("_error".utf8)
@@ -76,7 +86,7 @@ public struct RecordDecoder {
         }
         var id: RecordID?
         if let i = json.index(of: Self.recordKey, hint: 0) {
-            id = RecordID(json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd])
+            id = RecordID(json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd], lastFingerprint: &lastFingerprint)
         }
         var sentAt: Int64?
         if let i = json.index(of: Self.sentAtKey, hint: 1), json.fields[i].kind == .number {

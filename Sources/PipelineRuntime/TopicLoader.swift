@@ -59,10 +59,9 @@ public final class TopicLoader {
         let settings = Self.consumerSettings(topic)
         let admin = try KafkaAdmin(settings: settings)
         let consumer = try GroupConsumer(topic: topic.name, group: "pipectl.\(pipeline.name).\(flow.sink.name)", settings: settings)
-        var report = LoadReport()
+        var consumed = 0
         var batch = RowBatch()
         var owned = Set<Int32>()
-        var stored: [Int32: Int64] = [:]
         var lastActivity = Date()
         // PIPECTL_LATENCY_LOG=path: one line per stored row, `sent_at_micros committed_at_micros`
         // (benchmarks read it; the commit time is taken after COMMIT returns).
@@ -72,10 +71,41 @@ public final class TopicLoader {
             handle?.seekToEndOfFile()
             return handle
         }
+        let keepSendTimes = options.recordLatency || latencyLog != nil
+        var latencies: [Int64] = []
+        let latencyLock = NSLock()
         var everAssigned = false
         var currentTopicID: String?
+        var lastTopicCheck = Date()
+        let writer = BatchWriter(sink: sink, log: log)
+        defer { writer.stop() }
+        if keepSendTimes {
+            writer.afterCommit = { [options] committed in
+                // Taken after COMMIT returned: send-to-stored latency per row.
+                let now = CSVProducer.nowMicros()
+                if options.recordLatency {
+                    latencyLock.lock()
+                    latencies.append(contentsOf: committed.sentAtMicros.map { now - $0 })
+                    latencyLock.unlock()
+                }
+                if let latencyLog {
+                    latencyLog.write(Data(committed.sentAtMicros.map { "\($0) \(now)\n" }.joined().utf8))
+                }
+            }
+        }
 
         consumer.onAssign = { partitions in
+            everAssigned = true
+            // The writer shares the sink's connection: let it finish first.
+            try writer.drain()
+            lastActivity = Date()
+            if partitions.isEmpty {
+                // Nothing for us (more consumers than partitions, or the topic was missing when
+                // the group was balanced). Remember which incarnation this was about.
+                currentTopicID = try? admin.topicID(topic.name)
+                owned = []
+                return [:]
+            }
             // Right after a broker restart the group can assign a topic that DescribeTopics
             // does not know yet (it is being created again); give it a few seconds.
             var topicID = ""
@@ -96,16 +126,19 @@ public final class TopicLoader {
             }
             currentTopicID = topicID
             let starts = try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
-            everAssigned = true
             owned = Set(partitions)
             lastActivity = Date()
-            for p in partitions { stored[p] = starts[p] ?? 0 }
+            var offsets: [Int32: Int64] = [:]
+            for p in partitions { offsets[p] = starts[p] ?? 0 }
+            writer.setStored(offsets)
             self.log("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
             return starts
         }
         consumer.onRevoke = { partitions in
-            // Work not yet committed for these partitions is dropped: the next owner re-reads it.
+            // Batches handed over are stored (the partitions are still ours during the callback);
+            // the one being built is dropped: the next owner reads it again.
             if !partitions.isEmpty { self.log("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
+            try? writer.drain()
             batch.clear()
             owned.removeAll()
         }
@@ -115,81 +148,96 @@ public final class TopicLoader {
         func done() -> Bool {
             guard let until = options.until?() else { return false }
             if let id = until.topicID, id != currentTopicID { return false }
-            return until.offsets.allSatisfy { p, end in end <= 0 || (stored[p] ?? 0) >= end }
+            return until.offsets.allSatisfy { p, end in end <= 0 || (writer.stored(p) ?? 0) >= end }
         }
 
+        /// Hands the batch to the writer. While the writer is busy for long (PostgreSQL away),
+        /// the partitions are paused and the consumer keeps polling so it stays in the group;
+        /// records arriving meanwhile are kept for afterwards.
+        var stash: [KafkaMessage] = []
         func flush() throws {
             guard !batch.isEmpty else { return }
-            var attempt = 0
-            while true {
-                do {
-                    let result = try sink.commit(batch)
-                    report.loaded += result.loaded
-                    report.duplicates += result.duplicates
-                    report.deadLettered += result.deadLettered
-                    report.batches += 1
-                    for (p, o) in batch.nextOffsets { stored[p] = o }
-                    if options.recordLatency || latencyLog != nil {
-                        // Taken after COMMIT returned: send-to-stored latency per row.
-                        let now = Int64(Date().timeIntervalSince1970 * 1_000_000)
-                        if options.recordLatency { report.latenciesMicros.append(contentsOf: batch.sentAtMicros.map { now - $0 }) }
-                        if let latencyLog {
-                            let lines = batch.sentAtMicros.map { "\($0) \(now)\n" }.joined()
-                            latencyLog.write(Data(lines.utf8))
-                        }
-                    }
-                    batch.clear()
-                    return
-                } catch let fenced as FencedError {
-                    log("warning: \(fenced)")
-                    batch.clear()
-                    return
-                } catch let error as PostgresError where error.connectionLost {
-                    attempt += 1
-                    log("PostgreSQL connection lost (\(error.message)); retrying the batch (attempt \(attempt))")
-                    consumer.pause(Array(owned))
-                    defer { consumer.resume(Array(owned)) }
-                    try sink.reconnect { self.log($0) }
+            var paused: [Int32] = []
+            while try !writer.submit(batch, timeout: 0.5) {
+                if paused.isEmpty, !owned.isEmpty {
+                    paused = Array(owned)
+                    consumer.pause(paused)
                 }
+                if case let .message(m) = try consumer.poll(timeoutMs: 0) { stash.append(m) }
             }
+            if !paused.isEmpty { consumer.resume(paused) }
+            batch = RowBatch()
+        }
+
+        func add(_ message: KafkaMessage) throws {
+            guard owned.contains(message.partition) else { return }
+            consumed += 1
+            if batch.firstAt == nil { batch.firstAt = Date() }
+            let start = batch.rows.count
+            switch decoder.decode(message.value, into: &batch.rows) {
+            case let .row(id, sentAt):
+                batch.rowRanges.append(start..<batch.rows.count)
+                batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
+                if let sentAt, keepSendTimes { batch.sentAtMicros.append(sentAt) }
+            case let .rejected(id, rejected):
+                batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
+            }
+            batch.nextOffsets[message.partition] = message.offset + 1
+            if batch.count >= flow.sink.batchSize { try flush() }
+        }
+
+        func result() throws -> LoadReport {
+            try writer.drain()
+            var report = writer.currentReport()
+            report.consumed = consumed
+            latencyLock.lock()
+            report.latenciesMicros = latencies
+            latencyLock.unlock()
+            return report
         }
 
         let maxDelay = Double(flow.sink.maxDelayMs) / 1000
         while !StopSignal.requested {
             if done() { break }
-            let event = try consumer.poll(timeoutMs: 100)
-            switch event {
+            if !stash.isEmpty {
+                let waiting = stash
+                stash.removeAll()
+                for m in waiting { try add(m) }
+                continue
+            }
+            // Wake up in time for the batch's maximum delay.
+            var timeout: Int32 = 100
+            if let first = batch.firstAt {
+                timeout = Int32(max(1, min(100, (maxDelay - Date().timeIntervalSince(first)) * 1000)))
+            }
+            switch try consumer.poll(timeoutMs: timeout) {
             case let .message(message):
                 lastActivity = Date()
-                guard owned.contains(message.partition) else { continue }
-                report.consumed += 1
-                if batch.firstAt == nil { batch.firstAt = Date() }
-                let start = batch.rows.count
-                let outcome = decoder.decode(message.value, into: &batch.rows)
-                switch outcome {
-                case let .row(id, sentAt):
-                    batch.rowRanges.append(start..<batch.rows.count)
-                    batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
-                    if let sentAt, options.recordLatency || latencyLog != nil { batch.sentAtMicros.append(sentAt) }
-                case let .rejected(id, rejected):
-                    batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
-                }
-                batch.nextOffsets[message.partition] = message.offset + 1
-                if batch.count >= flow.sink.batchSize { try flush() }
+                try add(message)
             case .partitionEnd, .idle:
                 try flush()
                 if consumer.waitingForTopic, (try? admin.partitionCount(topic.name)) ?? nil != nil {
                     try consumer.rejoin()
+                } else if owned.isEmpty, everAssigned, Date().timeIntervalSince(lastTopicCheck) > 2 {
+                    // Holding nothing: if the topic came back as a new incarnation since the
+                    // group was balanced, the group does not know; join again.
+                    lastTopicCheck = Date()
+                    if let id = try? admin.topicID(topic.name), id != currentTopicID {
+                        log("topic \(topic.name) exists again (ID \(id)); joining the group again")
+                        try consumer.rejoin()
+                    }
                 }
                 // Idle time counts once partitions were assigned (a group can take a session
                 // timeout to hand over the partitions of a consumer that died).
                 if let idle = options.idleExit, everAssigned || Date().timeIntervalSince(lastActivity) > 60,
-                   Date().timeIntervalSince(lastActivity) > idle { return report }
+                   Date().timeIntervalSince(lastActivity) > idle, writer.isIdle {
+                    return try result()
+                }
             }
             if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
         }
         try flush()
-        return report
+        return try result()
     }
 }
 

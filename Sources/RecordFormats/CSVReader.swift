@@ -137,7 +137,48 @@ public final class CSVReader {
         var fieldQuoted = false
         var inQuotes = false
         var afterQuote = false
-        while let b = peek() {
+        let delimiter = self.delimiter, quote = self.quote
+        while true {
+            if position >= buffer.count, !refill() { break }
+            // Fast path: copy the run of ordinary bytes up to the next one that matters, in bulk.
+            let start = position
+            if !inQuotes && !afterQuote {
+                let end = buffer.withUnsafeBufferPointer { buf -> Int in
+                    var i = start
+                    while i < buf.count {
+                        let c = buf[i]
+                        if c == delimiter || c == quote || c == 0x0A || c == 0x0D { break }
+                        i += 1
+                    }
+                    return i
+                }
+                if end > start {
+                    record.bytes.append(contentsOf: buffer[start..<end])
+                    if keepRaw { record.raw.append(contentsOf: buffer[start..<end]) }
+                    position = end
+                    continue
+                }
+            } else if inQuotes {
+                var newlines = 0
+                let end = buffer.withUnsafeBufferPointer { buf -> Int in
+                    var i = start
+                    while i < buf.count {
+                        let c = buf[i]
+                        if c == quote { break }
+                        if c == 0x0A { newlines += 1 }
+                        i += 1
+                    }
+                    return i
+                }
+                if end > start {
+                    record.bytes.append(contentsOf: buffer[start..<end])
+                    if keepRaw { record.raw.append(contentsOf: buffer[start..<end]) }
+                    line += newlines
+                    position = end
+                    continue
+                }
+            }
+            let b = buffer[position]
             position += 1
             if keepRaw { record.raw.append(b) }
             if inQuotes {
@@ -150,9 +191,6 @@ public final class CSVReader {
                         inQuotes = false
                         afterQuote = true
                     }
-                } else {
-                    if b == 0x0A { line += 1 }
-                    record.bytes.append(b)
                 }
                 continue
             }

@@ -204,6 +204,15 @@ public struct JSONScanner {
         guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
         i += 1
         while i < bytes.count {
+            // Copy the run of plain ASCII up to the next quote, escape, control or non-ASCII byte.
+            let runStart = i
+            while i < bytes.count {
+                let c = bytes[i]
+                if c == 0x22 || c == 0x5C || c < 0x20 || c >= 0x80 { break }
+                i += 1
+            }
+            if i > runStart { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
+            guard i < bytes.count else { break }
             let b = bytes[i]
             if b == UInt8(ascii: "\"") { i += 1; return }
             if b == UInt8(ascii: "\\") {
@@ -297,8 +306,43 @@ public struct JSONScanner {
 public enum JSONText {
     static let hexDigits = Array("0123456789abcdef".utf8)
 
-    /// Appends `bytes` as a JSON string (quotes included).
+    /// Appends `bytes` as a JSON string (quotes included); most cells need no escaping and
+    /// are copied in one piece.
+    public static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
+        var plain = true
+        for b in bytes where b < 0x20 || b == 0x22 || b == 0x5C { plain = false; break }
+        if plain {
+            out.append(0x22)
+            out.append(contentsOf: bytes)
+            out.append(0x22)
+        } else {
+            appendEscaped(bytes, to: &out)
+        }
+    }
+
     public static func appendString(_ bytes: some Collection<UInt8>, to out: inout [UInt8]) {
+        if let done: Void = bytes.withContiguousStorageIfAvailable({ appendString($0, to: &out) }) { return done }
+        appendEscaped(bytes, to: &out)
+    }
+
+    /// Appends a whole number in decimal.
+    public static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var v = value.magnitude
+        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var n = 0
+        withUnsafeMutableBytes(of: &digits) { d in
+            repeat {
+                d[19 - n] = UInt8(truncatingIfNeeded: v % 10) + 0x30
+                v /= 10
+                n += 1
+            } while v > 0
+            out.append(contentsOf: d[(20 - n)...])
+        }
+    }
+
+    static func appendEscaped(_ bytes: some Collection<UInt8>, to out: inout [UInt8]) {
         out.append(0x22)
         for b in bytes {
             switch b {
@@ -319,7 +363,18 @@ public enum JSONText {
 
     public static func appendString(_ s: String, to out: inout [UInt8]) { appendString(s.utf8, to: &out) }
 
-    /// True when `bytes` is valid UTF-8.
+    /// True when `bytes` is valid UTF-8 (ASCII is checked eight bytes at a time).
+    public static func isValidUTF8(_ bytes: [UInt8]) -> Bool {
+        let ascii = bytes.withUnsafeBytes { raw -> Bool in
+            var i = 0
+            var acc: UInt64 = 0
+            while i + 8 <= raw.count { acc |= raw.loadUnaligned(fromByteOffset: i, as: UInt64.self); i += 8 }
+            while i < raw.count { acc |= UInt64(raw[i]); i += 1 }
+            return acc & 0x8080_8080_8080_8080 == 0
+        }
+        return ascii || isValidUTF8(bytes[...])
+    }
+
     public static func isValidUTF8(_ bytes: some Collection<UInt8>) -> Bool {
         var it = bytes.makeIterator()
         var decoder = UTF8()
