@@ -74,7 +74,12 @@ public final class GroupConsumer: @unchecked Sendable {
             "session.timeout.ms": "3000",
             "heartbeat.interval.ms": "700",
             "fetch.wait.max.ms": "50",
+            // Bounded prefetch, so memory stays flat. Once the queue is full librdkafka waits
+            // fetch.queue.backoff.ms (1 s by default) before fetching again, which starved the
+            // consumer against Tansu: 5 ms.
             "queued.max.messages.kbytes": "16384",
+            "fetch.max.bytes": "16777216",
+            "fetch.queue.backoff.ms": "5",
             "allow.auto.create.topics": "false",
         ]
         all.merge(settings) { _, new in new }

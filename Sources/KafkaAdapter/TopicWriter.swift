@@ -35,7 +35,7 @@ public final class TopicWriter: @unchecked Sendable {
             "acks": "all",
             "queue.buffering.max.messages": "100000",
             // Bounded queues keep memory flat whatever the file's size.
-            "queue.buffering.max.kbytes": "16384",
+            "queue.buffering.max.kbytes": "8192",
             // A lost topic must not come back with the broker's default partition count.
             "allow.auto.create.topics": "false",
             // Fail records of a topic that vanished (broker restart) soon, so the caller can

@@ -17,6 +17,8 @@ final class BatchWriter {
     /// Guarded by `condition`.
     private(set) var storedOffsets: [Int32: Int64] = [:]
     private(set) var report = LoadReport()
+    /// Time spent committing, for `PIPECTL_TIMING`.
+    private(set) var busySeconds = 0.0
     /// Called on the writer thread after each COMMIT returned, with the batch.
     var afterCommit: (RowBatch) -> Void = { _ in }
 
@@ -94,11 +96,13 @@ final class BatchWriter {
             condition.unlock()
 
             var outcome: Result<CommitResult?, Error>
+            let began = Date()
             do {
                 outcome = .success(try commitWithRetries(batch))
             } catch {
                 outcome = .failure(error)
             }
+            busySeconds += Date().timeIntervalSince(began)
 
             condition.lock()
             busy = false

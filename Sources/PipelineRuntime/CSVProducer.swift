@@ -94,7 +94,7 @@ public final class CSVProducer {
         var recordID: [UInt8] = []
         var batch = 0
         var inBatch = 0
-        let started = Date()
+        var started = Date()
         let keyFields = topic.key.map { Array($0.utf8) }
         let keyIsRecordID = topic.key == [Topic.recordKey]
         // `,"name":` for each column, encoded once.
@@ -186,6 +186,13 @@ public final class CSVProducer {
             }
             if problem != nil { report.rowsSentAsErrors += 1 }
             report.rowsSent += 1
+            if report.rowsSent == 1, source.rateLimit != nil {
+                // A paced source waits for its first delivery (broker connection and producer ID
+                // ready) before it starts the clock, so rows do not queue up behind start-up.
+                let deadline = Date().addingTimeInterval(10)
+                while outstanding.first ?? 0 > 0, Date() < deadline { writer.poll(timeoutMs: 5) }
+                started = Date().addingTimeInterval(-1 / (source.rateLimit ?? 1))
+            }
             inBatch += 1
             if inBatch == source.batchSize {
                 sizes[batch - nextToReport] = inBatch

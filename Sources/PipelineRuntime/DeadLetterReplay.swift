@@ -35,6 +35,7 @@ public struct DeadLetterReplay {
             let outcome = Array(payload).withUnsafeBytes { decoder.decode($0, into: &batch.rows) }
             switch outcome {
             case let .row(id, _):
+                try sink.sources.appendKey(id, to: &batch.rows)
                 batch.rowRanges.append(0..<batch.rows.count)
                 batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, holder: CopiedPayload(Array(payload))))
                 if try sink.replay(batch, deadLetterID: idText, table: table) { result.loaded += 1 } else { result.stillFailing += 1 }
@@ -50,8 +51,7 @@ public struct DeadLetterReplay {
 extension PostgresSink {
     /// Loads one replayed row and deletes its dead letter, together; false if it still fails.
     func replay(_ batch: RowBatch, deadLetterID: String, table: String) throws -> Bool {
-        var keyed = batch
-        try appendRecordKeys(&keyed)
+        let keyed = batch
         try conn.execute("BEGIN")
         do {
             var dead: [(RowOrigin, RejectedRecord)] = []

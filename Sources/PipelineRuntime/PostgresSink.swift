@@ -1,10 +1,11 @@
 import Foundation
 import PipelineCompiler
 import PostgresAdapter
+import RecordFormats
 
 /// A batch of decoded rows ready to commit with the consumer's offsets.
 public struct RowBatch {
-    /// COPY text rows without the record-id column or newline (added at commit).
+    /// COPY text rows, record-id column and newline included.
     public var rows: [UInt8] = []
     /// Byte range of each row in `rows`, with the message it came from.
     public var rowRanges: [Range<Int>] = []
@@ -85,7 +86,6 @@ public final class PostgresSink {
     let offsetsTable: String
     let sourcesTable: String
     let deadLetterTable: String
-    var sourceIDs: [String: Int64] = [:]
     /// Set after a batch met already-loaded records: the next batches go through the
     /// de-duplicating path first instead of failing a plain COPY each time.
     var dedupBatchesLeft = 0
@@ -116,6 +116,10 @@ public final class PostgresSink {
     /// batch rolls back, and the next owner of the partitions can claim them.
     static func configure(_ conn: PostgresConnection) throws {
         try conn.execute("SET idle_in_transaction_session_timeout = '5s'; SET statement_timeout = '120s'")
+        // A batch commits its rows, dead letters and offsets together, so a commit the server
+        // loses in a crash loses all three and the batch is read again: exactly-once holds
+        // without waiting for the WAL flush. Claims (below) still wait for it.
+        try conn.execute("SET synchronous_commit = off")
     }
 
     /// Applies the plan's DDL, serialised across consumers by an advisory lock.
@@ -155,21 +159,9 @@ public final class PostgresSink {
 
     // MARK: sources
 
-    /// The compact number of a source file (by fingerprint), registered on first sight.
-    func sourceID(_ fingerprint: String) throws -> Int64 {
-        if let id = sourceIDs[fingerprint] { return id }
-        let rows = try conn.query("""
-            INSERT INTO \(sourcesTable) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
-            ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
-            RETURNING "source_id"
-            """, [fingerprint, sourceName, sourcePath])
-        guard let text = rows.first?[0] ?? nil, let id = Int64(text) else { throw PostgresError("could not register source \(fingerprint)") }
-        sourceIDs[fingerprint] = id
-        return id
-    }
-
-    /// The `_pipectl_record` value: source number in the high bits, ordinal in the low 40.
-    func recordKey(_ id: RecordID) throws -> Int64 { (try sourceID(id.fingerprint) << 40) | id.ordinal }
+    /// Source numbers for record keys; used by the consumer thread while it decodes, on a
+    /// connection of its own (the writer thread owns `conn`).
+    public private(set) lazy var sources = SourceRegistry(url: url, table: sourcesTable, source: sourceName, path: sourcePath)
 
     // MARK: offsets
 
@@ -180,6 +172,8 @@ public final class PostgresSink {
         ownerToken = UUID().uuidString
         var starts: [Int32: Int64] = [:]
         try conn.execute("BEGIN")
+        // A lost claim would leave this consumer fenced out of its own partitions.
+        try conn.execute("SET LOCAL synchronous_commit = on")
         do {
             for p in partitions {
                 let rows = try conn.query("""
@@ -219,9 +213,7 @@ public final class PostgresSink {
         var result = CommitResult()
         batchesCommitted += 1
         let partitions = batch.nextOffsets.keys.sorted()
-        // Record keys are resolved before the transaction (source registration commits on its own).
-        var keyed = batch
-        try appendRecordKeys(&keyed)
+        let keyed = batch
         try conn.execute("BEGIN")
         do {
             let owners = try conn.query(
@@ -246,11 +238,13 @@ public final class PostgresSink {
                           Data(rejected.payload).base64EncodedString(), rejected.reason])
             }
             result.deadLettered = dead.count
-            for p in partitions {
-                try conn.query(
-                    "UPDATE \(offsetsTable) SET \"next_offset\" = $4, \"updated_at\" = now() WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
-                    [sink.name, topic.name, String(p), String(batch.nextOffsets[p]!)])
-            }
+            // All partitions' next offsets in one statement.
+            try conn.query("""
+                UPDATE \(offsetsTable) AS o SET "next_offset" = n.next, "updated_at" = now()
+                FROM unnest($3::int[], $4::bigint[]) AS n(part, next)
+                WHERE o."sink" = $1 AND o."topic" = $2 AND o."partition" = n.part
+                """, [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}",
+                      "{" + partitions.map { String(batch.nextOffsets[$0]!) }.joined(separator: ",") + "}"])
             StopSignal.crashIfAsked("before-commit", batch: batchesCommitted)
             try conn.execute("COMMIT")
             StopSignal.crashIfAsked("after-commit", batch: batchesCommitted)
@@ -259,28 +253,6 @@ public final class PostgresSink {
             throw error
         }
         return result
-    }
-
-    /// Adds the record-id column to each row.
-    func appendRecordKeys(_ batch: inout RowBatch) throws {
-        var rows: [UInt8] = []
-        rows.reserveCapacity(batch.rows.count + batch.rowRanges.count * 16)
-        var ranges: [Range<Int>] = []
-        ranges.reserveCapacity(batch.rowRanges.count)
-        for (i, range) in batch.rowRanges.enumerated() {
-            let start = rows.count
-            rows.append(contentsOf: batch.rows[range])
-            rows.append(0x09)
-            if let id = batch.rowOrigins[i].recordID {
-                rows.append(contentsOf: String(try recordKey(id)).utf8)
-            } else {
-                rows.append(contentsOf: "\\N".utf8)
-            }
-            rows.append(0x0A)
-            ranges.append(start..<rows.count)
-        }
-        batch.rows = rows
-        batch.rowRanges = ranges
     }
 
     func isDuplicateRecord(_ error: PostgresError) -> Bool {
@@ -355,4 +327,59 @@ public final class PostgresSink {
     }
 
     public func query(_ sql: String, _ params: [String?] = []) throws -> [[String?]] { try conn.query(sql, params) }
+}
+
+/// Gives each source file (by content fingerprint) a compact number, registered on first sight,
+/// and writes the `_pipectl_record` column: that number in the high bits, the ordinal in the low 40.
+public final class SourceRegistry {
+    let url: String
+    let table: String
+    let source: String
+    let path: String
+    var conn: PostgresConnection?
+    var ids: [String: Int64] = [:]
+    var last: (fingerprint: String, id: Int64)?
+
+    init(url: String, table: String, source: String, path: String) {
+        self.url = url
+        self.table = table
+        self.source = source
+        self.path = path
+    }
+
+    func id(_ fingerprint: String) throws -> Int64 {
+        if let last, last.fingerprint == fingerprint { return last.id }
+        if let id = ids[fingerprint] { last = (fingerprint, id); return id }
+        var attempt = 0
+        while true {
+            do {
+                if conn == nil || conn?.isConnected == false { conn = try PostgresConnection(url: url) }
+                let rows = try conn!.query("""
+                    INSERT INTO \(table) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
+                    ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
+                    RETURNING "source_id"
+                    """, [fingerprint, source, path])
+                guard let text = rows.first?[0] ?? nil, let id = Int64(text) else { throw PostgresError("could not register source \(fingerprint)") }
+                ids[fingerprint] = id
+                last = (fingerprint, id)
+                return id
+            } catch let error as PostgresError where error.connectionLost && attempt < 60 {
+                attempt += 1
+                conn = nil
+                Thread.sleep(forTimeInterval: 1)
+            }
+        }
+    }
+
+    /// Appends a tab, the record key (or `\N` for records without an id) and the newline.
+    public func appendKey(_ recordID: RecordID?, to rows: inout [UInt8]) throws {
+        rows.append(0x09)
+        if let recordID {
+            JSONText.appendDecimal((try id(recordID.fingerprint) << 40) | recordID.ordinal, to: &rows)
+        } else {
+            rows.append(0x5C)
+            rows.append(UInt8(ascii: "N"))
+        }
+        rows.append(0x0A)
+    }
 }

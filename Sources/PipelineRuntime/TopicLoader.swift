@@ -155,9 +155,12 @@ public final class TopicLoader {
         /// the partitions are paused and the consumer keeps polling so it stays in the group;
         /// records arriving meanwhile are kept for afterwards.
         var stash: [KafkaMessage] = []
+        var submitWait = 0.0, idleSeconds = 0.0, idlePolls = 0
         func flush() throws {
             guard !batch.isEmpty else { return }
             var paused: [Int32] = []
+            let began = Date()
+            defer { submitWait += Date().timeIntervalSince(began) }
             while try !writer.submit(batch, timeout: 0.5) {
                 if paused.isEmpty, !owned.isEmpty {
                     paused = Array(owned)
@@ -176,6 +179,7 @@ public final class TopicLoader {
             let start = batch.rows.count
             switch decoder.decode(message.value, into: &batch.rows) {
             case let .row(id, sentAt):
+                try sink.sources.appendKey(id, to: &batch.rows)
                 batch.rowRanges.append(start..<batch.rows.count)
                 batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
                 if let sentAt, keepSendTimes { batch.sentAtMicros.append(sentAt) }
@@ -188,6 +192,10 @@ public final class TopicLoader {
 
         func result() throws -> LoadReport {
             try writer.drain()
+            if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
+                printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
+                                   writer.busySeconds, submitWait, idlePolls, idleSeconds))
+            }
             var report = writer.currentReport()
             report.consumed = consumed
             latencyLock.lock()
@@ -210,11 +218,14 @@ public final class TopicLoader {
             if let first = batch.firstAt {
                 timeout = Int32(max(1, min(100, (maxDelay - Date().timeIntervalSince(first)) * 1000)))
             }
+            let polled = Date()
             switch try consumer.poll(timeoutMs: timeout) {
             case let .message(message):
                 lastActivity = Date()
                 try add(message)
             case .partitionEnd, .idle:
+                idlePolls += 1
+                idleSeconds += Date().timeIntervalSince(polled)
                 try flush()
                 if consumer.waitingForTopic, (try? admin.partitionCount(topic.name)) ?? nil != nil {
                     try consumer.rejoin()
@@ -243,4 +254,8 @@ public final class TopicLoader {
 
 extension KafkaMessage: PayloadHolder {
     public var payloadBytes: [UInt8] { Array(value) }
+}
+
+func printTiming(_ text: String) {
+    FileHandle.standardError.write(Data((text + "\n").utf8))
 }
