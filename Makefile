@@ -42,8 +42,14 @@ run: build
 	$(PIPECTL) dev up
 	$(PIPECTL) run $(SPEC)
 
+# XCTest only (there are no Swift Testing tests), ending with a plain "N passed, N failed" line.
 test: build
-	swift test
+	@set -o pipefail; swift test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
+	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -n 1); \
+	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
+	failed=$$(echo "$$line" | sed -E 's/.*with ([0-9]+) failures?.*/\1/'); \
+	if [ -n "$$line" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
+	exit $$status
 
 dev-up: build
 	$(PIPECTL) dev up

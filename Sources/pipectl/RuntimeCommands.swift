@@ -5,9 +5,13 @@ import PipelineCompiler
 import PipelineRuntime
 import PostgresAdapter
 
-/// Checks the loaded librdkafka before any runtime command talks to Kafka.
-func requireKafka() throws {
+/// The front half of the commands that talk to Kafka: compile the spec, check the loaded
+/// librdkafka and, for long-running ones, let Ctrl-C / SIGTERM finish the current batch.
+func compileForKafka(_ path: String, handleSignals: Bool = true) throws -> Pipeline {
+    let pipeline = try compile(path)
     try KafkaLibrary.checkVersion()
+    if handleSignals { StopSignal.install() }
+    return pipeline
 }
 
 struct Run: ParsableCommand {
@@ -18,9 +22,7 @@ struct Run: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
-            try requireKafka()
-            StopSignal.install()
+            let pipeline = try compileForKafka(spec.file)
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
             for s in summaries { print(PipelineRunner.format(s)) }
         }
@@ -34,8 +36,7 @@ struct Apply: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
-            try requireKafka()
+            let pipeline = try compileForKafka(spec.file, handleSignals: false)
             let runner = PipelineRunner(pipeline: pipeline)
             for flow in pipeline.flows { _ = try runner.prepare(flow) }
             print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
@@ -49,9 +50,7 @@ struct Produce: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
-            try requireKafka()
-            StopSignal.install()
+            let pipeline = try compileForKafka(spec.file)
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
@@ -74,9 +73,7 @@ struct Consume: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
-            try requireKafka()
-            StopSignal.install()
+            let pipeline = try compileForKafka(spec.file)
             guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
                 throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
             }
