@@ -17,9 +17,11 @@ struct FieldReader {
         self.context = context
         self.allowed = allowed
         for pair in pairs where !allowed.contains(pair.key.value) {
-            bag.error(
-                "unknown key '\(pair.key.value)' in \(context)\(Suggest.hint(for: pair.key.value, in: allowed))",
-                at: pair.key.location)
+            // `{ type: numeric(10,2) }`: the comma ends the value in a flow mapping.
+            let hint = pair.key.value.hasSuffix(")") && !pair.key.value.contains("(")
+                ? "; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\""
+                : Suggest.hint(for: pair.key.value, in: allowed)
+            bag.error("unknown key '\(pair.key.value)' in \(context)\(hint)", at: pair.key.location)
         }
     }
 

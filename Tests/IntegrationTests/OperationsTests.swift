@@ -106,3 +106,29 @@ final class OperationsTests: XCTestCase {
         XCTAssertTrue(a.output().contains("revoked"), a.output())
     }
 }
+
+/// `mode: upsert` keeps one row per key, the last version winning, within a batch and
+/// across runs.
+final class UpsertTests: XCTestCase {
+    func testUpsertKeepsTheLastVersionOfEachKey() throws {
+        let csv = "code,price\n1,10\n2,20\n1,11\n3,30\n2,21\n"
+        var p = try TestPipeline("it_upsert", csv: csv)
+        p.schemaColumns = """
+          - { name: code, type: integer, primary_key: true }
+          - { name: price, type: "numeric(10,2)" }
+        """
+        p.sinkExtra = ", mode: upsert, key: [code]"
+        try p.write()
+        let first = try pipectl(["run", p.specPath])
+        XCTAssertEqual(first.status, 0, first.output)
+        let db = try TestStack.connect()
+        XCTAssertEqual(try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
+                       [["1", "11.00"], ["2", "21.00"], ["3", "30.00"]])
+        // A new version of the file: changed prices replace the stored ones, a new key is added.
+        try "code,price\n2,22\n4,40\n".write(toFile: p.csvPath, atomically: true, encoding: .utf8)
+        let second = try pipectl(["run", p.specPath])
+        XCTAssertEqual(second.status, 0, second.output)
+        XCTAssertEqual(try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
+                       [["1", "11.00"], ["2", "22.00"], ["3", "30.00"], ["4", "40.00"]])
+    }
+}

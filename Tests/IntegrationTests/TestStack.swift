@@ -74,6 +74,8 @@ struct TestPipeline {
     var sinkBatch = 2000
     var schemaColumns: String = TestPipeline.housingColumns
     var transformExtra = ""
+    /// Extra sink fields, e.g. `, mode: upsert, key: [code]`.
+    var sinkExtra = ""
 
     static let housingColumns = """
       - { name: id, type: bigserial, primary_key: true }
@@ -126,7 +128,7 @@ struct TestPipeline {
             schema: \(name)
         \(transformExtra)
         sinks:
-          - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(table), batch_size: \(sinkBatch), max_delay_ms: 100 }
+          - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(table), batch_size: \(sinkBatch), max_delay_ms: 100\(sinkExtra) }
 
         """
         try yaml.write(toFile: specPath, atomically: true, encoding: .utf8)

@@ -132,3 +132,22 @@ final class SuggestTests: XCTestCase {
         XCTAssertEqual(sorted.description, "error: z\na.yaml:1:9: error: a\na.yaml:3:1: error: b")
     }
 }
+
+final class FlowMappingCommaTests: XCTestCase {
+    /// `{ type: numeric(10,2) }` splits at the comma; the error says to quote the value.
+    func testUnquotedCommaInAFlowMappingGetsAQuotingHint() throws {
+        let yaml = """
+        version: 1
+        name: s
+        schemas:
+          - name: s
+            columns:
+              - { name: price, type: numeric(10,2) }
+        """
+        XCTAssertThrowsError(try SpecParser(environment: [:]).parse(text: yaml, file: "s.yaml")) { error in
+            XCTAssertEqual((error as? DiagnosticError)?.diagnostics.map(\.description), [
+                "s.yaml:6:41: error: unknown key '2)' in column 'price'; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\"",
+            ])
+        }
+    }
+}
