@@ -37,7 +37,6 @@ final class ConsumerCallbacks: @unchecked Sendable {
     var assignError: Error?
     var lastError: String?
     var waitingForTopic = false
-    var topic = ""
 }
 
 /// A consumer in a consumer group over one topic. Offsets are never committed to Kafka.
@@ -46,7 +45,6 @@ public final class GroupConsumer: @unchecked Sendable {
     let callbacks: ConsumerCallbacks
     let opaque: UnsafeMutableRawPointer
     public let topic: String
-    public private(set) var assigned: Set<Int32> = []
 
     public var onAssign: ([Int32]) throws -> [Int32: Int64] {
         get { callbacks.onAssign }
@@ -86,7 +84,6 @@ public final class GroupConsumer: @unchecked Sendable {
         let conf = try makeConf(all)
         self.topic = topic
         callbacks = ConsumerCallbacks()
-        callbacks.topic = topic
         opaque = Unmanaged.passRetained(callbacks).toOpaque()
         rd_kafka_conf_set_opaque(conf, opaque)
         rd_kafka_conf_set_rebalance_cb(conf) { rk, err, partitions, opaque in
@@ -196,11 +193,4 @@ public final class GroupConsumer: @unchecked Sendable {
 
     /// Leaves the group cleanly (revoking partitions through the callback).
     public func close() { rd_kafka_consumer_close(handle) }
-
-    /// This member's id in the group.
-    public var memberID: String {
-        guard let p = rd_kafka_memberid(handle) else { return "" }
-        defer { rd_kafka_mem_free(handle, p) }
-        return String(cString: p)
-    }
 }

@@ -139,14 +139,4 @@ public final class KafkaAdmin: @unchecked Sendable {
         }
         return String(cString: out)
     }
-
-    /// Low and high watermark offsets of one partition.
-    public func watermarks(_ topic: String, partition: Int32, timeoutMs: Int32 = 10_000) throws -> (low: Int64, high: Int64) {
-        var low: Int64 = 0, high: Int64 = 0
-        let rc = rd_kafka_query_watermark_offsets(handle, topic, partition, &low, &high, timeoutMs)
-        guard rc == RD_KAFKA_RESP_ERR_NO_ERROR else {
-            throw KafkaError("cannot read offsets of \(topic)[\(partition)]: \(errorString(rc))", code: rc.rawValue)
-        }
-        return (low, high)
-    }
 }

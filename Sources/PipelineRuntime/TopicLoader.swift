@@ -10,8 +10,6 @@ public struct LoadReport: Sendable {
     public var duplicates = 0
     public var deadLettered = 0
     public var batches = 0
-    /// Send-to-commit latencies in microseconds (records carrying `_sent_at`).
-    public var latenciesMicros: [Int64] = []
 }
 
 /// The consumer side of a flow: reads the topic in a consumer group, decodes and casts records,
@@ -25,7 +23,6 @@ public final class TopicLoader {
         public var restartOnNewTopic = false
         /// Stop after this long without records once `untilOffsets` is nil and `--follow` is off.
         public var idleExit: Double?
-        public var recordLatency = false
         public init() {}
     }
 
@@ -71,26 +68,17 @@ public final class TopicLoader {
             handle?.seekToEndOfFile()
             return handle
         }
-        let keepSendTimes = options.recordLatency || latencyLog != nil
-        var latencies: [Int64] = []
-        let latencyLock = NSLock()
+        let keepSendTimes = latencyLog != nil
         var everAssigned = false
         var currentTopicID: String?
         var lastTopicCheck = Date()
         let writer = BatchWriter(sink: sink, log: log)
         defer { writer.stop() }
-        if keepSendTimes {
-            writer.afterCommit = { [options] committed in
+        if let latencyLog {
+            writer.afterCommit = { committed in
                 // Taken after COMMIT returned: send-to-stored latency per row.
                 let now = CSVProducer.nowMicros()
-                if options.recordLatency {
-                    latencyLock.lock()
-                    latencies.append(contentsOf: committed.sentAtMicros.map { now - $0 })
-                    latencyLock.unlock()
-                }
-                if let latencyLog {
-                    latencyLog.write(Data(committed.sentAtMicros.map { "\($0) \(now)\n" }.joined().utf8))
-                }
+                latencyLog.write(Data(committed.sentAtMicros.map { "\($0) \(now)\n" }.joined().utf8))
             }
         }
 
@@ -198,9 +186,6 @@ public final class TopicLoader {
             }
             var report = writer.currentReport()
             report.consumed = consumed
-            latencyLock.lock()
-            report.latenciesMicros = latencies
-            latencyLock.unlock()
             return report
         }
 
