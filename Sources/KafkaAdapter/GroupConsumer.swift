@@ -26,6 +26,9 @@ public enum ConsumerEvent: Sendable {
     /// Reached the current end of a partition.
     case partitionEnd(partition: Int32, offset: Int64)
     case idle
+    /// The broker does not know the subscribed topic (deleted, lost in a broker restart, or not
+    /// created yet): librdkafka's `UNKNOWN_TOPIC_OR_PART` for a subscription.
+    case topicUnavailable(String)
 }
 
 /// Rebalance handling is the caller's: it decides where each assigned partition starts
@@ -45,6 +48,8 @@ public final class GroupConsumer: @unchecked Sendable {
     let callbacks: ConsumerCallbacks
     let opaque: UnsafeMutableRawPointer
     public let topic: String
+    /// The consumer group's id.
+    public let group: String
 
     public var onAssign: ([Int32]) throws -> [Int32: Int64] {
         get { callbacks.onAssign }
@@ -83,6 +88,7 @@ public final class GroupConsumer: @unchecked Sendable {
         all.merge(settings) { _, new in new }
         let conf = try makeConf(all)
         self.topic = topic
+        self.group = group
         callbacks = ConsumerCallbacks()
         opaque = Unmanaged.passRetained(callbacks).toOpaque()
         rd_kafka_conf_set_opaque(conf, opaque)
@@ -157,7 +163,11 @@ public final class GroupConsumer: @unchecked Sendable {
         if err == RD_KAFKA_RESP_ERR_NO_ERROR { return .message(message) }
         if err == RD_KAFKA_RESP_ERR__PARTITION_EOF { return .partitionEnd(partition: raw.pointee.partition, offset: raw.pointee.offset) }
         let text = raw.pointee.payload.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: raw.pointee.len), as: UTF8.self) } ?? errorString(err)
-        if err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC {
+        if err == RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART || err == RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC {
+            callbacks.lastError = text
+            return .topicUnavailable(text)
+        }
+        if err == RD_KAFKA_RESP_ERR__TRANSPORT || err == RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN {
             callbacks.lastError = text
             return .idle
         }
@@ -189,6 +199,27 @@ public final class GroupConsumer: @unchecked Sendable {
         defer { rd_kafka_topic_partition_list_destroy(list) }
         for p in partitions { rd_kafka_topic_partition_list_add(list, topic, p) }
         if paused { rd_kafka_pause_partitions(handle, list) } else { rd_kafka_resume_partitions(handle, list) }
+    }
+
+    /// Moves assigned partitions to new positions (a negative offset: the beginning). Messages
+    /// already fetched for them are discarded by librdkafka (`rd_kafka_seek_partitions` bumps
+    /// the partition's op version), so the next poll returns records from the new position.
+    /// - Throws: `KafkaError` when librdkafka refuses a seek (for example an unassigned partition).
+    public func seek(_ offsets: [Int32: Int64]) throws {
+        guard !offsets.isEmpty else { return }
+        guard let list = rd_kafka_topic_partition_list_new(Int32(offsets.count)) else { return }
+        defer { rd_kafka_topic_partition_list_destroy(list) }
+        for (p, offset) in offsets.sorted(by: { $0.key < $1.key }) {
+            rd_kafka_topic_partition_list_add(list, topic, p)?.pointee.offset = offset >= 0 ? offset : Int64(RD_KAFKA_OFFSET_BEGINNING)
+        }
+        if let error = rd_kafka_seek_partitions(handle, list, 10_000) {
+            let text = String(cString: rd_kafka_error_string(error))
+            rd_kafka_error_destroy(error)
+            throw KafkaError("cannot seek \(topic): \(text)")
+        }
+        for i in 0..<Int(list.pointee.cnt) where list.pointee.elems[i].err != RD_KAFKA_RESP_ERR_NO_ERROR {
+            throw KafkaError("cannot seek \(topic)[\(list.pointee.elems[i].partition)]: \(errorString(list.pointee.elems[i].err))")
+        }
     }
 
     /// Leaves the group cleanly (revoking partitions through the callback).

@@ -130,6 +130,13 @@ public final class KafkaAdmin: @unchecked Sendable {
         return true
     }
 
+    /// The ID of the topic's current incarnation, or nil when the broker does not have the topic.
+    /// - Throws: `KafkaError` when the broker cannot be asked (down, unreachable).
+    public func currentTopicID(_ topic: String) throws -> String? {
+        guard try partitionCount(topic) != nil else { return nil }
+        return try topicID(topic)
+    }
+
     /// The topic's ID: it changes when a topic is deleted and created again.
     public func topicID(_ topic: String, timeoutMs: Int32 = 10_000) throws -> String {
         var out = [CChar](repeating: 0, count: 64)

@@ -380,6 +380,7 @@ public struct Compiler: Sendable {
                 name: s.name.value, from: from, url: s.url?.value ?? "",
                 dbSchema: s.dbSchema?.value ?? "public", table: s.table?.value ?? "",
                 batchSize: s.batchSize?.value ?? 5000, maxDelayMs: s.maxDelayMs?.value ?? 200,
+                retryTimeoutMs: s.retryTimeoutMs?.value ?? 120_000,
                 mode: mode, key: s.key.map(\.value), schema: schema)
         }
 

@@ -159,6 +159,9 @@ public struct Sink: Sendable {
     public var table: String
     public var batchSize: Int
     public var maxDelayMs: Int
+    /// How long, in milliseconds, a lost PostgreSQL connection is retried (with backoff)
+    /// before the run stops with an error; like Kafka Connect's `errors.retry.timeout`.
+    public var retryTimeoutMs: Int
     public var mode: WriteMode
     public var key: [String]
     /// The schema of the rows arriving (the feeding transform's).

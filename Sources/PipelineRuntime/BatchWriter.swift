@@ -1,22 +1,54 @@
 import Foundation
 import PostgresAdapter
 
+/// The writer lost its PostgreSQL connection and reconnected. Batches commit with
+/// `synchronous_commit = off`, so a server crash can lose commits the writer saw succeed
+/// (rows and offsets together). The consumer must drop what it holds and read each partition
+/// again from `offsets`, the next offsets the server kept (-1: from the beginning).
+struct ResyncNeeded: Error, CustomStringConvertible {
+    var offsets: [Int32: Int64]
+    /// Partitions whose stored offset is behind what the writer had committed: the server lost
+    /// those commits.
+    var rewound: [Int32: (believed: Int64, stored: Int64)]
+    var description: String {
+        if rewound.isEmpty { return "reconnected; continuing from the stored offsets" }
+        let parts = rewound.keys.sorted().map { p in "partition \(p) from offset \(rewound[p]!.stored) (had committed up to \(rewound[p]!.believed))" }
+        return "PostgreSQL lost commits in its crash; reading again: " + parts.joined(separator: ", ")
+    }
+}
+
 /// Commits batches on a thread of its own, so the consumer decodes the next batch while
 /// PostgreSQL stores the last one. One batch is stored at a time and at most one waits.
-/// Offsets and counts are updated only after a batch's COMMIT returned.
+///
+/// Counts and stored offsets follow durability: a batch's result is *tentative* from its COMMIT
+/// until the server's WAL flush position passes it (learned from the next batch's first query,
+/// or forced by `sync()` before a summary), and is discarded if a crash lost it.
 final class BatchWriter {
     let sink: PostgresSink
     let log: (String) -> Void
     private let condition = NSCondition()
-    private var pending: RowBatch?
+    private enum Job {
+        case batch(RowBatch)
+        case sync
+    }
+    private var pending: Job?
     private var busy = false
     private var failure: Error?
     private var stopping = false
     private var thread: Thread?
 
+    /// A committed batch whose commit may not be on disk yet.
+    private struct Tentative {
+        var nextOffsets: [Int32: Int64]
+        var result: CommitResult
+        /// A WAL position at or after the end of this batch's commit record, once known.
+        var walBound: UInt64?
+    }
+
     /// Guarded by `condition`.
     private(set) var storedOffsets: [Int32: Int64] = [:]
-    private(set) var report = LoadReport()
+    private var durable = LoadReport()
+    private var tentative: [Tentative] = []
     /// Time spent committing, for `PIPECTL_TIMING`.
     private(set) var busySeconds = 0.0
     /// Called on the writer thread after each COMMIT returned, with the batch.
@@ -32,25 +64,53 @@ final class BatchWriter {
     }
 
     /// Hands a batch over; waits up to `timeout` seconds for room. False if there was none.
+    /// - Throws: `ResyncNeeded` after a lost connection (the batch is not taken), or the
+    ///   writer's fatal error.
     func submit(_ batch: RowBatch, timeout: Double) throws -> Bool {
+        try hand(.batch(batch), timeout: timeout)
+    }
+
+    private func hand(_ job: Job, timeout: Double?) throws -> Bool {
         condition.lock()
         defer { condition.unlock() }
-        let deadline = Date().addingTimeInterval(timeout)
+        let deadline = timeout.map { Date().addingTimeInterval($0) }
         while pending != nil && failure == nil {
-            if !condition.wait(until: deadline) { return false }
+            if let deadline {
+                if !condition.wait(until: deadline) { return false }
+            } else {
+                condition.wait()
+            }
         }
         if let failure { throw failure }
-        pending = batch
+        pending = job
         condition.broadcast()
         return true
     }
 
-    /// Waits until every handed-over batch is stored.
+    /// Waits until every handed-over batch is committed.
+    /// - Throws: `ResyncNeeded` or the writer's fatal error.
     func drain() throws {
         condition.lock()
         defer { condition.unlock() }
         while (pending != nil || busy) && failure == nil { condition.wait() }
         if let failure { throw failure }
+    }
+
+    /// Waits until every handed-over batch is committed *and durable*; after it returns the
+    /// report counts only rows on disk.
+    /// - Throws: `ResyncNeeded` when the connection was lost meanwhile, or a fatal error.
+    func sync() throws {
+        try drain()
+        _ = try hand(.sync, timeout: nil)
+        try drain()
+    }
+
+    /// Called by the consumer once it has re-positioned itself after `ResyncNeeded`.
+    func resumeAfterResync() {
+        condition.lock()
+        if failure is ResyncNeeded { failure = nil }
+        condition.broadcast()
+        condition.unlock()
     }
 
     var isIdle: Bool {
@@ -71,9 +131,12 @@ final class BatchWriter {
         condition.unlock()
     }
 
+    /// Durable counts plus those of commits not yet known to be on disk.
     func currentReport() -> LoadReport {
         condition.lock()
         defer { condition.unlock() }
+        var report = durable
+        for t in tentative { Self.add(t.result, to: &report) }
         return report
     }
 
@@ -84,61 +147,124 @@ final class BatchWriter {
         condition.unlock()
     }
 
+    private static func add(_ result: CommitResult, to report: inout LoadReport) {
+        report.loaded += result.loaded
+        report.duplicates += result.duplicates
+        report.deadLettered += result.deadLettered
+        report.batches += 1
+    }
+
+    /// Moves tentative results the WAL flush has passed into the durable report.
+    /// Caller holds `condition`.
+    private func promote(flushed: UInt64) {
+        var n = 0
+        while n < tentative.count, let bound = tentative[n].walBound, bound <= flushed { n += 1 }
+        for t in tentative[..<n] { Self.add(t.result, to: &durable) }
+        tentative.removeFirst(n)
+    }
+
     private func loop() {
         while true {
             condition.lock()
             while pending == nil && !stopping { condition.wait() }
             if pending == nil && stopping { condition.unlock(); return }
-            let batch = pending!
+            let job = pending!
             pending = nil
             busy = true
             condition.broadcast()
             condition.unlock()
 
-            var outcome: Result<CommitResult?, Error>
             let began = Date()
-            do {
-                outcome = .success(try commitWithRetries(batch))
-            } catch {
-                outcome = .failure(error)
+            switch job {
+            case let .batch(batch): store(batch)
+            case .sync: syncDurable()
             }
             busySeconds += Date().timeIntervalSince(began)
-
-            condition.lock()
-            busy = false
-            switch outcome {
-            case let .success(result?):
-                report.loaded += result.loaded
-                report.duplicates += result.duplicates
-                report.deadLettered += result.deadLettered
-                report.batches += 1
-                storedOffsets.merge(batch.nextOffsets) { _, new in new }
-            case .success(nil):
-                break
-            case let .failure(error):
-                failure = error
-            }
-            condition.broadcast()
-            condition.unlock()
-            if case .success(_?) = outcome { afterCommit(batch) }
         }
     }
 
-    /// Stores the batch, reconnecting with backoff while PostgreSQL is away. A fenced batch
-    /// (its partitions now belong to another consumer) is dropped: nil.
-    private func commitWithRetries(_ batch: RowBatch) throws -> CommitResult? {
-        var attempt = 0
-        while true {
-            do {
-                return try sink.commit(batch)
-            } catch let fenced as FencedError {
-                log("warning: \(fenced)")
-                return nil
-            } catch let error as PostgresError where error.connectionLost {
-                attempt += 1
-                log("PostgreSQL connection lost (\(error.message)); retrying the batch (attempt \(attempt))")
-                try sink.reconnect { self.log($0) }
+    private func finish(_ update: () -> Void) {
+        condition.lock()
+        busy = false
+        update()
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    private func store(_ batch: RowBatch) {
+        do {
+            let result = try sink.commit(batch)
+            finish {
+                // Every tentative commit ended before this transaction began.
+                for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = result.walInsertAtStart }
+                promote(flushed: result.walFlushedAtStart)
+                tentative.append(Tentative(nextOffsets: batch.nextOffsets, result: result))
+                storedOffsets.merge(batch.nextOffsets) { _, new in new }
             }
+            afterCommit(batch)
+        } catch let fenced as FencedError {
+            log("warning: \(fenced)")
+            finish {}
+        } catch let unknown as CommitOutcomeUnknown {
+            // It may have committed: keep it as tentative; the stored offsets will tell.
+            condition.lock()
+            tentative.append(Tentative(nextOffsets: batch.nextOffsets, result: unknown.result))
+            condition.unlock()
+            resync(after: unknown.cause, partitions: Array(batch.nextOffsets.keys))
+        } catch let error as PostgresError where error.connectionLost {
+            resync(after: error, partitions: Array(batch.nextOffsets.keys))
+        } catch {
+            finish { failure = error }
+        }
+    }
+
+    private func syncDurable() {
+        do {
+            try sink.syncDurable()
+            finish {
+                for t in tentative { Self.add(t.result, to: &durable) }
+                tentative.removeAll()
+            }
+        } catch let error as PostgresError where error.connectionLost {
+            resync(after: error, partitions: [])
+        } catch {
+            finish { failure = error }
+        }
+    }
+
+    /// After a lost connection: reconnect within the sink's retry window, read the offsets the
+    /// server kept, keep the tentative results those offsets cover (WAL is replayed in order, so
+    /// the survivors are a prefix), and tell the consumer where to read again.
+    private func resync(after error: PostgresError, partitions: [Int32], deadline: Date? = nil) {
+        let deadline = deadline ?? Date().addingTimeInterval(Double(sink.sink.retryTimeoutMs) / 1000)
+        log(String(format: "PostgreSQL connection lost (%@); reconnecting for up to %.0f s more (retry_timeout_ms)",
+                   error.message, max(0, deadline.timeIntervalSinceNow)))
+        do {
+            try sink.reconnect(until: deadline, log: log)
+            condition.lock()
+            let known = Array(Set(storedOffsets.keys).union(partitions))
+            condition.unlock()
+            let kept = try sink.storedOffsets(known)
+            finish {
+                var survivors = 0
+                while survivors < tentative.count,
+                      tentative[survivors].nextOffsets.allSatisfy({ p, next in (kept[p] ?? -1) >= next }) { survivors += 1 }
+                for t in tentative[..<survivors] { Self.add(t.result, to: &durable) }
+                tentative.removeAll()
+                var rewound: [Int32: (believed: Int64, stored: Int64)] = [:]
+                // -1 (nothing stored yet) and 0 both mean "from the beginning".
+                for (p, believed) in storedOffsets where max(kept[p] ?? -1, 0) < believed {
+                    rewound[p] = (believed, kept[p] ?? -1)
+                }
+                storedOffsets = kept
+                pending = nil
+                failure = ResyncNeeded(offsets: kept, rewound: rewound)
+            }
+        } catch let retry as PostgresError where retry.connectionLost {
+            // Lost again between reconnecting and reading the offsets: go round once more.
+            resync(after: retry, partitions: partitions, deadline: deadline)
+        } catch {
+            finish { failure = error }
         }
     }
 }

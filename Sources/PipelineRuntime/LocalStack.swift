@@ -234,9 +234,11 @@ public struct LocalStack: Sendable {
     }
 
     /// Stops only PostgreSQL (fast shutdown: open transactions are rolled back).
-    public func stopDatabase() throws {
+    /// Stops the private PostgreSQL; `mode` is pg_ctl's shutdown mode (`fast`, or `immediate`:
+    /// a crash that skips the final checkpoint, as a power cut would).
+    public func stopDatabase(mode: String = "fast") throws {
         guard let state = loadState() else { return }
-        try Self.run(try postgresBin() + "/pg_ctl", ["-D", state.pgData, "-m", "fast", "-w", "stop"], asPostgres: true)
+        try Self.run(try postgresBin() + "/pg_ctl", ["-D", state.pgData, "-m", mode, "-w", "stop"], asPostgres: true)
     }
 
     public func status() -> [String] {

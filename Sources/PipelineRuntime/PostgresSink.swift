@@ -56,6 +56,25 @@ public struct CommitResult: Sendable {
     public var loaded = 0
     public var duplicates = 0
     public var deadLettered = 0
+    /// The server's WAL positions read at the start of the transaction (`pg_current_wal_insert_lsn()`,
+    /// `pg_current_wal_flush_lsn()`): every earlier commit of this connection ends at or before
+    /// `walInsertAtStart`, and everything up to `walFlushedAtStart` is on disk.
+    var walInsertAtStart: UInt64 = 0
+    var walFlushedAtStart: UInt64 = 0
+}
+
+/// The connection broke while COMMIT was on its way: the server may or may not have committed.
+/// `result` is what the transaction did if it did; the stored offsets tell which it was.
+struct CommitOutcomeUnknown: Error {
+    var result: CommitResult
+    var cause: PostgresError
+}
+
+/// A PostgreSQL `pg_lsn` (`16/B374D848`) as a number, for comparing WAL positions.
+func parseLSN(_ text: String?) -> UInt64 {
+    guard let text, let slash = text.firstIndex(of: "/"),
+          let high = UInt64(text[..<slash], radix: 16), let low = UInt64(text[text.index(after: slash)...], radix: 16) else { return 0 }
+    return high << 32 | low
 }
 
 /// This consumer no longer owns a partition it was about to commit: another member of the
@@ -138,10 +157,11 @@ public final class PostgresSink {
         try SchemaCheck.verify(sink: sink, on: conn)
     }
 
-    /// Reconnects after the server went away, with backoff; gives up after `maxWait` seconds.
-    func reconnect(maxWait: Double = 120, log: (String) -> Void) throws {
+    /// Reconnects after the server went away, with backoff (0.25 s doubling to 5 s), until
+    /// `deadline` (the sink's `retry_timeout_ms` after the connection was lost).
+    /// - Throws: `PostgresError` naming the retry window once it has passed, or on Ctrl-C.
+    func reconnect(until deadline: Date, log: (String) -> Void) throws {
         var delay = 0.25
-        let deadline = Date().addingTimeInterval(maxWait)
         while true {
             do {
                 conn = try PostgresConnection(url: url)
@@ -150,10 +170,65 @@ public final class PostgresSink {
                 log("reconnected to PostgreSQL")
                 return
             } catch let error as PostgresError {
-                if Date() > deadline || StopSignal.requested { throw error }
-                Thread.sleep(forTimeInterval: delay)
+                if StopSignal.requested { throw error }
+                let left = deadline.timeIntervalSinceNow
+                if left <= 0 {
+                    throw PostgresError("PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(sink.retryTimeoutMs) ms): \(error.message). "
+                        + "Every committed batch is safe; run again once the server is back to continue from the stored offsets.")
+                }
+                Thread.sleep(forTimeInterval: min(delay, left))
                 delay = min(delay * 2, 5)
             }
+        }
+    }
+
+    /// The stored next offset of each partition that this consumer still owns (after a
+    /// reconnect: what the server kept). Partitions claimed by another consumer meanwhile are
+    /// left out; -1 means "from the beginning".
+    func storedOffsets(_ partitions: [Int32]) throws -> [Int32: Int64] {
+        guard !partitions.isEmpty else { return [:] }
+        let rows = try conn.query(
+            "SELECT \"partition\", \"next_offset\", \"owner\" FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[])",
+            [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}"])
+        var offsets: [Int32: Int64] = [:]
+        for row in rows where row[2] == ownerToken {
+            if let p = Int32(row[0] ?? ""), let next = Int64(row[1] ?? "") { offsets[p] = next }
+        }
+        return offsets
+    }
+
+    /// Makes every batch committed so far durable. Batches commit with `synchronous_commit =
+    /// off`; a commit with it on flushes the WAL up to its own commit record, which lies after
+    /// all of them (PostgreSQL docs, "Asynchronous Commit"). The transaction touches this
+    /// consumer's offsets rows so that it writes WAL and so waits for the flush; holding no
+    /// partitions, it waits for the WAL writer to pass the current insert position instead.
+    func syncDurable() throws {
+        try withTransaction {
+            try conn.execute("SET LOCAL synchronous_commit = on")
+            let touched = try conn.query(
+                "UPDATE \(offsetsTable) SET \"updated_at\" = now() WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"owner\" = $3 RETURNING 1",
+                [sink.name, topic.name, ownerToken])
+            if !touched.isEmpty { return }
+            let target = parseLSN(try conn.query("SELECT pg_current_wal_insert_lsn()::text").first?[0] ?? nil)
+            let deadline = Date().addingTimeInterval(30)
+            while parseLSN(try conn.query("SELECT pg_current_wal_flush_lsn()::text").first?[0] ?? nil) < target {
+                if Date() > deadline { throw PostgresError("PostgreSQL did not flush its WAL within 30 s") }
+                Thread.sleep(forTimeInterval: 0.02)
+            }
+        }
+    }
+
+    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (on a
+    /// connection that is still there).
+    func withTransaction<T>(_ body: () throws -> T) throws -> T {
+        try conn.execute("BEGIN")
+        do {
+            let value = try body()
+            try conn.execute("COMMIT")
+            return value
+        } catch {
+            if conn.isConnected { try? conn.execute("ROLLBACK") }
+            throw error
         }
     }
 
@@ -161,7 +236,8 @@ public final class PostgresSink {
 
     /// Source numbers for record keys; used by the consumer thread while it decodes, on a
     /// connection of its own (the writer thread owns `conn`).
-    public private(set) lazy var sources = SourceRegistry(url: url, table: sourcesTable, source: sourceName, path: sourcePath)
+    public private(set) lazy var sources = SourceRegistry(url: url, table: sourcesTable, source: sourceName, path: sourcePath,
+                                                                retryTimeout: Double(sink.retryTimeoutMs) / 1000)
 
     // MARK: offsets
 
@@ -209,6 +285,8 @@ public final class PostgresSink {
     // MARK: writing
 
     /// Stores the batch: rows, dead letters and offsets in one transaction.
+    /// - Throws: `FencedError` when another consumer owns one of the batch's partitions;
+    ///   `CommitOutcomeUnknown` when the connection broke during COMMIT; `PostgresError` otherwise.
     public func commit(_ batch: RowBatch) throws -> CommitResult {
         var result = CommitResult()
         batchesCommitted += 1
@@ -216,11 +294,15 @@ public final class PostgresSink {
         let keyed = batch
         try conn.execute("BEGIN")
         do {
+            // The WAL positions ride along, so the writer learns which earlier (asynchronous)
+            // commits are on disk without another round trip.
             let owners = try conn.query(
-                "SELECT \"partition\", \"owner\" FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[]) FOR UPDATE",
+                "SELECT \"partition\", \"owner\", pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[]) FOR UPDATE",
                 [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}"])
             let lost = partitions.filter { p in !owners.contains { $0[0] == String(p) && $0[1] == ownerToken } }
             if !lost.isEmpty { throw FencedError(partitions: lost) }
+            result.walInsertAtStart = parseLSN(owners.first?[2] ?? nil)
+            result.walFlushedAtStart = parseLSN(owners.first?[3] ?? nil)
             StopSignal.crashIfAsked("during-copy", batch: batchesCommitted)
             var dead: [(RowOrigin, RejectedRecord)] = batch.rejected
             if !keyed.rowRanges.isEmpty {
@@ -246,7 +328,11 @@ public final class PostgresSink {
                 """, [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}",
                       "{" + partitions.map { String(batch.nextOffsets[$0]!) }.joined(separator: ",") + "}"])
             StopSignal.crashIfAsked("before-commit", batch: batchesCommitted)
-            try conn.execute("COMMIT")
+            do {
+                try conn.execute("COMMIT")
+            } catch let error as PostgresError where error.connectionLost {
+                throw CommitOutcomeUnknown(result: result, cause: error)
+            }
             StopSignal.crashIfAsked("after-commit", batch: batchesCommitted)
         } catch {
             if conn.isConnected { try? conn.execute("ROLLBACK") }
@@ -340,7 +426,11 @@ public final class SourceRegistry {
     var ids: [String: Int64] = [:]
     var last: (fingerprint: String, id: Int64)?
 
-    init(url: String, table: String, source: String, path: String) {
+    /// Seconds a lost connection is retried (the sink's `retry_timeout_ms`).
+    let retryTimeout: Double
+
+    init(url: String, table: String, source: String, path: String, retryTimeout: Double) {
+        self.retryTimeout = retryTimeout
         self.url = url
         self.table = table
         self.source = source
@@ -350,10 +440,12 @@ public final class SourceRegistry {
     func id(_ fingerprint: String) throws -> Int64 {
         if let last, last.fingerprint == fingerprint { return last.id }
         if let id = ids[fingerprint] { last = (fingerprint, id); return id }
-        var attempt = 0
+        var deadline: Date?
         while true {
             do {
                 if conn == nil || conn?.isConnected == false { conn = try PostgresConnection(url: url) }
+                // Autocommit with the server's default synchronous_commit: a source number is
+                // durable before any row carries it.
                 let rows = try conn!.query("""
                     INSERT INTO \(table) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
                     ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
@@ -363,10 +455,14 @@ public final class SourceRegistry {
                 ids[fingerprint] = id
                 last = (fingerprint, id)
                 return id
-            } catch let error as PostgresError where error.connectionLost && attempt < 60 {
-                attempt += 1
+            } catch let error as PostgresError where error.connectionLost {
+                let end = deadline ?? Date().addingTimeInterval(retryTimeout)
+                deadline = end
+                if Date() > end || StopSignal.requested {
+                    throw PostgresError("PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(Int(retryTimeout * 1000)) ms): \(error.message)")
+                }
                 conn = nil
-                Thread.sleep(forTimeInterval: 1)
+                Thread.sleep(forTimeInterval: 0.5)
             }
         }
     }

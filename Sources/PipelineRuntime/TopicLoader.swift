@@ -46,6 +46,11 @@ public final class TopicLoader {
         return settings
     }
 
+    /// Consumes until `options.until` is met, the idle time passes, or Ctrl-C; every stored row
+    /// is durable when it returns (the last commit waits for the WAL flush).
+    /// - Throws: `TopicIncarnationError` when the topic vanished or was re-created under a
+    ///   consumer that may not restart it; `KafkaError`; `PostgresError` once the sink's
+    ///   `retry_timeout_ms` has passed without a connection.
     public func run(url: String, sink existingSink: PostgresSink? = nil) throws -> LoadReport {
         guard let transform = flow.transforms.last, flow.transforms.count == 1 else {
             throw PostgresError("sink '\(flow.sink.name)': pipectl runs flows with exactly one transform between topic and sink")
@@ -72,6 +77,13 @@ public final class TopicLoader {
         var everAssigned = false
         var currentTopicID: String?
         var lastTopicCheck = Date()
+        /// Set while the broker does not know the topic (it vanished, or is being re-created).
+        var topicMissingSince: Date?
+        /// Group joins completed (assignment callbacks), and a lost-topic error waiting to be
+        /// thrown once the group is settled: Tansu keeps a member that leaves in the middle of a
+        /// join as the group's leader, which blocks every later consumer of the group.
+        var joinsCompleted = 0
+        var lostTopic: (error: TopicIncarnationError, joinsAtDetection: Int, detectedAt: Date)?
         let writer = BatchWriter(sink: sink, log: log)
         defer { writer.stop() }
         if let latencyLog {
@@ -81,11 +93,36 @@ public final class TopicLoader {
                 latencyLog.write(Data(committed.sentAtMicros.map { "\($0) \(now)\n" }.joined().utf8))
             }
         }
+        /// Records polled while the writer was busy (partitions paused), kept for afterwards.
+        var stash: [KafkaMessage] = []
+
+        /// Waits for the writer; after a lost PostgreSQL connection the partitions are read
+        /// again from the offsets the server kept, since a crash can lose commits that had
+        /// returned (they commit with `synchronous_commit = off`).
+        func drainWriter() throws {
+            do {
+                try writer.drain()
+            } catch let resync as ResyncNeeded {
+                try reposition(resync)
+            }
+        }
+        func reposition(_ resync: ResyncNeeded) throws {
+            batch.clear()
+            stash.removeAll()
+            let seeks = resync.offsets.filter { owned.contains($0.key) }
+            log(resync.description)
+            try consumer.seek(seeks)
+            writer.resumeAfterResync()
+        }
 
         consumer.onAssign = { partitions in
             everAssigned = true
-            // The writer shares the sink's connection: let it finish first.
-            try writer.drain()
+            joinsCompleted += 1
+            // The writer shares the sink's connection: let it finish first. A resync is moot
+            // here: the claim below reads the stored offsets again.
+            do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() }
+            batch.clear()
+            stash.removeAll()
             lastActivity = Date()
             if partitions.isEmpty {
                 // Nothing for us (more consumers than partitions, or the topic was missing when
@@ -113,6 +150,7 @@ public final class TopicLoader {
                 }
             }
             currentTopicID = topicID
+            topicMissingSince = nil
             let starts = try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
             owned = Set(partitions)
             lastActivity = Date()
@@ -126,8 +164,9 @@ public final class TopicLoader {
             // Batches handed over are stored (the partitions are still ours during the callback);
             // the one being built is dropped: the next owner reads it again.
             if !partitions.isEmpty { self.log("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
-            try? writer.drain()
+            do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() } catch {}
             batch.clear()
+            stash.removeAll()
             owned.removeAll()
         }
         try consumer.subscribe()
@@ -139,25 +178,62 @@ public final class TopicLoader {
             return until.offsets.allSatisfy { p, end in end <= 0 || (writer.stored(p) ?? 0) >= end }
         }
 
+        /// Compares the topic's incarnation with the one assigned. A topic that vanished or came
+        /// back under a new ID is an error for `consume` (its stored offsets cannot be trusted
+        /// against the new log); `run`, whose producer sends the file again, waits and rejoins.
+        func checkTopic() throws {
+            guard everAssigned, let assignedID = currentTopicID else { return }
+            let now: String?
+            do {
+                now = try admin.currentTopicID(topic.name)
+            } catch {
+                return  // broker unreachable: nothing to compare yet
+            }
+            if now == assignedID { topicMissingSince = nil; return }
+            guard options.restartOnNewTopic else {
+                if lostTopic != nil { return }
+                lostTopic = (TopicIncarnationError(message: now == nil
+                    ? "topic '\(topic.name)' (ID \(assignedID)) vanished while consuming (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
+                    : "topic '\(topic.name)' was deleted and created again while consuming (ID \(assignedID) -> \(now!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."),
+                    joinsCompleted, Date())
+                return
+            }
+            if let now {
+                log("topic \(topic.name) exists again (ID \(now)); joining the group again")
+                topicMissingSince = nil
+                try drainWriter()
+                try consumer.rejoin()
+                currentTopicID = now
+            } else if topicMissingSince == nil {
+                topicMissingSince = Date()
+                log("topic \(topic.name) vanished; waiting for it to be created again")
+            }
+        }
+
         /// Hands the batch to the writer. While the writer is busy for long (PostgreSQL away),
         /// the partitions are paused and the consumer keeps polling so it stays in the group;
         /// records arriving meanwhile are kept for afterwards.
-        var stash: [KafkaMessage] = []
         var submitWait = 0.0, idleSeconds = 0.0, idlePolls = 0
         func flush() throws {
             guard !batch.isEmpty else { return }
             var paused: [Int32] = []
             let began = Date()
-            defer { submitWait += Date().timeIntervalSince(began) }
-            while try !writer.submit(batch, timeout: 0.5) {
-                if paused.isEmpty, !owned.isEmpty {
-                    paused = Array(owned)
-                    consumer.pause(paused)
-                }
-                if case let .message(m) = try consumer.poll(timeoutMs: 0) { stash.append(m) }
+            defer {
+                submitWait += Date().timeIntervalSince(began)
+                if !paused.isEmpty { consumer.resume(paused) }
             }
-            if !paused.isEmpty { consumer.resume(paused) }
-            batch = RowBatch()
+            do {
+                while try !writer.submit(batch, timeout: 0.5) {
+                    if paused.isEmpty, !owned.isEmpty {
+                        paused = Array(owned)
+                        consumer.pause(paused)
+                    }
+                    if case let .message(m) = try consumer.poll(timeoutMs: 0) { stash.append(m) }
+                }
+                batch = RowBatch()
+            } catch let resync as ResyncNeeded {
+                try reposition(resync)
+            }
         }
 
         func add(_ message: KafkaMessage) throws {
@@ -178,8 +254,20 @@ public final class TopicLoader {
             if batch.count >= flow.sink.batchSize { try flush() }
         }
 
-        func result() throws -> LoadReport {
-            try writer.drain()
+        /// Stores what is in hand and waits until it is durable. False when a lost connection
+        /// sent the consumer back to read again (the caller goes on consuming).
+        func finish() throws -> Bool {
+            try flush()
+            do {
+                try writer.sync()
+            } catch let resync as ResyncNeeded {
+                try reposition(resync)
+                return false
+            }
+            return true
+        }
+
+        func result() -> LoadReport {
             if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
                 printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
                                    writer.busySeconds, submitWait, idlePolls, idleSeconds))
@@ -190,8 +278,20 @@ public final class TopicLoader {
         }
 
         let maxDelay = Double(flow.sink.maxDelayMs) / 1000
-        while !StopSignal.requested {
-            if done() { break }
+        while true {
+            // A lost topic stops `consume` once the group has settled (the join under way
+            // completed, or 10 s passed), so this member leaves the group cleanly.
+            if let lost = lostTopic, joinsCompleted > lost.joinsAtDetection || Date().timeIntervalSince(lost.detectedAt) > 10 {
+                try flush()
+                _ = try? writer.sync()
+                throw lost.error
+            }
+            if StopSignal.requested {
+                // Ctrl-C: store what is in hand; a resync now leaves the rest to the next run.
+                _ = try finish()
+                return result()
+            }
+            if done(), try finish(), done() { return result() }
             if !stash.isEmpty {
                 let waiting = stash
                 stash.removeAll()
@@ -208,32 +308,56 @@ public final class TopicLoader {
             case let .message(message):
                 lastActivity = Date()
                 try add(message)
+            case let .topicUnavailable(text):
+                // The broker does not know the topic: `run` waits for its producer to create it
+                // again; `consume` stops, unless it may restart a new incarnation.
+                if everAssigned, !options.restartOnNewTopic, lostTopic == nil {
+                    lostTopic = (TopicIncarnationError(message: "topic '\(topic.name)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."),
+                                 joinsCompleted, Date())
+                }
+                if topicMissingSince == nil {
+                    topicMissingSince = Date()
+                    log("topic \(topic.name) is not on the broker right now; waiting for it")
+                }
+                try flush()
             case .partitionEnd, .idle:
                 idlePolls += 1
                 idleSeconds += Date().timeIntervalSince(polled)
                 try flush()
-                if consumer.waitingForTopic, (try? admin.partitionCount(topic.name)) ?? nil != nil {
+                if (consumer.waitingForTopic || topicMissingSince != nil), (try? admin.partitionCount(topic.name)) ?? nil != nil {
+                    topicMissingSince = nil
+                    try drainWriter()
                     try consumer.rejoin()
-                } else if owned.isEmpty, everAssigned, Date().timeIntervalSince(lastTopicCheck) > 2 {
-                    // Holding nothing: if the topic came back as a new incarnation since the
-                    // group was balanced, the group does not know; join again.
-                    lastTopicCheck = Date()
-                    if let id = try? admin.topicID(topic.name), id != currentTopicID {
-                        log("topic \(topic.name) exists again (ID \(id)); joining the group again")
-                        try consumer.rejoin()
-                    }
                 }
                 // Idle time counts once partitions were assigned (a group can take a session
-                // timeout to hand over the partitions of a consumer that died).
+                // timeout to hand over the partitions of a consumer that died). Before exiting,
+                // the topic must still be the one consumed: idle exit never hides a lost topic.
                 if let idle = options.idleExit, everAssigned || Date().timeIntervalSince(lastActivity) > 60,
-                   Date().timeIntervalSince(lastActivity) > idle, writer.isIdle {
-                    return try result()
+                   Date().timeIntervalSince(lastActivity) > idle, writer.isIdle, topicMissingSince == nil, lostTopic == nil {
+                    guard everAssigned else {
+                        throw KafkaError("the consumer group '\(consumer.group)' did not complete a join in \(Int(Date().timeIntervalSince(lastActivity))) s, so nothing was consumed; is another member stuck in it? (with the embedded broker, `pipectl dev down && pipectl dev up` clears its groups)")
+                    }
+                    if everAssigned {
+                        let id: String?
+                        do {
+                            id = try admin.currentTopicID(topic.name)
+                        } catch {
+                            throw KafkaError("cannot confirm that topic '\(topic.name)' is still the one consumed after \(Int(idle)) s without records (\(error)); not reporting the load as complete")
+                        }
+                        if id != currentTopicID { try checkTopic(); continue }
+                    }
+                    if try finish() { return result() }
                 }
+            }
+            // Every 2 s, while consuming too: a topic re-created under us must not be read from
+            // the old incarnation's offsets, and one that came back must be joined again (the
+            // group does not notice a new incarnation by itself).
+            if Date().timeIntervalSince(lastTopicCheck) > 2 {
+                lastTopicCheck = Date()
+                try checkTopic()
             }
             if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
         }
-        try flush()
-        return try result()
     }
 }
 

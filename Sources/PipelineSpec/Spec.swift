@@ -131,6 +131,7 @@ public struct SinkSpec: Sendable {
     public var dbSchema: Located<String>?
     public var batchSize: Located<Int>?
     public var maxDelayMs: Located<Int>?
+    public var retryTimeoutMs: Located<Int>?
     public var mode: Located<String>?
     public var key: [Located<String>]
 }

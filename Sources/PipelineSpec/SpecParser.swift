@@ -23,7 +23,7 @@ public struct SpecParser: Sendable {
     static let columnKeys = ["name", "type", "nullable", "primary_key", "unique", "default", "description"]
     static let transformKeys = ["name", "from", "schema", "flatten", "rename", "drop", "casts", "defaults", "null_if"]
     static let castKeys = ["type", "on_error"]
-    static let sinkKeys = ["name", "from", "type", "url", "table", "db_schema", "batch_size", "max_delay_ms", "mode", "key"]
+    static let sinkKeys = ["name", "from", "type", "url", "table", "db_schema", "batch_size", "max_delay_ms", "retry_timeout_ms", "mode", "key"]
 
     /// Parses the spec at `path` and the schema files it references.
     public func parse(path: String) throws -> PipelineSpec {
@@ -234,6 +234,7 @@ public struct SpecParser: Sendable {
             dbSchema: f.string("db_schema", bag: &bag),
             batchSize: f.int("batch_size", min: 1, bag: &bag),
             maxDelayMs: f.int("max_delay_ms", min: 0, bag: &bag),
+            retryTimeoutMs: f.int("retry_timeout_ms", min: 0, bag: &bag),
             mode: f.string("mode", bag: &bag),
             key: f.strings("key", bag: &bag))
     }

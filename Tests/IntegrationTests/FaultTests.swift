@@ -47,6 +47,105 @@ final class FaultTests: XCTestCase {
         try assertExact("it_pgrestart", rows: 100_000)
     }
 
+    /// PostgreSQL crashes (`pg_ctl stop -m immediate`) at three moments of a `run`. Batches
+    /// commit with `synchronous_commit = off`, so each crash loses the last commits the server
+    /// had acknowledged (rows and offsets together); the consumer reads those partitions again
+    /// from the offsets the server kept, and the summary counts only durable rows.
+    func testPostgresCrashLosesNoAcknowledgedRows() throws {
+        let db = try TestStack.connect()
+        // Hold asynchronous commits in the WAL buffers for up to 10 s, so that a crash surely
+        // loses some that were acknowledged.
+        try db.execute("ALTER SYSTEM SET wal_writer_delay = '10s'")
+        _ = try db.query("SELECT pg_reload_conf()")
+        defer {
+            if let db = try? TestStack.connect() {
+                try? db.execute("ALTER SYSTEM RESET wal_writer_delay")
+                _ = try? db.query("SELECT pg_reload_conf()")
+            }
+        }
+        var p = try TestPipeline("it_pgcrash", csv: repeatedHousingCSV(200_000))
+        p.sourceBatch = 1000
+        p.sinkBatch = 2000
+        try p.write()
+        let run = try startPipectl(["run", p.specPath])
+        defer { run.kill9() }
+        for threshold in [10_000, 60_000, 120_000] {
+            waitFor("\(threshold) rows", timeout: 120) { rowCount("it_pgcrash") >= threshold }
+            try TestStack.stack!.stopDatabase(mode: "immediate")
+            sleep(2)
+            _ = try TestStack.stack!.up(log: { _ in })
+        }
+        guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
+        let output = run.output()
+        XCTAssertEqual(run.process.terminationStatus, 0, output)
+        XCTAssertTrue(output.contains("PostgreSQL lost commits in its crash; reading again: partition 0 from offset"), output)
+        XCTAssertTrue(output.contains("rows loaded:        200000\n"), output)
+        XCTAssertTrue(output.contains("already loaded:     0 "), output)
+        XCTAssertTrue(output.contains("reconciled:         yes"), output)
+        try assertExact("it_pgcrash", rows: 200_000)
+        let offsets = try TestStack.connect().int("SELECT \"next_offset\" FROM \"pipectl\".\"it_pgcrash__offsets\"")
+        XCTAssertEqual(offsets, 200_000)
+    }
+
+    /// PostgreSQL away for longer than the sink's `retry_timeout_ms`: the consumer says once how
+    /// long it keeps trying, then stops with an error naming the setting; nothing is lost.
+    func testPostgresDownLongerThanRetryTimeoutStopsWithTheSetting() throws {
+        var p = try TestPipeline("it_pgwindow", csv: repeatedHousingCSV(150_000))
+        p.sourceBatch = 1000
+        p.sinkBatch = 500
+        p.sinkExtra = ", retry_timeout_ms: 3000"
+        try p.write()
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "5"])
+        defer { consumer.kill9() }
+        waitFor("the first rows") { rowCount("it_pgwindow") > 2_000 }
+        try TestStack.stack!.stopDatabase()
+        let stopped = Date()
+        guard consumer.wait(timeout: 60) else {
+            _ = try TestStack.stack!.up(log: { _ in })
+            return XCTFail("consumer did not give up: \(consumer.output())")
+        }
+        let waited = Date().timeIntervalSince(stopped)
+        _ = try TestStack.stack!.up(log: { _ in })
+        let output = consumer.output()
+        XCTAssertEqual(consumer.process.terminationStatus, 1, output)
+        XCTAssertLessThan(waited, 20, output)
+        XCTAssertTrue(output.contains("reconnecting for up to 3 s more (retry_timeout_ms)"), output)
+        XCTAssertTrue(output.contains("error: PostgreSQL unreachable for longer than the sink's retry_timeout_ms (3000 ms)"), output)
+        // What was committed stays; a second consume finishes the load exactly.
+        let again = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
+        XCTAssertEqual(again.status, 0, again.output)
+        try assertExact("it_pgwindow", rows: 150_000)
+    }
+
+    /// The broker restarted under a running `consume --idle-exit`: the in-memory topic is gone,
+    /// and the consumer stops with that error instead of idling out with exit status 0.
+    func testConsumeStopsWhenTheTopicVanishesUnderIt() throws {
+        var p = try TestPipeline("it_topicgone", csv: repeatedHousingCSV(100_000))
+        p.sourceBatch = 1000
+        p.sinkBatch = 500
+        try p.write()
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "20"])
+        defer { consumer.kill9() }
+        waitFor("the first rows") { rowCount("it_topicgone") > 2_000 }
+        try TestStack.stack!.stopBroker()
+        sleep(1)
+        _ = try TestStack.stack!.up(log: { _ in })
+        guard consumer.wait(timeout: 60) else { return XCTFail("consumer did not stop: \(consumer.output())") }
+        let output = consumer.output()
+        XCTAssertEqual(consumer.process.terminationStatus, 1, output)
+        XCTAssertTrue(output.contains("error: topic 'it_topicgone-data'"), output)
+        XCTAssertTrue(output.contains("vanished while consuming"), output)
+        XCTAssertFalse(output.contains("Consumed "), output)
+        // Re-sent and consumed with --restart-on-new-topic: exact.
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        let healed = try pipectl(["consume", p.specPath, "--idle-exit", "5", "--restart-on-new-topic"])
+        XCTAssertEqual(healed.status, 0, healed.output)
+        XCTAssertTrue(healed.output.contains("Consumed 100000 records"), healed.output)
+        try assertExact("it_topicgone", rows: 100_000)
+    }
+
     /// A broker restart loses the in-memory topic. `consume` notices that its stored offsets
     /// belong to another incarnation and stops with a clear error instead of skipping data;
     /// `run`, which owns the producer, re-sends and ends exact.
