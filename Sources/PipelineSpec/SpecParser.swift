@@ -54,6 +54,13 @@ public struct SpecParser: Sendable {
 
     static func describe(_ error: Error, path: String? = nil) -> String {
         if let path {
+            // Foundation reports a symlink loop as a generic error 256 and a dangling link as
+            // "no such file"; stat tells them apart.
+            var info = stat(), link = stat()
+            if stat(path, &info) != 0 {
+                if errno == ELOOP { return "it is a symlink loop" }
+                if errno == ENOENT, lstat(path, &link) == 0 { return "it is a symlink to a file that does not exist" }
+            }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
                 return "it is a folder, not a file"

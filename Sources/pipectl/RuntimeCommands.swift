@@ -4,6 +4,7 @@ import KafkaAdapter
 import PipelineCompiler
 import PipelineRuntime
 import PostgresAdapter
+import RecordFormats
 
 /// The front half of the commands that talk to Kafka: compile the spec, check the loaded
 /// librdkafka and, for long-running ones, let Ctrl-C / SIGTERM finish the current batch.
@@ -12,6 +13,18 @@ func compileForKafka(_ spec: SpecArgument, handleSignals: Bool = true) throws ->
     try KafkaLibrary.checkVersion()
     if handleSignals { StopSignal.install() }
     return pipeline
+}
+
+/// Every CSV source exists, is a regular file and is readable: checked before any topic is
+/// created or any row sent, so a folder or a symlink loop is one line, not a half-made run.
+func checkSourcesReadable(_ pipeline: Pipeline) throws {
+    for source in pipeline.sources {
+        do {
+            try SourceFile.checkReadable(source.resolvedPath)
+        } catch let error as SourceFile.Unreadable {
+            throw ValidationError("source '\(source.name)': \(error)")
+        }
+    }
 }
 
 struct Run: ParsableCommand {
@@ -23,6 +36,7 @@ struct Run: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let pipeline = try compileForKafka(spec)
+            try checkSourcesReadable(pipeline)
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
             for s in summaries { print(PipelineRunner.format(s)) }
         }
@@ -51,6 +65,7 @@ struct Produce: ParsableCommand {
     func run() throws {
         try reportingErrors {
             let pipeline = try compileForKafka(spec)
+            try checkSourcesReadable(pipeline)
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
