@@ -10,15 +10,21 @@ import Foundation
 public struct ProjectFolder: Sendable, Equatable {
     /// Absolute, symlinks resolved.
     public var path: String
+    /// The folder as the user would write it (`.` for `pipelines/x.yaml`), for messages.
+    public var shownAs: String
 
     /// The project of the spec at `specFile` (relative to the working directory or absolute).
     public init(containingSpec specFile: String) {
         let directory = (Self.absolute(specFile) as NSString).deletingLastPathComponent
         let parent = (directory as NSString).deletingLastPathComponent
         path = Self.real(parent.isEmpty ? "/" : parent)
+        shownAs = SpecParser.join((specFile as NSString).deletingLastPathComponent, "..")
     }
 
-    public init(path: String) { self.path = Self.real(Self.absolute(path)) }
+    public init(path: String) {
+        self.path = Self.real(Self.absolute(path))
+        shownAs = path
+    }
 
     /// Whether `file` (as the spec resolved it) is inside the project once `..` and symlinks are
     /// followed. A file that does not exist yet is judged by its text.

@@ -127,7 +127,7 @@ public struct SpecParser: Sendable {
     /// Refuses a path outside the project unless the caller allowed it; true when it may be read.
     func checkInsideProject(_ full: String, what: String, project: ProjectFolder, at location: SourceLocation, bag: inout DiagnosticBag) -> Bool {
         guard !allowOutsideProject, !project.contains(full) else { return true }
-        bag.error("\(what) '\(Excerpt.quoted(full, limit: 200))' is outside the project folder '\(Excerpt.quoted(project.path, limit: 200))'; pass \(Self.outsideProjectFlag) to read it",
+        bag.error("\(what) '\(Excerpt.quoted(full, limit: 200))' is outside the project folder '\(Excerpt.quoted(project.shownAs, limit: 200))'; pass \(Self.outsideProjectFlag) to read it",
                   at: location)
         return false
     }
