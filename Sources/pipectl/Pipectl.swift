@@ -46,7 +46,10 @@ func reportingErrors(_ body: () throws -> Void) throws {
     } catch let error as CleanExit {
         throw error
     } catch {
-        printError("error: \(error)")
+        // Errors quote paths and names the user or a spec supplied: no raw control characters
+        // reach the terminal (line structure kept).
+        let text = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { Excerpt.escaped(String($0)) }.joined(separator: "\n")
+        printError("error: \(text)")
         throw ExitCode(1)
     }
 }

@@ -230,7 +230,7 @@ enum LivePlan {
             let url = try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment)
             let conn = try PostgresConnection(url: url)
             for change in try SchemaCheck.diff(sink: sink, on: conn) {
-                print("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)")
+                print(GeneratedText.comment("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)"))
             }
         }
     }
