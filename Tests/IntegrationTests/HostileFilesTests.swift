@@ -73,4 +73,24 @@ final class HostileFilesTests: XCTestCase {
     func testADeviceIsNotACSV() throws {
         try assertOneError(["infer", "/dev/zero"], "error: /dev/zero: is not a regular file (a pipe, socket or device)")
     }
+
+    /// The path is the user's, but a terminal escape in it is still printed escaped.
+    func testAPathWithATerminalEscapeIsPrintedEscaped() throws {
+        try FileManager.default.createDirectory(atPath: dir + "/data/e\u{1B}[31m", withIntermediateDirectories: true)
+        try assertOneError(["infer", "data/e\u{1B}[31m"], #"error: data/e\u001B[31m: is a folder, not a file"#)
+    }
+
+    /// `init` may read a CSV outside the project (the user named it); its next step says that
+    /// the generated spec then needs the opt-in.
+    func testInitWithACSVOutsideTheProjectSaysSo() throws {
+        try "a,b\n1,2\n".write(toFile: dir + "/data/outside.csv", atomically: true, encoding: .utf8)
+        let result = try run(["init", "x", "--csv", "data/outside.csv", "--project", "proj"])
+        XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
+        XCTAssertEqual(result.stdoutLines.last, "next: pipectl plan proj/pipelines/x.yaml --allow-outside-project")
+        let refused = try run(["validate", "proj/pipelines/x.yaml"])
+        XCTAssertEqual(refused.stderrLines, [
+            "proj/pipelines/x.yaml:8:11: error: source file 'data/outside.csv' is outside the project folder 'proj'; pass --allow-outside-project to read it",
+        ])
+        XCTAssertEqual(try run(["validate", "proj/pipelines/x.yaml", "--allow-outside-project"]).stdoutLines, ["ok"])
+    }
 }
