@@ -114,7 +114,7 @@ public struct SchemaInference {
         let idName = free(["id", "row_id", "pipectl_id"])
         let loadedName = free(["loaded_at", "pipectl_loaded_at"])
         var out = """
-        # Inferred by `pipectl init` from \(csv); review the types before loading.
+        # Inferred by `pipectl init` from \(yamlComment(csv)); review the types before loading.
         version: 1
         name: \(name)
         columns:
@@ -129,15 +129,16 @@ public struct SchemaInference {
         return out
     }
 
-    static func yamlComment(_ s: String) -> String {
-        s.replacingOccurrences(of: "\n", with: " ").replacingOccurrences(of: "\r", with: " ")
-    }
+    /// A header cell for a `# header:` comment. YAML ends a comment at any line break, and
+    /// U+2028, U+2029 and U+0085 are line breaks too: escaping only `\n` and `\r` let a header
+    /// add columns to the schema. Every line break and control character is escaped.
+    static func yamlComment(_ s: String) -> String { GeneratedText.comment(s) }
 
     /// `pipelines/NAME.yaml` loading the CSV into table NAME.
     public static func pipelineYAML(name: String, csvPath: String, delimiter: UInt8, columns: [InferredColumn]) -> String {
         let delim = delimiter == UInt8(ascii: ",") ? "\",\"" : yamlQuoted(String(decoding: [delimiter], as: UTF8.self))
         return """
-        # Made by `pipectl init`: loads \(csvPath) into table \(name).
+        # Made by `pipectl init`: loads \(yamlComment(csvPath)) into table \(name).
         version: 1
         name: \(name)
 
@@ -174,7 +175,9 @@ public struct SchemaInference {
         """
     }
 
+    /// A YAML double-quoted scalar; line breaks and control characters become YAML escapes
+    /// (`\n`, `\uXXXX`), so the value stays on its line.
     static func yamlQuoted(_ s: String) -> String {
-        "\"" + s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"") + "\""
+        "\"" + GeneratedText.comment(s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")) + "\""
     }
 }

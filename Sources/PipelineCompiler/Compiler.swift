@@ -62,6 +62,9 @@ public struct Compiler: Sendable {
                 spec.sources.map { (.source, $0.name) } + spec.topics.map { (.topic, $0.name) }
                 + spec.transforms.map { (.transform, $0.name) } + spec.sinks.map { (.sink, $0.name) }
             for (kind, name) in all where !name.value.isEmpty {
+                // Stage names end up in comments of generated SQL and Swift, in the plan and in
+                // bookkeeping rows: a carriage return there once ran `DROP TABLE` under psql.
+                checkPrintable(name, what: "\(kind.rawValue) name")
                 if let first = stageNames[name.value] {
                     bag.error("duplicate name '\(name.value)': \(first.kind.rawValue) '\(name.value)' is already defined at \(first.location)",
                               at: name.location)
@@ -107,9 +110,18 @@ public struct Compiler: Sendable {
             if name.value.isEmpty {
                 bag.error("\(what) name must not be empty", at: name.location)
             } else if name.value.utf8.count > 63 {
-                bag.error("\(what) name '\(name.value)' is \(name.value.utf8.count) bytes; PostgreSQL allows 63", at: name.location)
-            } else if name.value.unicodeScalars.contains(where: { $0.value < 0x20 || $0.value == 0x7F }) {
-                bag.error("\(what) name '\(name.value)' contains a control character", at: name.location)
+                bag.error("\(what) name '\(Excerpt.quoted(name.value, limit: 70))' is \(name.value.utf8.count) bytes; PostgreSQL allows 63", at: name.location)
+            } else {
+                checkPrintable(name, what: "\(what) name")
+            }
+        }
+
+        /// No control characters (C0, DEL, C1) and no Unicode line or paragraph separator: each
+        /// is a line break or an escape somewhere a name is written (YAML, SQL comments, a
+        /// terminal). The message shows the name escaped, never raw.
+        mutating func checkPrintable(_ name: Located<String>, what: String) {
+            if name.value.unicodeScalars.contains(where: Excerpt.isUnsafe) {
+                bag.error("\(what) '\(Excerpt.quoted(name.value))' contains a control character or line break", at: name.location)
             }
         }
 
@@ -121,6 +133,9 @@ public struct Compiler: Sendable {
                 return nil
             }
         }
+
+        /// PostgreSQL's limit on the columns of a table.
+        static let maxTableColumns = 1600
 
         static let defaultFunctions = ["current_timestamp", "current_date", "current_time", "localtimestamp", "now()", "gen_random_uuid()"]
 
@@ -205,6 +220,13 @@ public struct Compiler: Sendable {
             checkIdentifier(s.name, what: "schema")
             if s.columns.isEmpty, !s.name.value.isEmpty {
                 bag.error("schema '\(s.name.value)' has no columns", at: s.name.location)
+            }
+            // PostgreSQL refuses a table with more (MaxHeapAttributeNumber); pipectl adds its
+            // record-id column, so the schema may have one fewer. Say so now, not at run time.
+            let maxColumns = Self.maxTableColumns - 1
+            if s.columns.count > maxColumns {
+                bag.error("schema '\(Excerpt.quoted(s.name.value))' has \(s.columns.count) columns; PostgreSQL allows \(Self.maxTableColumns) per table and pipectl adds one (\(Sink.recordColumn)), so at most \(maxColumns)",
+                          at: s.name.location)
             }
             var seen: [String: Located<String>] = [:]
             var columns: [Column] = []

@@ -16,8 +16,20 @@ public enum SQL {
 
 /// The DDL `plan` shows and `run` applies: each statement idempotent (`IF NOT EXISTS`).
 public enum DDL {
-    /// `CREATE TABLE` for a sink's target table plus its indexes.
+    /// Everything a sink's table needs, in the order it is applied: its database schema (unless
+    /// `public`), the table, then its indexes.
     public static func table(for sink: Sink) -> [String] {
+        schema(for: sink) + [createTable(for: sink)] + indexes(for: sink)
+    }
+
+    /// `CREATE SCHEMA IF NOT EXISTS "sales"` for a sink's `db_schema`; nothing for `public`,
+    /// which every database has.
+    public static func schema(for sink: Sink) -> [String] {
+        sink.dbSchema == "public" ? [] : ["CREATE SCHEMA IF NOT EXISTS \(SQL.quote(sink.dbSchema));"]
+    }
+
+    /// `CREATE TABLE IF NOT EXISTS` with every column and pipectl's record-id column.
+    public static func createTable(for sink: Sink) -> String {
         let schema = sink.schema
         let pk = schema.primaryKey
         var lines: [String] = schema.columns.map { c in
@@ -34,13 +46,19 @@ public enum DDL {
         if pk.count > 1 { lines.append("    PRIMARY KEY (\(pk.map { SQL.quote($0.name) }.joined(separator: ", ")))") }
         // The record id (source number << 40 | ordinal) that makes re-sent records harmless.
         lines.append("    \(SQL.quote(Sink.recordColumn)) bigint")
+        return "CREATE TABLE IF NOT EXISTS \(SQL.qualified(sink.dbSchema, sink.table)) (\n\(lines.joined(separator: ",\n"))\n);"
+    }
+
+    /// The unique index on the record id (insert mode) and the index on the sink's key. On a
+    /// table that existed before, they need the columns added first (`SchemaCheck`).
+    public static func indexes(for sink: Sink) -> [String] {
         let target = SQL.qualified(sink.dbSchema, sink.table)
-        var statements = ["CREATE TABLE IF NOT EXISTS \(target) (\n\(lines.joined(separator: ",\n"))\n);"]
+        var statements: [String] = []
         if sink.mode == .insert {
             statements.append(
                 "CREATE UNIQUE INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "record"))) ON \(target) (\(SQL.quote(Sink.recordColumn)));")
         }
-        if !sink.key.isEmpty, sink.key != pk.map(\.name) {
+        if !sink.key.isEmpty, sink.key != sink.schema.primaryKey.map(\.name) {
             let unique = sink.mode == .upsert ? "UNIQUE " : ""
             statements.append(
                 "CREATE \(unique)INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "key"))) ON \(target) (\(sink.key.map(SQL.quote).joined(separator: ", ")));")

@@ -63,24 +63,29 @@ public struct Plan: Codable, Sendable, Equatable {
         }
     }
 
-    /// The human-readable plan.
+    /// The human-readable plan. Every name and path is escaped (`GeneratedText.comment`): the
+    /// plan goes to a terminal, where a raw control character is an instruction.
     public var text: String {
-        var out = "Pipeline '\(pipeline)' (\(file))\n\nStages (topological order):\n"
+        let e = GeneratedText.comment
+        var out = "Pipeline '\(e(pipeline))' (\(e(file)))\n\nStages (topological order):\n"
         let kindWidth = stages.map(\.kind.rawValue.count).max() ?? 0
-        let nameWidth = stages.map(\.name.count).max() ?? 0
+        let nameWidth = stages.map { e($0.name).count }.max() ?? 0
         for (i, stage) in stages.enumerated() {
             let kind = stage.kind.rawValue.padding(toLength: kindWidth, withPad: " ", startingAt: 0)
-            let name = stage.name.padding(toLength: nameWidth, withPad: " ", startingAt: 0)
-            let inputs = stage.inputs.isEmpty ? "" : "<- \(stage.inputs.joined(separator: ", "))  "
-            out += "  \(i + 1). \(kind)  \(name)  \(inputs)\(stage.detail)\n"
+            let name = e(stage.name).padding(toLength: nameWidth, withPad: " ", startingAt: 0)
+            let inputs = stage.inputs.isEmpty ? "" : "<- \(stage.inputs.map(e).joined(separator: ", "))  "
+            out += "  \(i + 1). \(kind)  \(name)  \(inputs)\(e(stage.detail))\n"
         }
         out += "\nTopics to create if missing:\n"
         if topics.isEmpty { out += "  (none)\n" }
         for t in topics {
-            out += "  \(t.name)  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(t.format) key=\(t.key.joined(separator: "+")) brokers=\(t.brokers)\n"
+            out += "  \(e(t.name))  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(e(t.format)) key=\(e(t.key.joined(separator: "+"))) brokers=\(e(t.brokers))\n"
         }
         out += "\nDDL (each statement idempotent):\n"
-        out += ddl.joined(separator: "\n") + "\n"
+        // Statements span lines on purpose; the names in them were refused at validate if they
+        // held control characters, so only the line structure is kept and each line escaped.
+        out += ddl.map { $0.split(separator: "\n", omittingEmptySubsequences: false).map { e(String($0)) }.joined(separator: "\n") }
+            .joined(separator: "\n") + "\n"
         return out
     }
 }

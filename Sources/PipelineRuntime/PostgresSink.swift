@@ -148,13 +148,14 @@ public final class PostgresSink {
             // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
             // concurrent create of the same schema.
             try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
-            for statement in DDL.all(for: pipeline) { try conn.execute(statement) }
+            for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
+            // Compare first, then change: an existing table gets its columns before its indexes.
+            for each in pipeline.sinks { try SchemaCheck.apply(sink: each, on: conn) }
             try conn.execute("COMMIT")
         } catch {
             try? conn.execute("ROLLBACK")
             throw error
         }
-        try SchemaCheck.verify(sink: sink, on: conn)
     }
 
     /// Reconnects after the server went away, with backoff (0.25 s doubling to 5 s), until

@@ -55,18 +55,24 @@ public enum SchemaCheck {
         return changes.isEmpty ? [.matches] : changes
     }
 
-    /// Applies the safe changes (nullable columns) and refuses incompatible ones.
-    public static func verify(sink: Sink, on conn: PostgresConnection) throws {
+    /// Brings a sink's table to what `plan --live` promised, in its order: incompatible
+    /// differences are refused before anything changes; then the database schema and the table
+    /// are created, or the missing nullable columns added; the indexes come last, because on a
+    /// table made by hand they index a column (`_pipectl_record`) that only now exists.
+    /// Runs inside the caller's transaction, so a failure leaves the database as it was.
+    public static func apply(sink: Sink, on conn: PostgresConnection) throws {
         let changes = try diff(sink: sink, on: conn)
         let refused = changes.compactMap { if case let .incompatible(r) = $0 { return r } else { return nil } }
         if !refused.isEmpty {
             throw PostgresError("table \(SQL.qualified(sink.dbSchema, sink.table)) does not fit sink '\(sink.name)': \(refused.joined(separator: "; "))")
         }
+        for statement in DDL.schema(for: sink) { try conn.execute(statement) }
+        if changes.contains(.createTable) {
+            try conn.execute(DDL.createTable(for: sink))
+        }
         for case let .addColumn(name, type) in changes {
             try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
         }
-        if changes.contains(where: { if case .addColumn(Sink.recordColumn, _) = $0 { return true } else { return false } }), sink.mode == .insert {
-            for statement in DDL.table(for: sink).dropFirst() { try conn.execute(statement) }
-        }
+        for statement in DDL.indexes(for: sink) { try conn.execute(statement) }
     }
 }

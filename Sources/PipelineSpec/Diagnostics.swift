@@ -36,9 +36,12 @@ public struct Diagnostic: Hashable, Sendable, CustomStringConvertible {
         Diagnostic(.error, at: location, message)
     }
 
+    /// One line, whatever the spec held: a name or path with a line break, a terminal escape or
+    /// a NEL in it is shown escaped (`\r`, `\u001B`), never sent raw to the terminal.
     public var description: String {
-        if let location { return "\(location): \(severity.rawValue): \(message)" }
-        return "\(severity.rawValue): \(message)"
+        let text = Excerpt.escaped(message)
+        if let location { return "\(Excerpt.escaped(location.description)): \(severity.rawValue): \(text)" }
+        return "\(severity.rawValue): \(text)"
     }
 }
 

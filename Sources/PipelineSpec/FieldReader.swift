@@ -21,8 +21,16 @@ struct FieldReader {
             let hint = pair.key.value.hasSuffix(")") && !pair.key.value.contains("(")
                 ? "; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\""
                 : Suggest.hint(for: pair.key.value, in: allowed)
-            bag.error("unknown key '\(pair.key.value)' in \(context)\(hint)", at: pair.key.location)
+            // The key may be a whole line of some other file: show a short, escaped excerpt.
+            bag.error("unknown key '\(Excerpt.quoted(pair.key.value))' in \(context)\(hint)", at: pair.key.location)
         }
+    }
+
+    /// Whether `tree` is a mapping with at least one of `keys`: tells a file of the expected
+    /// kind with mistakes in it from a file of another kind altogether.
+    static func looksLike(_ tree: YAMLTree, anyOf keys: [String]) -> Bool {
+        guard case let .mapping(pairs, _) = tree else { return false }
+        return pairs.contains { keys.contains($0.key.value) }
     }
 
     subscript(key: String) -> YAMLTree? {

@@ -6,14 +6,22 @@ public struct SpecParser: Sendable {
     public var environment: [String: String]
     /// Reads a file by path; replaceable so tests can feed specs from memory.
     public var readFile: @Sendable (String) throws -> String
+    /// Lets schema and source paths leave the spec's project folder (`--allow-outside-project`);
+    /// off, so a spec from an untrusted place cannot make pipectl read other files.
+    public var allowOutsideProject: Bool
 
     public init(
         environment: [String: String] = ProcessInfo.processInfo.environment,
+        allowOutsideProject: Bool = false,
         readFile: @escaping @Sendable (String) throws -> String = { try String(contentsOfFile: $0, encoding: .utf8) }
     ) {
         self.environment = environment
+        self.allowOutsideProject = allowOutsideProject
         self.readFile = readFile
     }
+
+    /// The flag that lifts the project-folder check, as named in messages.
+    public static let outsideProjectFlag = "--allow-outside-project"
 
     static let topKeys = ["version", "name", "description", "sources", "topics", "schemas", "transforms", "sinks"]
     static let sourceKeys = ["name", "type", "path", "header", "delimiter", "quote", "null", "batch_size", "rate_limit"]
@@ -46,6 +54,13 @@ public struct SpecParser: Sendable {
 
     static func describe(_ error: Error, path: String? = nil) -> String {
         if let path {
+            // Foundation reports a symlink loop as a generic error 256 and a dangling link as
+            // "no such file"; stat tells them apart.
+            var info = stat(), link = stat()
+            if stat(path, &info) != 0 {
+                if errno == ELOOP { return "it is a symlink loop" }
+                if errno == ENOENT, lstat(path, &link) == 0 { return "it is a symlink to a file that does not exist" }
+            }
             var isDirectory: ObjCBool = false
             if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory), isDirectory.boolValue {
                 return "it is a folder, not a file"
@@ -59,8 +74,14 @@ public struct SpecParser: Sendable {
     func parse(text: String, file: String, bag: inout DiagnosticBag) -> PipelineSpec? {
         let start = SourceLocation(file: file, line: 1, column: 1)
         guard let tree = YAMLTree.parse(text, file: file, environment: environment, diagnostics: &bag) else { return nil }
+        // Not a spec at all (a CSV, a password file): one line instead of one per line of it.
+        if case .mapping = tree, !FieldReader.looksLike(tree, anyOf: Self.topKeys) {
+            bag.error("this is not a pipectl pipeline spec: none of \(Self.topKeys.joined(separator: ", ")) at the top level", at: start)
+            return nil
+        }
         guard let top = FieldReader(tree, context: "the pipeline spec", allowed: Self.topKeys, bag: &bag) else { return nil }
         let directory = (file as NSString).deletingLastPathComponent
+        let project = ProjectFolder(containingSpec: file)
 
         let version = top.int("version", bag: &bag)
         if version == nil, top["version"] == nil { top.missing("version", bag: &bag) }
@@ -69,9 +90,9 @@ public struct SpecParser: Sendable {
         }
         let name = requiredName(top, kind: "pipeline", bag: &bag) ?? Located("", at: start)
 
-        let sources = top.list("sources", bag: &bag).compactMap { parseSource($0, bag: &bag) }
+        let sources = top.list("sources", bag: &bag).compactMap { parseSource($0, directory: directory, project: project, bag: &bag) }
         let topics = top.list("topics", bag: &bag).compactMap { parseTopic($0, bag: &bag) }
-        let schemas = top.list("schemas", bag: &bag).compactMap { parseSchemaReference($0, directory: directory, bag: &bag) }
+        let schemas = top.list("schemas", bag: &bag).compactMap { parseSchemaReference($0, directory: directory, project: project, bag: &bag) }
         let transforms = top.list("transforms", bag: &bag).compactMap { parseTransform($0, bag: &bag) }
         let sinks = top.list("sinks", bag: &bag).compactMap { parseSink($0, bag: &bag) }
 
@@ -98,12 +119,20 @@ public struct SpecParser: Sendable {
     private func context(_ kind: String, _ tree: YAMLTree) -> String {
         if case let .mapping(pairs, _) = tree, let n = pairs.first(where: { $0.key.value == "name" }),
            case let .scalar(text, _, _) = n.value {
-            return "\(kind) '\(text)'"
+            return "\(kind) '\(Excerpt.quoted(text))'"
         }
         return kind
     }
 
-    func parseSource(_ tree: YAMLTree, bag: inout DiagnosticBag) -> SourceSpec? {
+    /// Refuses a path outside the project unless the caller allowed it; true when it may be read.
+    func checkInsideProject(_ full: String, what: String, project: ProjectFolder, at location: SourceLocation, bag: inout DiagnosticBag) -> Bool {
+        guard !allowOutsideProject, !project.contains(full) else { return true }
+        bag.error("\(what) '\(Excerpt.quoted(full, limit: 200))' is outside the project folder '\(Excerpt.quoted(project.shownAs, limit: 200))'; pass \(Self.outsideProjectFlag) to read it",
+                  at: location)
+        return false
+    }
+
+    func parseSource(_ tree: YAMLTree, directory: String = "", project: ProjectFolder? = nil, bag: inout DiagnosticBag) -> SourceSpec? {
         guard let f = FieldReader(tree, context: context("source", tree), allowed: Self.sourceKeys, bag: &bag) else { return nil }
         let name = itemName(f, bag: &bag)
         if let type = f.string("type", required: true, bag: &bag), type.value != "csv" {
@@ -111,6 +140,9 @@ public struct SpecParser: Sendable {
                       at: type.location)
         }
         var csv = CSVSourceSpec(path: f.string("path", required: true, bag: &bag) ?? Located("", at: f.location))
+        if let project, !csv.path.value.isEmpty {
+            _ = checkInsideProject(Self.join(directory, csv.path.value), what: "source file", project: project, at: csv.path.location, bag: &bag)
+        }
         csv.header = f.bool("header", bag: &bag)?.value ?? true
         csv.delimiter = f.string("delimiter", bag: &bag)
         csv.quote = f.string("quote", bag: &bag)
@@ -142,10 +174,11 @@ public struct SpecParser: Sendable {
     }
 
     /// `- ../schemas/housing.yaml` (a file, relative to the spec) or an inline schema mapping.
-    func parseSchemaReference(_ tree: YAMLTree, directory: String, bag: inout DiagnosticBag) -> SchemaSpec? {
+    func parseSchemaReference(_ tree: YAMLTree, directory: String, project: ProjectFolder? = nil, bag: inout DiagnosticBag) -> SchemaSpec? {
         switch tree {
         case let .scalar(path, _, loc):
             let full = Self.join(directory, path)
+            if let project, !checkInsideProject(full, what: "schema file", project: project, at: loc, bag: &bag) { return nil }
             let text: String
             do {
                 text = try readFile(full)
@@ -156,7 +189,7 @@ public struct SpecParser: Sendable {
             guard let schemaTree = YAMLTree.parse(text, file: full, environment: environment, diagnostics: &bag) else {
                 return nil
             }
-            return parseSchema(schemaTree, file: full, referencedAt: loc, bag: &bag)
+            return parseSchema(schemaTree, file: full, referencedAt: loc, fromFile: true, bag: &bag)
         case .mapping:
             return parseSchema(tree, file: tree.location.file, referencedAt: tree.location, bag: &bag)
         case .sequence:
@@ -165,7 +198,14 @@ public struct SpecParser: Sendable {
         }
     }
 
-    func parseSchema(_ tree: YAMLTree, file: String, referencedAt: SourceLocation, bag: inout DiagnosticBag) -> SchemaSpec? {
+    func parseSchema(_ tree: YAMLTree, file: String, referencedAt: SourceLocation, fromFile: Bool = false, bag: inout DiagnosticBag) -> SchemaSpec? {
+        // A referenced file that is not a schema at all (any text reads as YAML of some kind)
+        // gets one line, not one "unknown key" per line quoting the file back.
+        if fromFile, !FieldReader.looksLike(tree, anyOf: ["name", "columns"]) {
+            bag.error("'\(Excerpt.quoted(file, limit: 200))' is not a pipectl schema file: it has neither 'name' nor 'columns' at the top level",
+                      at: referencedAt)
+            return nil
+        }
         guard let f = FieldReader(tree, context: context("schema", tree), allowed: Self.schemaKeys, bag: &bag) else { return nil }
         if let version = f.int("version", bag: &bag), version.value != 1 {
             bag.error("unsupported schema version \(version.value); this pipectl reads version 1", at: version.location)

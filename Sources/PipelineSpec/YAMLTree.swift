@@ -41,6 +41,11 @@ public indirect enum YAMLTree: Sendable {
     public static func parse(
         _ text: String, file: String, environment: [String: String], diagnostics: inout DiagnosticBag
     ) -> YAMLTree? {
+        // Before Yams builds anything: its duplicate-key check and this tree expand aliases.
+        if let bomb = AliasBudget.check(text) {
+            diagnostics.error(bomb.message, at: SourceLocation(file: file, line: bomb.line, column: bomb.column))
+            return nil
+        }
         let root: Node?
         do {
             root = try Yams.compose(yaml: text)
@@ -83,13 +88,38 @@ public indirect enum YAMLTree: Sendable {
     private struct Converter {
         let file: String
         let environment: [String: String]
+        let limits = AliasBudget.Limits()
         var diagnostics: [Diagnostic] = []
+        var nodes = 0
+        var scalarBytes = 0
+        /// Set once a limit is hit: conversion stops (the tree is incomplete, and an error says why).
+        var exhausted = false
+
+        init(file: String, environment: [String: String]) {
+            self.file = file
+            self.environment = environment
+        }
 
         func location(_ mark: Mark?) -> SourceLocation {
             SourceLocation(file: file, line: mark?.line ?? 1, column: mark?.column ?? 1)
         }
 
+        /// Counts `node` against the limits; false (with one diagnostic) once one is exceeded.
+        /// `AliasBudget` has already refused documents that expand too far; this is the backstop
+        /// should the two ever count differently.
+        mutating func admit(_ node: Node) -> Bool {
+            if exhausted { return false }
+            nodes += 1
+            if case let .scalar(scalar) = node { scalarBytes += scalar.string.utf8.count }
+            guard nodes > limits.nodes || scalarBytes > limits.scalarBytes else { return true }
+            exhausted = true
+            diagnostics.append(.error("YAML aliases expand too far: more than \(limits.nodes) nodes or \(limits.scalarBytes >> 20) MiB of text; write the values out instead",
+                                      at: location(node.mark)))
+            return false
+        }
+
         mutating func convert(_ node: Node) -> YAMLTree {
+            guard admit(node) else { return .scalar("", isPlainNull: true, location(node.mark)) }
             switch node {
             case let .scalar(scalar):
                 let loc = location(scalar.mark)
@@ -105,14 +135,29 @@ public indirect enum YAMLTree: Sendable {
             case let .mapping(mapping):
                 var pairs: [(key: Located<String>, value: YAMLTree)] = []
                 for (key, value) in mapping {
-                    pairs.append((Located(key.string ?? "\(key)", at: location(key.mark)), convert(value)))
+                    guard !exhausted else { break }
+                    // A key that is a list or mapping has no text; a short description stands in.
+                    pairs.append((Located(key.string ?? "<\(Self.kind(key))>", at: location(key.mark)), convert(value)))
                 }
                 return .mapping(pairs, location(mapping.mark))
             case let .sequence(sequence):
-                return .sequence(sequence.map { convert($0) }, location(sequence.mark))
+                var items: [YAMLTree] = []
+                for item in sequence {
+                    guard !exhausted else { break }
+                    items.append(convert(item))
+                }
+                return .sequence(items, location(sequence.mark))
             case let .alias(alias):
                 diagnostics.append(.error("YAML aliases are not supported in specs", at: location(alias.mark)))
                 return .scalar("", isPlainNull: true, location(alias.mark))
+            }
+        }
+
+        static func kind(_ node: Node) -> String {
+            switch node {
+            case .mapping: return "a mapping"
+            case .sequence: return "a list"
+            case .scalar, .alias: return "a scalar"
             }
         }
     }

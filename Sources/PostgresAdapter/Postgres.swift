@@ -34,18 +34,73 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 
 /// Connection strings with their passwords masked, for anything printed or logged.
 public enum ConnectionString {
+    /// What is shown in place of a secret.
+    public static let mask = "***"
+
     /// `postgresql://user:secret@host/db` -> `postgresql://user:***@host/db`;
-    /// `password=secret host=x` -> `password=*** host=x`.
-    public static func redacted(_ url: String) -> String {
+    /// `password = 's3cret tail' host=x` -> `host=x password=***` (libpq's option order).
+    ///
+    /// Key=value strings are parsed by libpq itself (`PQconninfoParse`) and rebuilt, so quoting,
+    /// spaces around `=` and backslash escapes cannot hide part of a password from the mask;
+    /// every option libpq marks as secret (`password`, `sslpassword`) is masked. A string libpq
+    /// cannot parse is not shown at all: its error text could quote the password.
+    public static func redacted(_ conninfo: String) -> String {
+        if isURL(conninfo) { return redactedURL(conninfo) }
+        guard let options = parse(conninfo) else { return "(unreadable connection string, not shown)" }
+        return options.map { option in
+            "\(option.keyword)=\(option.secret ? mask : quoted(option.value))"
+        }.joined(separator: " ")
+    }
+
+    /// libpq reads a URL when the string starts with one of these schemes.
+    static func isURL(_ text: String) -> Bool {
+        let t = text.drop { $0 == " " || $0 == "\t" }
+        return t.hasPrefix("postgresql://") || t.hasPrefix("postgres://")
+    }
+
+    /// The options libpq reads from a key=value string, in libpq's order, only those given;
+    /// nil when libpq refuses the string.
+    static func parse(_ conninfo: String) -> [(keyword: String, value: String, secret: Bool)]? {
+        var error: UnsafeMutablePointer<CChar>?
+        guard let options = PQconninfoParse(conninfo, &error) else {
+            if let error { PQfreemem(error) }
+            return nil
+        }
+        defer { PQconninfoFree(options) }
+        var out: [(String, String, Bool)] = []
+        var option = options
+        while let keyword = option.pointee.keyword {
+            if let value = option.pointee.val {
+                // dispchar "*": libpq's own mark for options whose value must be hidden.
+                let secret = option.pointee.dispchar.map { String(cString: $0) == "*" } ?? false
+                out.append((String(cString: keyword), String(cString: value), secret))
+            }
+            option += 1
+        }
+        return out
+    }
+
+    /// A value as libpq reads it back: single-quoted (with `\\` and `\'`) when it is empty or
+    /// holds a space, a quote or a backslash.
+    static func quoted(_ value: String) -> String {
+        guard value.isEmpty || value.contains(where: { $0 == " " || $0 == "'" || $0 == "\\" || $0.isWhitespace }) else { return value }
+        return "'" + value.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "'", with: "\\'") + "'"
+    }
+
+    /// URLs: the password in the user info and any `password=` / `sslpassword=` parameter.
+    /// Percent-encoding keeps spaces and `&` out of URL values, so text matching is exact here.
+    static func redactedURL(_ url: String) -> String {
         var text = url
-        if let scheme = text.range(of: "://"), let at = text[scheme.upperBound...].firstIndex(of: "@") {
-            let userInfo = text[scheme.upperBound..<at]
-            if let colon = userInfo.firstIndex(of: ":") {
-                text.replaceSubrange(text.index(after: colon)..<at, with: "***")
+        if let scheme = text.range(of: "://") {
+            let rest = text[scheme.upperBound...]
+            // The user info ends at the first '@' before the host's '/', '?' (as libpq reads it).
+            let end = rest.firstIndex { $0 == "/" || $0 == "?" } ?? rest.endIndex
+            if let at = rest[..<end].lastIndex(of: "@"), let colon = rest[..<at].firstIndex(of: ":") {
+                text.replaceSubrange(text.index(after: colon)..<at, with: mask)
             }
         }
-        if let regex = try? NSRegularExpression(pattern: "(password=)[^&\\s]*", options: [.caseInsensitive]) {
-            text = regex.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1***")
+        if let regex = try? NSRegularExpression(pattern: "([?&](?:ssl)?password=)[^&#]*", options: [.caseInsensitive]) {
+            text = regex.stringByReplacingMatches(in: text, range: NSRange(text.startIndex..., in: text), withTemplate: "$1\(mask)")
         }
         return text
     }
@@ -58,6 +113,10 @@ public final class PostgresConnection: @unchecked Sendable {
 
     public init(url: String, applicationName: String = "pipectl") throws {
         self.url = url
+        // libpq's parse errors quote the text around the mistake, which may be the password.
+        if !ConnectionString.isURL(url), ConnectionString.parse(url) == nil {
+            throw PostgresError("cannot read the PostgreSQL connection string: it is neither a postgresql:// URL nor valid key=value pairs (not shown: it may hold a password)")
+        }
         let keys = ["dbname", "application_name", "connect_timeout"]
         let values = [url, applicationName, "10"]
         // expand_dbname=1: the dbname value may be a full URL or key=value string.

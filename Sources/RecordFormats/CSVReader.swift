@@ -55,14 +55,18 @@ public final class CSVReader {
     private let chunkSize: Int
     /// Keep each record's raw text in `CSVRecord.raw` (for dead letters).
     public var keepRaw = true
+    /// Why reading stopped early (an I/O error after the file was opened); nil at a normal end.
+    public private(set) var readError: String?
 
     public init(path: String, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), chunkSize: Int = 1 << 20) throws {
+        // A folder opens fine and then traps on the first read: check before opening.
+        do {
+            try SourceFile.checkReadable(path)
+        } catch let error as SourceFile.Unreadable {
+            throw CSVError(message: error.description)
+        }
         guard let handle = FileHandle(forReadingAtPath: path) else {
-            var isDir: ObjCBool = false
-            if FileManager.default.fileExists(atPath: path, isDirectory: &isDir) {
-                throw CSVError(message: isDir.boolValue ? "\(path): is a folder, not a CSV file" : "\(path): cannot be opened for reading")
-            }
-            throw CSVError(message: "\(path): no such file")
+            throw CSVError(message: "\(path): cannot be opened for reading")
         }
         self.handle = handle
         self.delimiter = delimiter
@@ -93,7 +97,15 @@ public final class CSVReader {
         guard !eof, let handle else { return false }
         buffer.removeAll(keepingCapacity: true)
         position = 0
-        let data = handle.readData(ofLength: chunkSize)
+        // `readData(ofLength:)` traps on a read error (`try!` inside Foundation); this throws.
+        let data: Data
+        do {
+            data = try handle.read(upToCount: chunkSize) ?? Data()
+        } catch {
+            readError = "\(error.localizedDescription)"
+            eof = true
+            return false
+        }
         if data.isEmpty { eof = true; return false }
         buffer.append(contentsOf: data)
         return true

@@ -14,7 +14,7 @@ struct Plan: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
+            let pipeline = try compile(spec)
             let plan = PipelineCompiler.Plan(pipeline)
             if json {
                 let encoder = JSONEncoder()
@@ -36,7 +36,7 @@ struct Generate: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
+            let pipeline = try compile(spec)
             let fm = FileManager.default
             var written: [String] = []
             let sqlDir = SpecParser.join(out, "sql")
@@ -120,11 +120,14 @@ struct Init: ParsableCommand {
             try SchemaInference.schemaYAML(name: name, columns: columns, from: csv).write(toFile: schemaPath, atomically: true, encoding: .utf8)
             try SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!, columns: columns)
                 .write(toFile: pipelinePath, atomically: true, encoding: .utf8)
+            // The user named this CSV, so reading it is allowed here; later commands need the
+            // opt-in when it lies outside the project, and the hint says so.
+            let outside = !ProjectFolder(path: project).contains(csv)
             // The result must compile; say so now rather than at run time.
-            _ = try compile(pipelinePath)
+            _ = try compile(pipelinePath, allowOutsideProject: outside)
             print("wrote \(schemaPath) (\(columns.count) columns)")
             print("wrote \(pipelinePath)")
-            print("next: pipectl plan \(pipelinePath)")
+            print("next: pipectl plan \(pipelinePath)\(outside ? " " + SpecParser.outsideProjectFlag : "")")
         }
     }
 

@@ -4,14 +4,27 @@ import KafkaAdapter
 import PipelineCompiler
 import PipelineRuntime
 import PostgresAdapter
+import RecordFormats
 
 /// The front half of the commands that talk to Kafka: compile the spec, check the loaded
 /// librdkafka and, for long-running ones, let Ctrl-C / SIGTERM finish the current batch.
-func compileForKafka(_ path: String, handleSignals: Bool = true) throws -> Pipeline {
-    let pipeline = try compile(path)
+func compileForKafka(_ spec: SpecArgument, handleSignals: Bool = true) throws -> Pipeline {
+    let pipeline = try compile(spec)
     try KafkaLibrary.checkVersion()
     if handleSignals { StopSignal.install() }
     return pipeline
+}
+
+/// Every CSV source exists, is a regular file and is readable: checked before any topic is
+/// created or any row sent, so a folder or a symlink loop is one line, not a half-made run.
+func checkSourcesReadable(_ pipeline: Pipeline) throws {
+    for source in pipeline.sources {
+        do {
+            try SourceFile.checkReadable(source.resolvedPath)
+        } catch let error as SourceFile.Unreadable {
+            throw ValidationError("source '\(source.name)': \(error)")
+        }
+    }
 }
 
 struct Run: ParsableCommand {
@@ -22,7 +35,8 @@ struct Run: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compileForKafka(spec.file)
+            let pipeline = try compileForKafka(spec)
+            try checkSourcesReadable(pipeline)
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
             for s in summaries { print(PipelineRunner.format(s)) }
         }
@@ -36,7 +50,7 @@ struct Apply: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compileForKafka(spec.file, handleSignals: false)
+            let pipeline = try compileForKafka(spec, handleSignals: false)
             let runner = PipelineRunner(pipeline: pipeline)
             for flow in pipeline.flows { _ = try runner.prepare(flow) }
             print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
@@ -50,7 +64,8 @@ struct Produce: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compileForKafka(spec.file)
+            let pipeline = try compileForKafka(spec)
+            try checkSourcesReadable(pipeline)
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
@@ -73,7 +88,7 @@ struct Consume: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compileForKafka(spec.file)
+            let pipeline = try compileForKafka(spec)
             guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
                 throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
             }
@@ -95,7 +110,7 @@ struct Reset: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let pipeline = try compile(spec.file)
+            let pipeline = try compile(spec)
             if !yes {
                 print("This forgets the stored offsets and source records of pipeline '\(pipeline.name)'; the next run reads topics from the start and loads every source again. Continue? [y/N] ", terminator: "")
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
@@ -127,7 +142,7 @@ struct DeadLetters: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let pipeline = try compile(spec.file)
+                let pipeline = try compile(spec)
                 let sink = pipeline.sinks[0]
                 let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment))
                 let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
@@ -153,7 +168,7 @@ struct DeadLetters: ParsableCommand {
 
         func run() throws {
             try reportingErrors {
-                let pipeline = try compile(spec.file)
+                let pipeline = try compile(spec)
                 for flow in pipeline.flows {
                     let url = try PipelineRunner.databaseURL(for: flow.sink, environment: ProcessInfo.processInfo.environment)
                     let result = try DeadLetterReplay(pipeline: pipeline, flow: flow, url: url).run()
@@ -215,7 +230,7 @@ enum LivePlan {
             let url = try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment)
             let conn = try PostgresConnection(url: url)
             for change in try SchemaCheck.diff(sink: sink, on: conn) {
-                print("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)")
+                print(GeneratedText.comment("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)"))
             }
         }
     }

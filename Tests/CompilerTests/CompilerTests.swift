@@ -161,6 +161,8 @@ final class DDLTests: XCTestCase {
         text = F.inserting("    db_schema: crm\n    mode: upsert\n    key: [full_name, born]", after: 29, in: text)
         let sink = try XCTUnwrap(F.compile(text).sinks.first)
         XCTAssertEqual(DDL.table(for: sink), [
+            // A db_schema other than public may not exist yet: creating it is part of the plan.
+            #"CREATE SCHEMA IF NOT EXISTS "crm";"#,
             """
             CREATE TABLE IF NOT EXISTS "crm"."person" (
                 "id" bigserial PRIMARY KEY,
