@@ -15,9 +15,10 @@ let package = Package(
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.0.0"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "3.12.0"),
     ],
     targets: [
-        .target(name: "RecordFormats"),
+        .target(name: "RecordFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
         .target(name: "PipelineSpec", dependencies: [.product(name: "Yams", package: "Yams")]),
         .target(name: "PipelineCompiler", dependencies: ["PipelineSpec", "RecordFormats"]),
         .target(name: "PipelineCodegen", dependencies: ["PipelineCompiler", "RecordFormats"]),

@@ -39,7 +39,10 @@ public final class CSVProducer {
 
     public func run() throws -> ProduceReport {
         var report = ProduceReport()
-        report.fingerprint = try Fingerprint.ofFile(atPath: source.resolvedPath)
+        // One read: the records come from the very bytes the fingerprint describes, so a file
+        // appended to or rewritten while it is sent cannot lend its id to other content.
+        let snapshot = try SourceSnapshot(path: source.resolvedPath)
+        report.fingerprint = snapshot.fingerprint
         var settings = Self.kafkaSettings(topic)
         settings["linger.ms"] = settings["linger.ms"] ?? String(topic.lingerMs)
         settings["compression.type"] = settings["compression.type"] ?? topic.compression
@@ -47,7 +50,7 @@ public final class CSVProducer {
         settings["message.max.bytes"] = settings["message.max.bytes"] ?? String(topic.messageMaxBytes)
         let writer = try TopicWriter(topic: topic.name, settings: settings)
 
-        let reader = try CSVReader(path: source.resolvedPath, delimiter: source.delimiter, quote: source.quote)
+        let reader = snapshot.reader(delimiter: source.delimiter, quote: source.quote)
         var record = CSVRecord()
         var names: [[UInt8]] = []
         if source.header {
@@ -208,6 +211,9 @@ public final class CSVProducer {
                 }
             }
             if let error = deliveryError ?? writer.fatalError { throw error }
+        }
+        if let error = reader.readError {
+            throw CSVError(message: "\(source.path): reading stopped after \(report.rowsRead) records: \(error)")
         }
         if inBatch > 0 { sizes[batch - nextToReport] = inBatch }
         while writer.queued > 0 {

@@ -74,6 +74,14 @@ public final class CSVReader {
         self.chunkSize = chunkSize
     }
 
+    /// Reads an open file from its current position (a `SourceSnapshot`); closes it at the end.
+    public init(handle: FileHandle, delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\""), chunkSize: Int = 1 << 20) {
+        self.handle = handle
+        self.delimiter = delimiter
+        self.quote = quote
+        self.chunkSize = chunkSize
+    }
+
     /// Reads from memory (tests, `infer` on a string).
     public init(bytes: [UInt8], delimiter: UInt8 = UInt8(ascii: ","), quote: UInt8 = UInt8(ascii: "\"")) {
         self.handle = nil

@@ -1,63 +1,93 @@
+import Crypto
 import Foundation
 
-/// A content fingerprint of a file: two independent 64-bit FNV-1a-style lanes over 8-byte words,
-/// plus the length. Not cryptographic; it tells one file's content from another's.
+/// A source file's content fingerprint: the SHA-256 of its bytes, as 64 lowercase hex digits.
+/// Exactly-once rests on it (a record's id is the fingerprint plus its ordinal), so it is a
+/// cryptographic hash (swift-crypto's `SHA256`, FIPS 180-4), not a home-made one.
 public enum Fingerprint {
+    /// The fingerprint of a whole file.
+    /// - Throws: `CSVError` naming the path when it is not a readable regular file.
     public static func ofFile(atPath path: String) throws -> String {
-        guard let handle = FileHandle(forReadingAtPath: path) else { throw CSVError(message: "\(path): no such file") }
-        defer { try? handle.close() }
-        var state = State()
-        while true {
-            let data = handle.readData(ofLength: 1 << 20)
-            if data.isEmpty { break }
-            data.withUnsafeBytes { state.update(UnsafeRawBufferPointer($0)) }
-        }
-        return state.hex
+        try SourceSnapshot(path: path).fingerprint
     }
 
     public static func of(bytes: [UInt8]) -> String {
-        var state = State()
-        bytes.withUnsafeBytes { state.update($0) }
-        return state.hex
+        hex(SHA256.hash(data: bytes))
     }
 
-    struct State {
-        var a: UInt64 = 0xcbf2_9ce4_8422_2325
-        var b: UInt64 = 0x8422_2325_cbf2_9ce4 ^ 0x9E37_79B9_7F4A_7C15
-        var length: UInt64 = 0
-        var tail: [UInt8] = []
-
-        mutating func mix(_ w: UInt64) {
-            a = (a ^ w) &* 0x0000_0100_0000_01B3
-            a ^= a >> 29
-            b = (b ^ (w &* 0x9E37_79B9_7F4A_7C15)) &* 0xBF58_476D_1CE4_E5B9
-            b ^= b >> 31
+    static func hex(_ digest: SHA256.Digest) -> String {
+        let digits = Array("0123456789abcdef".utf8)
+        var out: [UInt8] = []
+        out.reserveCapacity(64)
+        for byte in digest {
+            out.append(digits[Int(byte >> 4)])
+            out.append(digits[Int(byte & 15)])
         }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
 
-        mutating func update(_ bytes: UnsafeRawBufferPointer) {
-            length &+= UInt64(bytes.count)
-            var i = 0
-            if !tail.isEmpty {
-                while tail.count < 8, i < bytes.count { tail.append(bytes[i]); i += 1 }
-                if tail.count == 8 {
-                    mix(tail.withUnsafeBytes { $0.loadUnaligned(as: UInt64.self) })
-                    tail.removeAll()
+/// One read of a source file: its bytes are hashed and copied, in the same pass, into a private
+/// temporary file (unlinked at once, so nothing is left behind after a crash), and records are
+/// then read from that copy. The fingerprint therefore describes exactly the bytes the records
+/// come from, even when the file is appended to or rewritten while it is being sent.
+public final class SourceSnapshot {
+    /// SHA-256 of the copied bytes (see `Fingerprint`).
+    public let fingerprint: String
+    /// Bytes copied.
+    public let size: Int
+    private let handle: FileHandle
+
+    /// Copies `path` (as it is at this moment) and fingerprints the copy.
+    /// - Throws: `CSVError` naming the path (unreadable, a folder, a read or write error).
+    public init(path: String, temporaryDirectory: String = NSTemporaryDirectory()) throws {
+        do {
+            try SourceFile.checkReadable(path)
+        } catch let error as SourceFile.Unreadable {
+            throw CSVError(message: error.description)
+        }
+        let input = open(path, O_RDONLY)
+        guard input >= 0 else { throw CSVError(message: "\(path): \(String(cString: strerror(errno)))") }
+        defer { close(input) }
+        var template = Array((temporaryDirectory.hasSuffix("/") ? temporaryDirectory : temporaryDirectory + "/").utf8CString.dropLast())
+            + Array("pipectl-source-XXXXXX".utf8CString)
+        let copy = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
+        guard copy >= 0 else { throw CSVError(message: "\(path): cannot create a temporary copy in \(temporaryDirectory): \(String(cString: strerror(errno)))") }
+        template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
+        let handle = FileHandle(fileDescriptor: copy, closeOnDealloc: true)
+        var hasher = SHA256()
+        var total = 0
+        var chunk = [UInt8](repeating: 0, count: 1 << 20)
+        while true {
+            let n = chunk.withUnsafeMutableBytes { read(input, $0.baseAddress, $0.count) }
+            if n < 0 {
+                if errno == EINTR { continue }
+                throw CSVError(message: "\(path): read failed: \(String(cString: strerror(errno)))")
+            }
+            if n == 0 { break }
+            try chunk.withUnsafeBytes { bytes in
+                let part = UnsafeRawBufferPointer(rebasing: bytes[..<n])
+                hasher.update(bufferPointer: part)
+                var written = 0
+                while written < n {
+                    let w = write(copy, part.baseAddress! + written, n - written)
+                    if w < 0 {
+                        if errno == EINTR { continue }
+                        throw CSVError(message: "\(path): cannot write its temporary copy: \(String(cString: strerror(errno)))")
+                    }
+                    written += w
                 }
             }
-            while i + 8 <= bytes.count {
-                mix(bytes.loadUnaligned(fromByteOffset: i, as: UInt64.self))
-                i += 8
-            }
-            while i < bytes.count { tail.append(bytes[i]); i += 1 }
+            total += n
         }
+        lseek(copy, 0, SEEK_SET)
+        self.handle = handle
+        self.size = total
+        self.fingerprint = Fingerprint.hex(hasher.finalize())
+    }
 
-        var hex: String {
-            var s = self
-            var last: UInt64 = 0
-            for (k, byte) in s.tail.enumerated() { last |= UInt64(byte) << (8 * UInt64(k)) }
-            s.mix(last ^ 0xFF)
-            s.mix(length)
-            return String(format: "%016llx%016llx", s.a, s.b)
-        }
+    /// A CSV reader over the copy, from its first byte. Call once.
+    public func reader(delimiter: UInt8, quote: UInt8) -> CSVReader {
+        CSVReader(handle: handle, delimiter: delimiter, quote: quote)
     }
 }
