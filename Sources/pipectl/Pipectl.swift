@@ -54,7 +54,10 @@ func reportingErrors(_ body: () throws -> Void) throws {
 /// Loads and compiles a spec: the front half of every command.
 func compile(_ path: String) throws -> Pipeline {
     let spec = try SpecParser().parse(path: path)
-    return try Compiler().compile(spec)
+    let pipeline = try Compiler().compile(spec)
+    // Warnings go to standard error and never stop a command.
+    for warning in pipeline.warnings { printError(warning.description) }
+    return pipeline
 }
 
 struct SpecArgument: ParsableArguments {
