@@ -417,6 +417,8 @@ public struct Compiler: Sendable {
             var matcher = header.map { FieldMatcher(header: $0, transform: t) }
 
             var bindings: [ColumnBinding] = []
+            /// Nullable columns no field fills: one warning for all of them, after the loop.
+            var unfilledNullable: [(name: String, location: SourceLocation)] = []
             // Columns with a database default (created_at) are left to the database unless the
             // transform names them in a cast, default or rename.
             let named = Set(casts.keys).union(defaults.keys).union(renames.values)
@@ -432,13 +434,11 @@ public struct Compiler: Sendable {
                     key = matcher!.take(column: col.name)
                     if key == nil, defaults[col.name] == nil {
                         let loc = spec.schemas.first { $0.name.value == schema.name }?.columns.first { $0.name.value == col.name }?.name.location
-                        let hint = Suggest.hint(for: col.name, in: header.fields + header.normalized)
-                        let fields = header.fields.joined(separator: ", ")
                         if col.nullable {
-                            warning("no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', so it stays NULL; the fields are \(fields)\(hint)",
-                                    at: loc ?? t.location)
+                            unfilledNullable.append((col.name, loc ?? t.location))
                         } else {
-                            bag.error("no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', which is not nullable; the fields are \(fields)\(hint)",
+                            let hint = Suggest.hint(for: col.name, in: header.fields + header.normalized)
+                            bag.error("no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', which is not nullable; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
                                       at: loc ?? t.location)
                         }
                     }
@@ -446,6 +446,13 @@ public struct Compiler: Sendable {
                 bindings.append(ColumnBinding(
                     column: col, field: col.name, inputType: input, castType: casts[col.name]?.type,
                     onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name], key: key))
+            }
+            if let header, let first = unfilledNullable.first {
+                let names = unfilledNullable.map { "'\($0.name)'" }.joined(separator: ", ")
+                let hint = unfilledNullable.count == 1 ? Suggest.hint(for: first.name, in: header.fields + header.normalized) : ""
+                let what = unfilledNullable.count == 1 ? "column \(names) of schema '\(schema.name)', so it stays" : "columns \(names) of schema '\(schema.name)', so they stay"
+                warning("no field of \(header.file) fills \(what) NULL; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
+                        at: first.location)
             }
             if let header, let matcher {
                 let unknown = matcher.untaken
@@ -498,6 +505,15 @@ public struct Compiler: Sendable {
                 dbSchema: s.dbSchema?.value ?? "public", table: s.table?.value ?? "",
                 batchSize: s.batchSize?.value ?? 5000, maxDelayMs: s.maxDelayMs?.value ?? 200,
                 mode: mode, key: s.key.map(\.value), schema: schema)
+        }
+
+        /// A header read as one field holding `;`, a tab or `|` was split with the wrong delimiter.
+        static func delimiterHint(_ header: Header) -> String {
+            guard header.fields.count == 1, let field = header.fields.first else { return "" }
+            for (c, shown) in [(";", "\";\""), ("\t", "\"\\t\""), ("|", "\"|\"")] where field.contains(c) {
+                return " (the header was read as one field: is the delimiter \(shown)?)"
+            }
+            return ""
         }
 
         // MARK: upsert keys
