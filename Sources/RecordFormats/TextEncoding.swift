@@ -56,7 +56,7 @@ public enum TextEncoding: String, Sendable, CaseIterable, Codable {
             // A sample cut inside a character is not evidence against UTF-8.
             line = line.dropLast(3)
         }
-        if String(validatingUTF8CString: Array(line)) == nil, let bad = line.firstIndex(where: { $0 >= 0x80 }) {
+        if !JSONText.isValidUTF8(Array(line)), let bad = line.firstIndex(where: { $0 >= 0x80 }) {
             return (.windows1252, "its first line has the byte 0x\(String(line[bad], radix: 16, uppercase: true)), which is not UTF-8")
         }
         return nil
@@ -78,14 +78,6 @@ public enum TextEncoding: String, Sendable, CaseIterable, Codable {
             out.insert(contentsOf: [0xEF, 0xBB, 0xBF], at: 0)
         }
         return out
-    }
-}
-
-extension String {
-    /// Whether `bytes` (no NULs needed) are valid UTF-8.
-    init?(validatingUTF8CString bytes: [UInt8]) {
-        guard let s = String(validating: bytes, as: UTF8.self) else { return nil }
-        self = s
     }
 }
 

@@ -1,5 +1,8 @@
 import Foundation
 import KafkaAdapter
+import PipelineCompiler
+import PipelineRuntime
+import PipelineSpec
 import PostgresAdapter
 import XCTest
 
@@ -215,5 +218,52 @@ final class ValuesTests: XCTestCase {
             ["parse", "payload is not a JSON object", "200000"],
             ["parse", "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)", "500010"],
         ])
+    }
+}
+
+/// The consumer's half of the matching rule, for topics whose fields the compiler could not
+/// read in advance: exact key first, else a field whose normalised name is the column's.
+final class RecordDecoderMatchingTests: XCTestCase {
+    func decoder(columns: String, transform: String = "") throws -> RecordDecoder {
+        let text = """
+        version: 1
+        name: m
+        topics:
+          - { name: m-data }
+        schemas:
+          - name: m
+            columns:
+        \(columns)
+        transforms:
+          - { name: m_rows, from: m-data, schema: m\(transform) }
+        sinks:
+          - { name: m_db, type: postgres, from: m_rows, table: m }
+
+        """
+        let pipeline = try Compiler().compile(SpecParser(environment: [:]).parse(text: text, file: "m.yaml"))
+        XCTAssertNil(pipeline.transforms[0].bindings[0].key)
+        return RecordDecoder(transform: pipeline.transforms[0])
+    }
+
+    func row(_ decoder: inout RecordDecoder, _ json: String) -> String {
+        var out: [UInt8] = []
+        let outcome = Array(json.utf8).withUnsafeBytes { decoder.decode($0, into: &out) }
+        if case let .rejected(_, r) = outcome { return "rejected: \(r.reason)" }
+        return String(decoding: out, as: UTF8.self)
+    }
+
+    func testMessagesAreMatchedByExactThenNormalisedNames() throws {
+        var d = try decoder(columns: """
+              - { name: order_date, type: date }
+              - { name: UserId, type: integer }
+              - { name: size, type: text }
+        """)
+        XCTAssertEqual(row(&d, #"{"Order Date":"2024-01-31","UserId":"7","Size":"XL"}"#), "2024-01-31\t7\tXL")
+        // The exact spelling wins over a normalised one in the same message.
+        XCTAssertEqual(row(&d, #"{"Order Date":"2024-01-31","order_date":"2024-02-01","userid":"8","UserId":"9"}"#), "2024-02-01\t9\t\\N")
+        // Variant: renames name the field by its normalised spelling, drops too.
+        var r = try decoder(columns: "      - { name: price, type: \"numeric(10,2)\" }\n      - { name: note, type: text }",
+                            transform: ", rename: { price_eur: price }, drop: [note]")
+        XCTAssertEqual(row(&r, #"{"Price (EUR)":"12.5","Note":"x"}"#), "12.5\t\\N")
     }
 }
