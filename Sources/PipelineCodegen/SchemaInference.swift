@@ -10,6 +10,9 @@ public struct SchemaInference {
         public var header: String
         public var type: SQLType
         public var nullable: Bool
+        /// The order assumed for `03/05/2011`-style values, when the column had any; the
+        /// schema says so (`date_order:`) and the runtime reads the dates the same way.
+        public var dateOrder: DateOrder? = nil
     }
 
     public var delimiter: UInt8 = UInt8(ascii: ",")
@@ -18,6 +21,10 @@ public struct SchemaInference {
     public var null = ""
     /// How many records to look at.
     public var sampleSize = 10_000
+    /// How `03/05/2011` is read (`--date-order`); month first unless told otherwise.
+    public var dateOrder = DateOrder.mdy
+    /// The file's text encoding (`--encoding`, or detected); the sample is converted to UTF-8.
+    public var encoding: TextEncoding = .utf8
 
     public init() {}
 
@@ -27,10 +34,29 @@ public struct SchemaInference {
         var nullable = false
         var seen = 0
         var maxSignificant = 0
+        /// A value carried `Z` or an offset: the column is timestamptz, or the zone would be lost.
+        var zoned = false
+        /// A value was written `NN/NN/YYYY`, so the date order mattered.
+        var slashDate = false
+        let order: DateOrder
+
+        init(order: DateOrder) { self.order = order }
+
+        /// `007`, `-01`, `00.5`: a leading zero is part of an identifier (ZIP codes, parameter
+        /// codes), which a number would destroy. `0`, `0.5` and `-0.5` are numbers.
+        static func hasLeadingZero(_ value: UnsafeBufferPointer<UInt8>) -> Bool {
+            var i = 0
+            while i < value.count, value[i] == 0x20 || value[i] == 0x09 { i += 1 }
+            if i < value.count, value[i] == UInt8(ascii: "-") || value[i] == UInt8(ascii: "+") { i += 1 }
+            return i + 1 < value.count && value[i] == UInt8(ascii: "0") && value[i + 1] &- 0x30 < 10
+        }
 
         mutating func observe(_ value: UnsafeBufferPointer<UInt8>) {
             seen += 1
             var out: [UInt8] = []
+            if integer || bigint || double || numeric, Self.hasLeadingZero(value) {
+                integer = false; bigint = false; double = false; numeric = false
+            }
             if integer { integer = ValueCaster.append(value, as: .integer, to: &out) == nil && !value.contains(UInt8(ascii: ".")) }
             if bigint, !integer { out.removeAll(); bigint = ValueCaster.append(value, as: .bigint, to: &out) == nil && !value.contains(UInt8(ascii: ".")) }
             if double || numeric {
@@ -46,8 +72,18 @@ public struct SchemaInference {
                 let word = String(decoding: value, as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
                 boolean = ["true", "false", "yes", "no", "t", "f", "y", "n"].contains(word)
             }
-            if date { out.removeAll(); date = ValueCaster.append(value, as: .date, to: &out) == nil }
-            if timestamp { out.removeAll(); timestamp = ValueCaster.append(value, as: .timestamp, to: &out) == nil }
+            if date { out.removeAll(); date = ValueCaster.append(value, as: .date, dateOrder: order, to: &out) == nil }
+            if timestamp {
+                out.removeAll()
+                timestamp = ValueCaster.append(value, as: .timestamp, dateOrder: order, to: &out) == nil
+                if timestamp, let scanned = ValueCaster.scanTimestamp(value[...].trimmingBlanks, order: order), !scanned.zone.isEmpty {
+                    zoned = true
+                }
+            }
+            if date || timestamp, value.count >= 10 {
+                let v = value[...].trimmingBlanks
+                if v.count >= 10, v[v.startIndex + 2] == UInt8(ascii: "/"), v[v.startIndex + 5] == UInt8(ascii: "/") { slashDate = true }
+            }
         }
 
         var type: SQLType {
@@ -57,13 +93,13 @@ public struct SchemaInference {
             if double || numeric { return maxSignificant > 15 ? .numeric(precision: nil, scale: nil) : .doublePrecision }
             if boolean { return .boolean }
             if date { return .date }
-            if timestamp { return .timestamp }
+            if timestamp { return zoned ? .timestamptz : .timestamp }
             return .text
         }
     }
 
     public func infer(path: String) throws -> [InferredColumn] {
-        try infer(reader: CSVReader(path: path, delimiter: delimiter, quote: quote))
+        try infer(reader: SourceText.reader(path: path, encoding: encoding, delimiter: delimiter, quote: quote))
     }
 
     public func infer(reader: CSVReader) throws -> [InferredColumn] {
@@ -75,14 +111,14 @@ public struct SchemaInference {
             if let error = record.error { throw CSVError(message: "header: \(error)") }
             headers = (0..<record.count).map { record.string($0) }
         }
-        var candidates: [Candidates] = Array(repeating: Candidates(), count: headers.count)
+        var candidates: [Candidates] = Array(repeating: Candidates(order: dateOrder), count: headers.count)
         var read = 0
         let nullBytes = Array(null.utf8)
         while read < sampleSize, reader.next(into: &record) {
             read += 1
             if record.error != nil { continue }
             while candidates.count < record.count {
-                candidates.append(Candidates())
+                candidates.append(Candidates(order: dateOrder))
                 headers.append("column_\(candidates.count)")
             }
             for i in 0..<record.count {
@@ -100,8 +136,19 @@ public struct SchemaInference {
         }
         let names = CSVReader.normalizeHeader(headers)
         return candidates.indices.map { i in
-            InferredColumn(name: names[i], header: headers[i], type: candidates[i].type, nullable: candidates[i].nullable)
+            let type = candidates[i].type
+            let dated = [.date, .timestamp, .timestamptz].contains(type) && candidates[i].slashDate
+            return InferredColumn(name: names[i], header: headers[i], type: type, nullable: candidates[i].nullable,
+                                  dateOrder: dated ? dateOrder : nil)
         }
+    }
+
+    /// The encoding to read `path` with: `declared` when given, else what the file's first bytes
+    /// look like (`TextEncoding.sniff`), else UTF-8. Returns the reason when it was detected.
+    public static func encoding(of path: String, declared: TextEncoding?) throws -> (TextEncoding, detected: String?) {
+        if let declared { return (declared, nil) }
+        if let (guess, why) = TextEncoding.sniff(try SourceText.sample(path: path)) { return (guess, why) }
+        return (.utf8, nil)
     }
 
     /// `schemas/NAME.yaml` for the inferred columns.
@@ -123,7 +170,8 @@ public struct SchemaInference {
         """
         for c in columns {
             let renamed = c.header == c.name ? "" : "  # header: \(yamlComment(c.header))"
-            out += "  - { name: \(c.name), type: \(c.type)\(c.nullable ? "" : ", nullable: false") }\(renamed)\n"
+            let order = c.dateOrder.map { ", date_order: \($0.rawValue)" } ?? ""
+            out += "  - { name: \(c.name), type: \(c.type)\(c.nullable ? "" : ", nullable: false")\(order) }\(renamed)\n"
         }
         out += "  - { name: \(loadedName), type: timestamptz, default: current_timestamp }\n"
         return out
@@ -135,8 +183,11 @@ public struct SchemaInference {
     static func yamlComment(_ s: String) -> String { GeneratedText.comment(s) }
 
     /// `pipelines/NAME.yaml` loading the CSV into table NAME.
-    public static func pipelineYAML(name: String, csvPath: String, delimiter: UInt8, columns: [InferredColumn]) -> String {
+    public static func pipelineYAML(name: String, csvPath: String, delimiter: UInt8, encoding: TextEncoding = .utf8,
+                                    columns: [InferredColumn]) -> String {
         let delim = delimiter == UInt8(ascii: ",") ? "\",\"" : yamlQuoted(String(decoding: [delimiter], as: UTF8.self))
+        // Only a file that is not UTF-8 says so: the line is the one thing that makes it load right.
+        let encodingLine = encoding == .utf8 ? "" : "\n    encoding: \(encoding.rawValue)"
         return """
         # Made by `pipectl init`: loads \(yamlComment(csvPath)) into table \(name).
         version: 1
@@ -147,7 +198,7 @@ public struct SchemaInference {
             type: csv
             path: \(yamlQuoted(csvPath))
             header: true
-            delimiter: \(delim)
+            delimiter: \(delim)\(encodingLine)
             batch_size: 100
 
         topics:
@@ -179,5 +230,15 @@ public struct SchemaInference {
     /// (`\n`, `\uXXXX`), so the value stays on its line.
     static func yamlQuoted(_ s: String) -> String {
         "\"" + GeneratedText.comment(s.replacingOccurrences(of: "\\", with: "\\\\").replacingOccurrences(of: "\"", with: "\\\"")) + "\""
+    }
+}
+
+extension Slice where Base == UnsafeBufferPointer<UInt8> {
+    /// Without surrounding blanks, as the caster reads numbers and dates.
+    var trimmingBlanks: Slice<UnsafeBufferPointer<UInt8>> {
+        var v = self
+        while let f = v.first, f == 0x20 || f == 0x09 { v = v.dropFirst() }
+        while let l = v.last, l == 0x20 || l == 0x09 { v = v.dropLast() }
+        return v
     }
 }

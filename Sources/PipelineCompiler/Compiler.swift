@@ -1,18 +1,32 @@
 import Foundation
 import PipelineSpec
+import RecordFormats
 
 /// `PipelineSpec` -> `Pipeline`: resolves every `from:`, checks names, types, casts and the
 /// shape of the graph, and reports every error it finds at its `file:line:col`.
 public struct Compiler: Sendable {
-    public init() {}
+    /// Reads a CSV source's header cells (decoded from its encoding), or nil when the file
+    /// cannot be read yet; the compiler then leaves the field checks to `run`. Reading a
+    /// local file's first line is the only I/O the compiler does; it never connects anywhere.
+    public var readHeader: @Sendable (Source) throws -> [String]?
+
+    public init(readHeader: @escaping @Sendable (Source) throws -> [String]? = Compiler.readLocalHeader) {
+        self.readHeader = readHeader
+    }
+
+    /// The default header reader: the first record of the file at `resolvedPath`.
+    public static let readLocalHeader: @Sendable (Source) throws -> [String]? = { source in
+        try SourceText.header(path: source.resolvedPath, encoding: source.encoding, delimiter: source.delimiter, quote: source.quote)
+    }
 
     public static let compressions = ["none", "gzip", "snappy", "lz4", "zstd"]
     public static let formats = ["json"]
 
     public func compile(_ spec: PipelineSpec) throws -> Pipeline {
-        var run = Run(spec: spec)
-        let pipeline = run.compile()
+        var run = Run(spec: spec, readHeader: readHeader)
+        var pipeline = run.compile()
         try run.bag.throwIfErrors()
+        pipeline.warnings = run.bag.diagnostics.filter { $0.severity == .warning }.sorted { ($0.location?.description ?? "") < ($1.location?.description ?? "") }
         return pipeline
     }
 
@@ -25,8 +39,44 @@ public struct Compiler: Sendable {
         /// Schema name -> columns dropped for an unknown type (already reported), so later
         /// references to them do not add a second, misleading "not a column" error.
         var untypedColumns: [String: Set<String>] = [:]
+        let readHeader: @Sendable (Source) throws -> [String]?
+        /// Source name -> its header's field names, for the sources whose file could be read.
+        var headers: [String: Header] = [:]
 
-        init(spec: PipelineSpec) { self.spec = spec }
+        struct Header {
+            /// The file as the spec names it (for messages).
+            var file: String
+            /// JSON field names, as the producer sends them.
+            var fields: [String]
+            /// Their normalised forms, position by position.
+            var normalized: [String]
+        }
+
+        init(spec: PipelineSpec, readHeader: @escaping @Sendable (Source) throws -> [String]?) {
+            self.spec = spec
+            self.readHeader = readHeader
+        }
+
+        mutating func warning(_ message: String, at location: SourceLocation?) {
+            bag.append(contentsOf: [Diagnostic(.warning, at: location, message)])
+        }
+
+        /// Reads each CSV source's header once, so transforms can be checked against it.
+        mutating func readHeaders(_ sources: [Source]) {
+            for (s, source) in zip(spec.sources, sources) where !source.path.isEmpty {
+                do {
+                    guard let cells = try readHeader(source) else { continue }
+                    // Without a header the producer names fields column_1, column_2, ...
+                    let named = source.header ? cells : cells.map { _ in "" }
+                    headers[source.name] = Header(file: source.resolvedPath, fields: FieldMatching.fieldNames(header: named),
+                                                  normalized: FieldMatching.normalized(header: named))
+                } catch let error as CSVError {
+                    bag.error("source '\(source.name)': \(error.message)", at: s.csv.path.location)
+                } catch {
+                    bag.error("source '\(source.name)': cannot read \(source.resolvedPath): \(error)", at: s.csv.path.location)
+                }
+            }
+        }
 
         mutating func compile() -> Pipeline {
             checkPipelineName()
@@ -34,9 +84,11 @@ public struct Compiler: Sendable {
             let schemas = spec.schemas.compactMap { compileSchema($0) }
             checkUnique(spec.schemas.map(\.name), what: "schema")
             let sources = spec.sources.map { compileSource($0) }
-            let topics = spec.topics.map { compileTopic($0) }
+            if !bag.hasErrors { readHeaders(sources) }
+            var topics = spec.topics.map { compileTopic($0) }
             let transforms = spec.transforms.compactMap { compileTransform($0, schemas: schemas, topics: topics) }
             let sinks = spec.sinks.compactMap { compileSink($0, transforms: transforms) }
+            keyTopicsForUpserts(&topics, transforms: transforms, sinks: sinks)
             let stages = order()
             return Pipeline(
                 name: spec.name.value, file: spec.file, sources: sources, topics: topics, schemas: schemas,
@@ -167,11 +219,21 @@ public struct Compiler: Sendable {
                     bag.error("the \(field) of source '\(s.name.value)' must be a single ASCII character, found '\(value.value)'", at: value.location)
                 }
             }
+            var encoding = TextEncoding.utf8
+            if let e = s.csv.encoding {
+                if let value = TextEncoding(rawValue: e.value.lowercased()) {
+                    encoding = value
+                } else {
+                    let names = TextEncoding.allCases.map(\.rawValue)
+                    bag.error("unknown encoding '\(e.value)' for source '\(s.name.value)'\(Suggest.hint(for: e.value.lowercased(), in: names)); one of \(TextEncoding.names)",
+                              at: e.location)
+                }
+            }
             return Source(
                 name: s.name.value, path: s.csv.path.value,
                 resolvedPath: SpecParser.join(spec.directory, s.csv.path.value),
                 header: s.csv.header, delimiter: delimiter, quote: quote, null: s.csv.null,
-                batchSize: s.csv.batchSize?.value ?? 100, rateLimit: s.csv.rateLimit?.value)
+                batchSize: s.csv.batchSize?.value ?? 100, rateLimit: s.csv.rateLimit?.value, encoding: encoding)
         }
 
         mutating func compileTopic(_ t: TopicSpec) -> Topic {
@@ -258,11 +320,23 @@ public struct Compiler: Sendable {
                                   at: d.location)
                     }
                 }
+                var dateOrder = DateOrder.mdy
+                if let order = c.dateOrder {
+                    if let value = DateOrder(rawValue: order.value) {
+                        dateOrder = value
+                    } else {
+                        bag.error("unknown date_order '\(order.value)' for column '\(c.name.value)'\(Suggest.hint(for: order.value, in: DateOrder.allCases.map(\.rawValue))); one of mdy, dmy, ymd",
+                                  at: order.location)
+                    }
+                    if ![.date, .timestamp, .timestamptz].contains(type) {
+                        bag.error("date_order is for date and timestamp columns; column '\(c.name.value)' is \(type)", at: order.location)
+                    }
+                }
                 columns.append(Column(
                     name: c.name.value, type: type,
                     nullable: primaryKey ? false : (c.nullable?.value ?? !type.isGenerated),
                     primaryKey: primaryKey, unique: c.unique?.value ?? false,
-                    defaultExpression: c.defaultExpression?.value))
+                    defaultExpression: c.defaultExpression?.value, dateOrder: dateOrder))
             }
             guard !s.name.value.isEmpty else { return nil }
             return Schema(name: s.name.value, file: s.file, columns: columns)
@@ -340,7 +414,7 @@ public struct Compiler: Sendable {
             var defaults: [String: String] = [:]
             for d in t.defaults {
                 guard let col = column(d.field, role: "default") else { continue }
-                if case let .failure(reason) = ValueCaster.cast(d.value.value, to: col.type) {
+                if case let .failure(reason) = ValueCaster.cast(d.value.value, to: col.type, dateOrder: col.dateOrder) {
                     bag.error("invalid default for column '\(col.name)': \(reason.message)", at: d.value.location)
                 }
                 defaults[col.name] = d.value.value
@@ -350,7 +424,23 @@ public struct Compiler: Sendable {
                 bag.error("on_error: default for '\(name)', but \(context) gives it no default", at: loc)
             }
 
+            var unknownPolicy = UnknownFieldPolicy.warn
+            if let u = t.onUnknownField {
+                if let value = UnknownFieldPolicy(rawValue: u.value) {
+                    unknownPolicy = value
+                } else {
+                    bag.error("unknown on_unknown_field '\(u.value)'\(Suggest.hint(for: u.value, in: UnknownFieldPolicy.allCases.map(\.rawValue))); one of ignore, warn, error",
+                              at: u.location)
+                }
+            }
+            // With the CSV header at hand, the matching rule (FieldMatching) is applied here, once:
+            // each binding gets its exact key, and what does not match is reported before any run.
+            let header = topic?.from.flatMap { headers[$0] }
+            var matcher = header.map { FieldMatcher(header: $0, transform: t) }
+
             var bindings: [ColumnBinding] = []
+            /// Nullable columns no field fills: one warning for all of them, after the loop.
+            var unfilledNullable: [(name: String, location: SourceLocation)] = []
             // Columns with a database default (created_at) are left to the database unless the
             // transform names them in a cast, default or rename.
             let named = Set(casts.keys).union(defaults.keys).union(renames.values)
@@ -361,14 +451,48 @@ public struct Compiler: Sendable {
                     let loc = topic.flatMap { tp in spec.topics.first { $0.name.value == tp.name }?.fields.first { $0.name.value == field }?.type.location }
                     bag.error("field '\(field)' cannot fill column '\(col.name)': \(reason)", at: loc ?? t.location)
                 }
+                var key: String?
+                if let header, matcher != nil {
+                    key = matcher!.take(column: col.name)
+                    if key == nil, defaults[col.name] == nil {
+                        let loc = spec.schemas.first { $0.name.value == schema.name }?.columns.first { $0.name.value == col.name }?.name.location
+                        if col.nullable {
+                            unfilledNullable.append((col.name, loc ?? t.location))
+                        } else {
+                            let hint = Suggest.hint(for: col.name, in: header.fields + header.normalized)
+                            bag.error("no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', which is not nullable; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
+                                      at: loc ?? t.location)
+                        }
+                    }
+                }
                 bindings.append(ColumnBinding(
                     column: col, field: col.name, inputType: input, castType: casts[col.name]?.type,
-                    onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name]))
+                    onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name], key: key))
+            }
+            if let header, let first = unfilledNullable.first {
+                let names = unfilledNullable.map { "'\($0.name)'" }.joined(separator: ", ")
+                let hint = unfilledNullable.count == 1 ? Suggest.hint(for: first.name, in: header.fields + header.normalized) : ""
+                let what = unfilledNullable.count == 1 ? "column \(names) of schema '\(schema.name)', so it stays" : "columns \(names) of schema '\(schema.name)', so they stay"
+                warning("no field of \(header.file) fills \(what) NULL; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
+                        at: first.location)
+            }
+            if let header, let matcher {
+                let unknown = matcher.untaken
+                if !unknown.isEmpty, unknownPolicy != .ignore {
+                    let list = unknown.map { "'\($0)'" }.joined(separator: ", ")
+                    let message = "\(unknown.count == 1 ? "field" : "fields") \(list) of \(header.file) \(unknown.count == 1 ? "fills" : "fill") no column of schema '\(schema.name)' and \(unknown.count == 1 ? "is" : "are") not loaded (add a column, list \(unknown.count == 1 ? "it" : "them") in 'drop', or set on_unknown_field: ignore)"
+                    if unknownPolicy == .error {
+                        bag.error(message, at: t.onUnknownField?.location ?? t.location)
+                    } else {
+                        warning(message, at: t.location)
+                    }
+                }
             }
             guard let from else { return nil }
             return Transform(
                 name: t.name.value, from: from, schema: schema, flattenSeparator: t.flatten?.value,
-                renames: renames, drops: Set(t.drop.map(\.value)), nullIf: Set(t.nullIf.map(\.value)), bindings: bindings)
+                renames: renames, drops: Set(t.drop.map(\.value)), nullIf: Set(t.nullIf.map(\.value)), bindings: bindings,
+                onUnknownField: unknownPolicy)
         }
 
         mutating func compileSink(_ s: SinkSpec, transforms: [Transform]) -> Sink? {
@@ -404,6 +528,48 @@ public struct Compiler: Sendable {
                 batchSize: s.batchSize?.value ?? 5000, maxDelayMs: s.maxDelayMs?.value ?? 200,
                 retryTimeoutMs: s.retryTimeoutMs?.value ?? 120_000,
                 mode: mode, key: s.key.map(\.value), schema: schema)
+        }
+
+        /// A header read as one field holding `;`, a tab or `|` was split with the wrong delimiter.
+        static func delimiterHint(_ header: Header) -> String {
+            guard header.fields.count == 1, let field = header.fields.first else { return "" }
+            for (c, shown) in [(";", "\";\""), ("\t", "\"\\t\""), ("|", "\"|\"")] where field.contains(c) {
+                return " (the header was read as one field: is the delimiter \(shown)?)"
+            }
+            return ""
+        }
+
+        // MARK: upsert keys
+
+        /// `mode: upsert` needs every version of one key in one partition, where Kafka keeps
+        /// order; otherwise an older version can be written last. So a topic without a `key:`
+        /// is keyed by the fields that fill the upsert key columns, and an explicit topic key
+        /// that does not determine the upsert key is an error once there is more than one partition.
+        mutating func keyTopicsForUpserts(_ topics: inout [Topic], transforms: [Transform], sinks: [Sink]) {
+            for sink in sinks where sink.mode == .upsert && !sink.key.isEmpty {
+                guard let transform = transforms.first(where: { $0.name == sink.from }),
+                      let index = topics.firstIndex(where: { $0.name == transform.from }) else { continue }
+                let inverse = Dictionary(transform.renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+                let keyFields = sink.key.map { column in
+                    transform.bindings.first { $0.column.name == column }?.key ?? inverse[column] ?? column
+                }
+                guard let topicSpec = spec.topics.first(where: { $0.name.value == topics[index].name }) else { continue }
+                if topicSpec.key.isEmpty && topics[index].key == [Topic.recordKey] {
+                    topics[index].key = keyFields
+                    continue
+                }
+                // The topic key determines the upsert key when each of its fields is one of the
+                // fields filling the key columns (equal keys then mean equal message keys).
+                let determined = topics[index].key.allSatisfy { field in
+                    keyFields.contains { $0 == field || FieldMatching.normalized($0) == field }
+                }
+                if topics[index].partitions > 1, !determined {
+                    let topicKey = topics[index].key.joined(separator: ", ")
+                    let location = topicSpec.key.first?.location ?? spec.sinks.first { $0.name.value == sink.name }?.key.first?.location
+                    bag.error("topic '\(topics[index].name)' has \(topics[index].partitions) partitions and key [\(topicKey)], which does not determine the key [\(sink.key.joined(separator: ", "))] of upsert sink '\(sink.name)': versions of one row could land in different partitions and an older one be written last; key the topic by [\(keyFields.joined(separator: ", "))] or leave its key out",
+                              at: location ?? topicSpec.location)
+                }
+            }
         }
 
         // MARK: graph
@@ -447,5 +613,49 @@ public struct Compiler: Sendable {
             }
             return ordered
         }
+    }
+}
+
+/// Applies the matching rule (`FieldMatching`) for one transform against a CSV header:
+/// drops, then renames, then exact names before normalised ones. Remembers which header fields
+/// were taken, so the rest can be reported as unknown.
+struct FieldMatcher {
+    let header: Compiler.Run.Header
+    /// Per header field: the name it offers to columns after renames (nil: dropped).
+    var offered: [String?]
+    /// Per header field: its normalised form after renames (nil: dropped).
+    var offeredNormalized: [String?]
+    var taken: Set<Int> = []
+
+    init(header: Compiler.Run.Header, transform t: TransformSpec) {
+        self.header = header
+        offered = header.fields.map { Optional($0) }
+        offeredNormalized = header.normalized.map { Optional($0) }
+        for r in t.rename {
+            if let i = FieldMatching.index(of: r.from.value, in: header.fields, normalized: header.normalized) {
+                offered[i] = r.to.value
+                offeredNormalized[i] = r.to.value
+            }
+        }
+        for d in t.drop {
+            for i in header.fields.indices where header.fields[i] == d.value || header.normalized[i] == d.value {
+                offered[i] = nil
+                offeredNormalized[i] = nil
+                taken.insert(i)  // dropped on purpose: not unknown
+            }
+        }
+    }
+
+    /// The exact key of the field that fills `column`, or nil.
+    mutating func take(column: String) -> String? {
+        let i = offered.firstIndex(of: column) ?? offeredNormalized.firstIndex(of: column)
+        guard let i else { return nil }
+        taken.insert(i)
+        return header.fields[i]
+    }
+
+    /// Header fields no column took (and not dropped), in header order.
+    var untaken: [String] {
+        header.fields.indices.filter { !taken.contains($0) }.map { header.fields[$0] }
     }
 }

@@ -1,4 +1,5 @@
 import PipelineSpec
+import RecordFormats
 
 /// A resolved, validated pipeline: every name points at something that exists, every type is
 /// known, every cast is legal. Later stages (plan, generate, run) read only this.
@@ -13,6 +14,9 @@ public struct Pipeline: Sendable {
     public var sinks: [Sink]
     /// Every stage in topological order (inputs before the stages reading them).
     public var stages: [StageRef]
+    /// Warnings the compiler found (a column no field fills, fields no column takes); the
+    /// commands print them, and they never stop a run.
+    public var warnings: [Diagnostic] = []
 
     public func source(named name: String) -> Source? { sources.first { $0.name == name } }
     public func topic(named name: String) -> Topic? { topics.first { $0.name == name } }
@@ -65,6 +69,8 @@ public struct Source: Sendable {
     public var null: String
     public var batchSize: Int
     public var rateLimit: Double?
+    /// The file's text encoding; the producer converts it to UTF-8 as it reads.
+    public var encoding: TextEncoding = .utf8
 }
 
 public struct Topic: Sendable {
@@ -103,14 +109,18 @@ public struct Column: Sendable, Equatable {
     public var primaryKey: Bool
     public var unique: Bool
     public var defaultExpression: String?
+    /// How dates with the year last (`03/05/2011`) are read into this column.
+    public var dateOrder: DateOrder
 
-    public init(name: String, type: SQLType, nullable: Bool, primaryKey: Bool = false, unique: Bool = false, defaultExpression: String? = nil) {
+    public init(name: String, type: SQLType, nullable: Bool, primaryKey: Bool = false, unique: Bool = false,
+                defaultExpression: String? = nil, dateOrder: DateOrder = .mdy) {
         self.name = name
         self.type = type
         self.nullable = nullable
         self.primaryKey = primaryKey
         self.unique = unique
         self.defaultExpression = defaultExpression
+        self.dateOrder = dateOrder
     }
 
     /// Records never carry generated columns; columns with a default may be absent.
@@ -134,6 +144,9 @@ public struct ColumnBinding: Sendable, Equatable {
     public var onCastError: CastFailure
     /// A literal used when the field is missing or null.
     public var defaultValue: String?
+    /// The exact JSON key that fills the column, when the compiler read the CSV header and
+    /// applied the matching rule (`FieldMatching`); nil: the consumer applies it per message.
+    public var key: String? = nil
 }
 
 public struct Transform: Sendable {
@@ -147,6 +160,8 @@ public struct Transform: Sendable {
     public var nullIf: Set<String>
     /// One binding per column the records fill, in schema order.
     public var bindings: [ColumnBinding]
+    /// What to say about fields no column takes.
+    public var onUnknownField: UnknownFieldPolicy = .warn
 }
 
 public enum WriteMode: String, Sendable, Codable { case insert, upsert }

@@ -7,12 +7,29 @@ public struct CastError: Error, Sendable, Equatable, CustomStringConvertible {
     public var description: String { message }
 }
 
+/// How a date written with slashes and the year last (`03/05/2011`) is read. ISO dates
+/// (`2011-05-03`, `2011/05/03`) and dotted dates (`03.05.2011`, always day first) do not depend
+/// on it.
+///
+/// ```yaml
+/// - { name: sold_on, type: date, date_order: dmy }   # 03/05/2011 is 3 May 2011
+/// ```
+public enum DateOrder: String, Sendable, Codable, CaseIterable {
+    /// `03/05/2011` is 5 March 2011 (the US order, and the default).
+    case mdy
+    /// `03/05/2011` is 3 May 2011.
+    case dmy
+    /// Only year-first dates are read; `03/05/2011` is refused as ambiguous.
+    case ymd
+}
+
 /// Checks a value against a column type in Swift, before it reaches PostgreSQL, and writes the
 /// form PostgreSQL's COPY text format expects. Works on bytes: it runs once per cell.
 public enum ValueCaster {
-    /// Validates `value` as `type` and appends its escaped COPY text to `out`.
-    /// On failure nothing is appended.
-    public static func append(_ value: UnsafeBufferPointer<UInt8>, as type: SQLType, to out: inout [UInt8]) -> CastError? {
+    /// Validates `value` as `type` and appends its escaped COPY text to `out`; dates with the
+    /// year last are read in `dateOrder`. On failure nothing is appended.
+    public static func append(_ value: UnsafeBufferPointer<UInt8>, as type: SQLType, dateOrder: DateOrder = .mdy,
+                              to out: inout [UInt8]) -> CastError? {
         var v = value[...]
         switch type.family {
         case .text, .json:
@@ -32,18 +49,18 @@ public enum ValueCaster {
         case .boolean: return appendBoolean(v, to: &out)
         case .text: return appendText(v, limit: nil, to: &out)
         case let .varchar(n): return appendText(v, limit: n, to: &out)
-        case .date: return appendDate(v, to: &out)
-        case .timestamp: return appendTimestamp(v, zoned: false, to: &out)
-        case .timestamptz: return appendTimestamp(v, zoned: true, to: &out)
+        case .date: return appendDate(v, order: dateOrder, to: &out)
+        case .timestamp: return appendTimestamp(v, zoned: false, order: dateOrder, to: &out)
+        case .timestamptz: return appendTimestamp(v, zoned: true, order: dateOrder, to: &out)
         case .json, .jsonb: return appendText(v, limit: nil, to: &out)
         }
     }
 
     /// The same for a `String`, returning the unescaped canonical text (for checks and tests).
-    public static func cast(_ text: String, to type: SQLType) -> Result<String, CastError> {
+    public static func cast(_ text: String, to type: SQLType, dateOrder: DateOrder = .mdy) -> Result<String, CastError> {
         var out: [UInt8] = []
         var copy = Array(text.utf8)
-        let error = copy.withUnsafeMutableBufferPointer { append(UnsafeBufferPointer($0), as: type, to: &out) }
+        let error = copy.withUnsafeMutableBufferPointer { append(UnsafeBufferPointer($0), as: type, dateOrder: dateOrder, to: &out) }
         if let error { return .failure(error) }
         return .success(unescapeCopy(out))
     }
@@ -266,8 +283,9 @@ public enum ValueCaster {
     }
 
     /// A date in one of the formats pipectl reads: `2024-01-31`, `2024/01/31`, `01/31/2024`
-    /// (US order) or `31.01.2024`. Returns (year, month, day, length read).
-    public static func scanDate(_ v: Slice<UnsafeBufferPointer<UInt8>>) -> (Int, Int, Int, Int)? {
+    /// (`order` says which of the first two numbers is the month) or `31.01.2024`.
+    /// Returns (year, month, day, length read).
+    public static func scanDate(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder = .mdy) -> (Int, Int, Int, Int)? {
         let s = v.startIndex
         if let y = digits(v, s, 4), s + 10 <= v.endIndex, v[s + 4] == v[s + 7],
            v[s + 4] == UInt8(ascii: "-") || v[s + 4] == UInt8(ascii: "/"),
@@ -276,7 +294,11 @@ public enum ValueCaster {
         }
         if s + 10 <= v.endIndex, let a = digits(v, s, 2), let b = digits(v, s + 3, 2), let y = digits(v, s + 6, 4) {
             if v[s + 2] == UInt8(ascii: "/"), v[s + 5] == UInt8(ascii: "/") {
-                return isValidDate(year: y, month: a, day: b) ? (y, a, b, 10) : nil
+                switch order {
+                case .mdy: return isValidDate(year: y, month: a, day: b) ? (y, a, b, 10) : nil
+                case .dmy: return isValidDate(year: y, month: b, day: a) ? (y, b, a, 10) : nil
+                case .ymd: return nil
+                }
             }
             if v[s + 2] == UInt8(ascii: "."), v[s + 5] == UInt8(ascii: ".") {
                 return isValidDate(year: y, month: b, day: a) ? (y, b, a, 10) : nil
@@ -291,15 +313,15 @@ public enum ValueCaster {
         out.append(UInt8(ascii: "-")); two(m); out.append(UInt8(ascii: "-")); two(d)
     }
 
-    static func appendDate(_ v: Slice<UnsafeBufferPointer<UInt8>>, to out: inout [UInt8]) -> CastError? {
-        guard let (y, m, d, n) = scanDate(v), n == v.count else { return CastError("\(show(v)) is not a valid date (expected YYYY-MM-DD)") }
+    static func appendDate(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder, to out: inout [UInt8]) -> CastError? {
+        guard let (y, m, d, n) = scanDate(v, order: order), n == v.count else { return CastError("\(show(v)) is not a valid date (expected YYYY-MM-DD)") }
         appendISODate(y, m, d, to: &out)
         return nil
     }
 
     /// `2024-01-31 12:34[:56[.123456]][Z|+02[:00]]`, with `T` or a space between date and time.
-    public static func scanTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>) -> (date: (Int, Int, Int), time: [UInt8], zone: [UInt8])? {
-        guard let (y, mo, d, n) = scanDate(v) else { return nil }
+    public static func scanTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder = .mdy) -> (date: (Int, Int, Int), time: [UInt8], zone: [UInt8])? {
+        guard let (y, mo, d, n) = scanDate(v, order: order) else { return nil }
         var i = v.startIndex + n
         guard i < v.endIndex, v[i] == UInt8(ascii: "T") || v[i] == UInt8(ascii: " ") else { return nil }
         i += 1
@@ -334,16 +356,16 @@ public enum ValueCaster {
         return ((y, mo, d), time, zone)
     }
 
-    static func appendTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>, zoned: Bool, to out: inout [UInt8]) -> CastError? {
+    static func appendTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>, zoned: Bool, order: DateOrder, to out: inout [UInt8]) -> CastError? {
         let name = zoned ? "timestamptz" : "timestamp"
-        if let (date, time, zone) = scanTimestamp(v) {
+        if let (date, time, zone) = scanTimestamp(v, order: order) {
             appendISODate(date.0, date.1, date.2, to: &out)
             out.append(UInt8(ascii: " "))
             out.append(contentsOf: time)
             if zoned { out.append(contentsOf: zone) }
             return nil
         }
-        if let (y, m, d, n) = scanDate(v), n == v.count {  // a date alone is midnight
+        if let (y, m, d, n) = scanDate(v, order: order), n == v.count {  // a date alone is midnight
             appendISODate(y, m, d, to: &out)
             out.append(contentsOf: " 00:00:00".utf8)
             return nil

@@ -50,12 +50,13 @@ public final class CSVProducer {
         settings["message.max.bytes"] = settings["message.max.bytes"] ?? String(topic.messageMaxBytes)
         let writer = try TopicWriter(topic: topic.name, settings: settings)
 
-        let reader = snapshot.reader(delimiter: source.delimiter, quote: source.quote)
+        let reader = try snapshot.reader(path: source.resolvedPath, encoding: source.encoding, delimiter: source.delimiter, quote: source.quote)
         var record = CSVRecord()
         var names: [[UInt8]] = []
         if source.header {
             if reader.next(into: &record) {
-                names = CSVReader.normalizeHeader((0..<record.count).map { record.string($0) }).map { Array($0.utf8) }
+                // Fields keep the header's spelling; the consumer matches them to columns (FieldMatching).
+                names = FieldMatching.fieldNames(header: (0..<record.count).map { record.string($0) }).map { Array($0.utf8) }
             } else {
                 log("warning: \(source.path) is empty (no header)")
             }
@@ -98,8 +99,15 @@ public final class CSVProducer {
         var batch = 0
         var inBatch = 0
         var started = Date()
-        let keyFields = topic.key.map { Array($0.utf8) }
         let keyIsRecordID = topic.key == [Topic.recordKey]
+        // Key fields by the matching rule: exact header name, else normalised (`sku` finds `SKU`).
+        var keyIndices: [Int?] = []
+        func resolveKeys() {
+            let fields = names.map { String(decoding: $0, as: UTF8.self) }
+            let normalized = source.header ? FieldMatching.normalized(header: fields) : fields
+            keyIndices = topic.key.map { FieldMatching.index(of: $0, in: fields, normalized: normalized) }
+        }
+        resolveKeys()
         // `,"name":` for each column, encoded once.
         var fieldPrefixes: [[UInt8]] = []
         func encodePrefixes() {
@@ -117,6 +125,7 @@ public final class CSVProducer {
             if names.isEmpty, !source.header {
                 names = (1...max(record.count, 1)).map { Array("column_\($0)".utf8) }
                 encodePrefixes()
+                resolveKeys()
             }
             recordID.removeAll(keepingCapacity: true)
             recordID.append(contentsOf: fingerprintPrefix)
@@ -172,9 +181,9 @@ public final class CSVProducer {
             if keyIsRecordID || problem != nil {
                 key.append(contentsOf: recordID)
             } else {
-                for (n, field) in keyFields.enumerated() {
+                for (n, index) in keyIndices.enumerated() {
                     if n > 0 { key.append(UInt8(ascii: "|")) }
-                    if let i = names.firstIndex(of: field), i < record.count { key.append(contentsOf: record.bytes[record.range(i)]) }
+                    if let i = index, i < record.count { key.append(contentsOf: record.bytes[record.range(i)]) }
                 }
             }
             if batch - nextToReport == outstanding.count {

@@ -28,7 +28,13 @@ public final class PipelineRunner {
         /// Rows of this source file in the table, and its dead letters, counted in the database.
         public var storedRows = 0
         public var storedDeadLetters = 0
-        public var reconciled: Bool { rowsRead == storedRows + storedDeadLetters }
+        /// Upserts keep one row per key, so there every record read must be an insert, an
+        /// update or a dead letter; inserts must each be a stored row of this file.
+        public var reconciled: Bool {
+            mode == .upsert ? rowsRead == loaded + duplicates + deadLettered : rowsRead == storedRows + storedDeadLetters
+        }
+        /// In upsert mode `loaded` counts inserted rows and `duplicates` updated ones.
+        public var mode: WriteMode = .insert
     }
 
     /// The sink's connection string: the spec's `url`, else DATABASE_URL.
@@ -118,6 +124,7 @@ public final class PipelineRunner {
             summary.loaded = load.loaded
             summary.duplicates = load.duplicates
             summary.deadLettered = load.deadLettered
+            summary.mode = flow.sink.mode
             summary.elapsed = Date().timeIntervalSince(started)
             (summary.storedRows, summary.storedDeadLetters) = try storedCounts(fingerprint: produced.fingerprint, sink: sink)
             summary.check = try check(flow.sink, sink: sink)
@@ -199,10 +206,13 @@ public final class PipelineRunner {
             "Summary (\(s.flow)):",
             "  rows read:          \(s.rowsRead)",
             "  rows sent:          \(s.rowsSent)",
-            "  rows loaded:        \(s.loaded)",
-            "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
+            s.mode == .upsert ? "  rows inserted:      \(s.loaded)" : "  rows loaded:        \(s.loaded)",
+            s.mode == .upsert ? "  rows updated:       \(s.duplicates)  (a row with the same key existed, or a later version in the same batch replaced it)"
+                : "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
             "  dead-lettered:      \(s.deadLettered)",
-            "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
+            s.mode == .upsert
+                ? "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.loaded) inserted + \(s.duplicates) updated + \(s.deadLettered) dead-lettered)"
+                : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
         ]
         if let check = s.check { lines.append("Check: " + check) }

@@ -404,9 +404,12 @@ public final class PostgresSink {
                 INSERT INTO \(target) (\(columnList))
                 SELECT \(columnList) FROM (
                   SELECT DISTINCT ON (\(keyList)) * FROM "pipectl_staging" ORDER BY \(keyList), ctid DESC
-                ) s \(conflict) RETURNING 1
+                ) s \(conflict) RETURNING ("xmax" = 0)
                 """)
-            return rows.count
+            // Only rows that were new count as loaded (xmax is 0 for a fresh insert); every other
+            // row of the batch updated a stored row or was superseded by a later version, which
+            // the caller counts in `duplicates` and the upsert summary shows as updated.
+            return rows.filter { $0.first == "t" }.count
         }
         conflict = "ON CONFLICT (\(SQL.quote(Sink.recordColumn))) DO NOTHING"
         let rows = try conn.query("INSERT INTO \(target) (\(columnList)) SELECT \(columnList) FROM \"pipectl_staging\" \(conflict) RETURNING 1")

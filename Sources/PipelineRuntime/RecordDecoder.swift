@@ -40,6 +40,12 @@ public struct RecordDecoder {
     let transform: Transform
     /// The record field each bound column reads, as bytes.
     let fieldKeys: [[UInt8]]
+    /// Per bound column: whether the compiler resolved its key against the CSV header. When it
+    /// did not, a message without the exact key is searched for a field whose normalised
+    /// name is the wanted one (the second half of `FieldMatching`'s rule).
+    let resolved: [Bool]
+    /// Normalised forms of keys seen in messages, so each is computed once.
+    var normalizedKeys: [[UInt8]: [UInt8]] = [:]
     let separator: [UInt8]?
     let nullIf: [[UInt8]]
     var json = JSONFlatRecord()
@@ -56,9 +62,11 @@ public struct RecordDecoder {
         self.transform = transform
         let inverse = Dictionary(transform.renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
         fieldKeys = transform.bindings.map { binding in
+            if let key = binding.key { return Array(key.utf8) }
             let field = inverse[binding.field] ?? binding.field
             return transform.drops.contains(field) ? [] : Array(field.utf8)
         }
+        resolved = transform.bindings.map { $0.key != nil }
         separator = transform.flattenSeparator.map { Array($0.utf8) }
         nullIf = transform.nullIf.map { Array($0.utf8) }
     }
@@ -115,7 +123,8 @@ public struct RecordDecoder {
     /// Appends one column's COPY text; returns the reason when the record cannot fill it.
     mutating func appendValue(_ n: Int, _ binding: ColumnBinding, to out: inout [UInt8]) -> String? {
         let key = fieldKeys[n]
-        let index = key.isEmpty ? nil : json.index(of: key, hint: n + 2)
+        var index = key.isEmpty ? nil : json.index(of: key, hint: n + 2)
+        if index == nil, !key.isEmpty, !resolved[n] { index = normalizedIndex(of: key) }
         var isNull = true
         if let index {
             let f = json.fields[index]
@@ -134,11 +143,11 @@ public struct RecordDecoder {
             let value = UnsafeBufferPointer(rebasing: all[f.valueStart..<f.valueEnd])
             if let castType = binding.castType, castType != binding.column.type {
                 castScratch.removeAll(keepingCapacity: true)
-                if let e = ValueCaster.append(value, as: castType, to: &castScratch) { return e }
+                if let e = ValueCaster.append(value, as: castType, dateOrder: binding.column.dateOrder, to: &castScratch) { return e }
                 let canonical = ValueCaster.unescapeCopyBytes(castScratch)
                 return canonical.withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, to: &out) }
             }
-            return ValueCaster.append(value, as: binding.column.type, to: &out)
+            return ValueCaster.append(value, as: binding.column.type, dateOrder: binding.column.dateOrder, to: &out)
         }
         guard let error else { return nil }
         switch binding.onCastError {
@@ -148,9 +157,25 @@ public struct RecordDecoder {
         }
     }
 
+    /// The first field whose normalised name is `wanted` (and which is not dropped).
+    mutating func normalizedIndex(of wanted: [UInt8]) -> Int? {
+        for i in json.fields.indices {
+            let raw = Array(json.scratch[json.fields[i].keyStart..<json.fields[i].keyEnd])
+            let normalized: [UInt8]
+            if let cached = normalizedKeys[raw] {
+                normalized = cached
+            } else {
+                normalized = Array(FieldMatching.normalized(String(decoding: raw, as: UTF8.self)).utf8)
+                if normalizedKeys.count < 10_000 { normalizedKeys[raw] = normalized }  // bounded: keys of other producers vary
+            }
+            if normalized == wanted, !transform.drops.contains(String(decoding: raw, as: UTF8.self)) { return i }
+        }
+        return nil
+    }
+
     func appendNull(_ binding: ColumnBinding, to out: inout [UInt8], why: String) -> String? {
         if let d = binding.defaultValue {
-            let error: CastError? = Array(d.utf8).withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, to: &out) }
+            let error: CastError? = Array(d.utf8).withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, dateOrder: binding.column.dateOrder, to: &out) }
             return error.map { "default for '\(binding.column.name)': \($0.message)" }
         }
         if !binding.column.nullable {

@@ -37,6 +37,8 @@ public struct CSVSourceSpec: Sendable {
     public var batchSize: Located<Int>?
     /// Rows per second; nil means as fast as possible.
     public var rateLimit: Located<Double>?
+    /// The file's text encoding (`utf-8` when absent).
+    public var encoding: Located<String>? = nil
 }
 
 /// ```yaml
@@ -85,6 +87,8 @@ public struct ColumnSpec: Sendable {
     public var unique: Located<Bool>?
     /// A SQL default expression: `current_timestamp`, `0`, `'n/a'`.
     public var defaultExpression: Located<String>?
+    /// `mdy`, `dmy` or `ymd`: how `03/05/2011` is read into a date or timestamp column.
+    public var dateOrder: Located<String>? = nil
     public var location: SourceLocation
 }
 
@@ -107,6 +111,8 @@ public struct TransformSpec: Sendable {
     public var defaults: [(field: Located<String>, value: Located<String>)]
     /// Field values that mean NULL, besides JSON null (e.g. `"NA"`).
     public var nullIf: [Located<String>]
+    /// `ignore`, `warn` (default) or `error`: what to say about fields no column takes.
+    public var onUnknownField: Located<String>? = nil
 }
 
 public struct CastSpec: Sendable {

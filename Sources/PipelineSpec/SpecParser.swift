@@ -24,12 +24,12 @@ public struct SpecParser: Sendable {
     public static let outsideProjectFlag = "--allow-outside-project"
 
     static let topKeys = ["version", "name", "description", "sources", "topics", "schemas", "transforms", "sinks"]
-    static let sourceKeys = ["name", "type", "path", "header", "delimiter", "quote", "null", "batch_size", "rate_limit"]
+    static let sourceKeys = ["name", "type", "path", "header", "delimiter", "quote", "null", "batch_size", "rate_limit", "encoding"]
     static let topicKeys = ["name", "from", "brokers", "partitions", "replication_factor", "format", "key", "fields",
                             "linger_ms", "compression", "batch_bytes", "message_max_bytes", "properties"]
     static let schemaKeys = ["version", "name", "description", "columns"]
-    static let columnKeys = ["name", "type", "nullable", "primary_key", "unique", "default", "description"]
-    static let transformKeys = ["name", "from", "schema", "flatten", "rename", "drop", "casts", "defaults", "null_if"]
+    static let columnKeys = ["name", "type", "nullable", "primary_key", "unique", "default", "description", "date_order"]
+    static let transformKeys = ["name", "from", "schema", "flatten", "rename", "drop", "casts", "defaults", "null_if", "on_unknown_field"]
     static let castKeys = ["type", "on_error"]
     static let sinkKeys = ["name", "from", "type", "url", "table", "db_schema", "batch_size", "max_delay_ms", "retry_timeout_ms", "mode", "key"]
 
@@ -149,6 +149,7 @@ public struct SpecParser: Sendable {
         csv.null = f.literalString("null", bag: &bag)?.value ?? ""
         csv.batchSize = f.int("batch_size", min: 1, bag: &bag)
         csv.rateLimit = f.double("rate_limit", bag: &bag)
+        csv.encoding = f.string("encoding", bag: &bag)
         for single in [csv.delimiter, csv.quote].compactMap({ $0 }) where single.value.unicodeScalars.count != 1 {
             bag.error("'\(single.value)' must be exactly one character", at: single.location)
         }
@@ -222,6 +223,7 @@ public struct SpecParser: Sendable {
                 primaryKey: c.bool("primary_key", bag: &bag),
                 unique: c.bool("unique", bag: &bag),
                 defaultExpression: c.string("default", bag: &bag),
+                dateOrder: c.string("date_order", bag: &bag),
                 location: c.location)
         }
         return SchemaSpec(name: name, file: file, columns: columns, referencedAt: referencedAt)
@@ -257,7 +259,8 @@ public struct SpecParser: Sendable {
             drop: f.strings("drop", bag: &bag),
             casts: casts,
             defaults: f.stringMap("defaults", bag: &bag).map { (field: $0.key, value: $0.value) },
-            nullIf: f.strings("null_if", bag: &bag))
+            nullIf: f.strings("null_if", bag: &bag),
+            onUnknownField: f.string("on_unknown_field", bag: &bag))
     }
 
     func parseSink(_ tree: YAMLTree, bag: inout DiagnosticBag) -> SinkSpec? {

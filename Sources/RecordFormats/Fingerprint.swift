@@ -90,4 +90,22 @@ public final class SourceSnapshot {
     public func reader(delimiter: UInt8, quote: UInt8) -> CSVReader {
         CSVReader(handle: handle, delimiter: delimiter, quote: quote)
     }
+
+    /// A reader over the copy's text as UTF-8 (see `SourceText.reader`): a copy declared UTF-8
+    /// is checked and streamed; one in another encoding is converted whole, in memory.
+    /// - Throws: `CSVError` naming `path` when the bytes are not in the declared encoding.
+    public func reader(path: String, encoding: TextEncoding, delimiter: UInt8, quote: UInt8) throws -> CSVReader {
+        if encoding == .utf8 {
+            var sample = [UInt8](repeating: 0, count: min(size, SourceText.sampleBytes))
+            let n = sample.withUnsafeMutableBytes { pread(handle.fileDescriptor, $0.baseAddress, $0.count, 0) }
+            try SourceText.checkDeclaredUTF8(path: path, sample: Array(sample.prefix(max(n, 0))))
+            return reader(delimiter: delimiter, quote: quote)
+        }
+        let bytes = Array(try handle.readToEnd() ?? Data())
+        do {
+            return CSVReader(bytes: try encoding.toUTF8(bytes), delimiter: delimiter, quote: quote)
+        } catch let error as CSVError {
+            throw CSVError(message: "\(path) \(error.message) (the source says 'encoding: \(encoding.rawValue)')")
+        }
+    }
 }

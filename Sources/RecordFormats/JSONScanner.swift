@@ -56,6 +56,14 @@ public struct JSONScanner {
     let bytes: UnsafeBufferPointer<UInt8>
     var i = 0
     let separator: [UInt8]?
+    /// Objects and arrays currently open around `i`.
+    var depth = 0
+
+    /// The deepest nesting of objects and arrays a payload may have. The scanner recurses once
+    /// per level, so without a bound a message of 200,000 `[` (any producer can write one to a
+    /// topic) overflows the consumer's stack and crashes it again on every restart; past this
+    /// depth the record is dead-lettered instead. Real records nest a few levels.
+    public static let maxDepth = 128
 
     public struct Failure: Error, Sendable { public var message: String }
 
@@ -86,7 +94,18 @@ public struct JSONScanner {
         i += 1
     }
 
+    /// Enters one level of nesting, refusing to go deeper than `maxDepth`.
+    mutating func enter() throws {
+        depth += 1
+        if depth > Self.maxDepth {
+            throw Failure(message: "JSON nested deeper than \(Self.maxDepth) levels at byte \(i) (objects and arrays inside each other)")
+        }
+    }
+
     mutating func object(prefix: inout [UInt8], into record: inout JSONFlatRecord) throws {
+        skipSpace()
+        try enter()  // before the brace, so a refusal names the byte where the level opens
+        defer { depth -= 1 }
         try expect(UInt8(ascii: "{"))
         skipSpace()
         if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return }
@@ -176,6 +195,8 @@ public struct JSONScanner {
         case UInt8(ascii: "{"), UInt8(ascii: "["):
             let close = bytes[i] == UInt8(ascii: "{") ? UInt8(ascii: "}") : UInt8(ascii: "]")
             let isObject = close == UInt8(ascii: "}")
+            try enter()
+            defer { depth -= 1 }
             i += 1
             skipSpace()
             if i < bytes.count, bytes[i] == close { i += 1; return }

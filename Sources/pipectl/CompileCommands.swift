@@ -61,14 +61,32 @@ struct CSVOptions: ParsableArguments {
     @Option(help: "Field delimiter (one character).") var delimiter: String = ","
     @Option(help: "How many records to sample.") var sample: Int = 10_000
     @Flag(inversion: .prefixedNo, help: "Whether the first record is a header.") var header = true
+    @Option(help: "How to read dates like 03/05/2011: mdy (5 March, the default), dmy (3 May) or ymd (year first only).")
+    var dateOrder: String = "mdy"
+    @Option(help: "The file's encoding: utf-8, utf-16le, utf-16be, latin1 or windows-1252 (default: detected).")
+    var encoding: String?
 
-    func inference() throws -> SchemaInference {
+    /// The inference settings for `file`, with its encoding (given or detected); prints on
+    /// standard error which encoding was detected and why.
+    func inference(for file: String) throws -> SchemaInference {
         guard delimiter.utf8.count == 1 else { throw ValidationError("--delimiter must be a single ASCII character, got '\(delimiter)'") }
         guard sample > 0 else { throw ValidationError("--sample must be a positive number, got \(sample)") }
+        guard let order = DateOrder(rawValue: dateOrder) else { throw ValidationError("--date-order must be mdy, dmy or ymd, got '\(dateOrder)'") }
+        var declared: TextEncoding?
+        if let encoding {
+            guard let e = TextEncoding(rawValue: encoding.lowercased()) else {
+                throw ValidationError("--encoding must be one of \(TextEncoding.names), got '\(encoding)'")
+            }
+            declared = e
+        }
         var inference = SchemaInference()
         inference.delimiter = delimiter.utf8.first!
         inference.sampleSize = sample
         inference.header = header
+        inference.dateOrder = order
+        let (found, why) = try SchemaInference.encoding(of: file, declared: declared)
+        if let why { printError("note: \(file) read as \(found.rawValue): \(why)") }
+        inference.encoding = found
         return inference
     }
 }
@@ -81,9 +99,14 @@ struct Infer: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
-            let columns = try csv.inference().infer(path: file)
+            let inference = try csv.inference(for: file)
+            let columns = try inference.infer(path: file)
             let schemaName = name ?? CSVReader.normalizeHeader([((file as NSString).lastPathComponent as NSString).deletingPathExtension])[0]
-            print(SchemaInference.schemaYAML(name: schemaName, columns: columns, from: file), terminator: "")
+            var yaml = SchemaInference.schemaYAML(name: schemaName, columns: columns, from: file)
+            if inference.encoding != .utf8 {
+                yaml = "# The file is \(inference.encoding.rawValue): its source needs 'encoding: \(inference.encoding.rawValue)'.\n" + yaml
+            }
+            print(yaml, terminator: "")
         }
     }
 }
@@ -104,7 +127,8 @@ struct Init: ParsableCommand {
                   !("0"..."9").contains(name.unicodeScalars.first!) else {
                 throw ValidationError("NAME '\(name)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit")
             }
-            let columns = try options.inference().infer(path: csv)
+            let inference = try options.inference(for: csv)
+            let columns = try inference.infer(path: csv)
             let schemaPath = SpecParser.join(project, "schemas/\(name).yaml")
             let pipelinePath = SpecParser.join(project, "pipelines/\(name).yaml")
             let fm = FileManager.default
@@ -115,16 +139,25 @@ struct Init: ParsableCommand {
             let absoluteCSV = csv.hasPrefix("/") ? csv : fm.currentDirectoryPath + "/" + csv
             let absoluteProject = project.hasPrefix("/") ? project : fm.currentDirectoryPath + "/" + project
             let relative = Self.relativePath(from: SpecParser.normalize(absoluteProject + "/pipelines"), to: SpecParser.normalize(absoluteCSV))
-            try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
-            try fm.createDirectory(atPath: SpecParser.join(project, "pipelines"), withIntermediateDirectories: true)
-            try SchemaInference.schemaYAML(name: name, columns: columns, from: csv).write(toFile: schemaPath, atomically: true, encoding: .utf8)
-            try SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!, columns: columns)
-                .write(toFile: pipelinePath, atomically: true, encoding: .utf8)
+            let schemaText = SchemaInference.schemaYAML(name: name, columns: columns, from: csv)
+            let pipelineText = SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!,
+                                                            encoding: inference.encoding, columns: columns)
+            // The result must compile, and is compiled before anything is written: a failing
+            // init leaves no half-made files behind.
+            let texts = [SpecParser.normalize(schemaPath): schemaText, SpecParser.normalize(pipelinePath): pipelineText]
             // The user named this CSV, so reading it is allowed here; later commands need the
             // opt-in when it lies outside the project, and the hint says so.
             let outside = !ProjectFolder(path: project).contains(csv)
-            // The result must compile; say so now rather than at run time.
-            _ = try compile(pipelinePath, allowOutsideProject: outside)
+            let parser = SpecParser(allowOutsideProject: outside, readFile: { path in
+                if let text = texts[SpecParser.normalize(path)] { return text }
+                return try String(contentsOfFile: path, encoding: .utf8)
+            })
+            let pipeline = try Compiler().compile(try parser.parse(path: pipelinePath))
+            for warning in pipeline.warnings { printError(warning.description) }
+            try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
+            try fm.createDirectory(atPath: SpecParser.join(project, "pipelines"), withIntermediateDirectories: true)
+            try schemaText.write(toFile: schemaPath, atomically: true, encoding: .utf8)
+            try pipelineText.write(toFile: pipelinePath, atomically: true, encoding: .utf8)
             print("wrote \(schemaPath) (\(columns.count) columns)")
             print("wrote \(pipelinePath)")
             print("next: pipectl plan \(pipelinePath)\(outside ? " " + SpecParser.outsideProjectFlag : "")")

@@ -57,7 +57,10 @@ func reportingErrors(_ body: () throws -> Void) throws {
 /// Loads and compiles a spec: the front half of every command.
 func compile(_ path: String, allowOutsideProject: Bool = false) throws -> Pipeline {
     let spec = try SpecParser(allowOutsideProject: allowOutsideProject).parse(path: path)
-    return try Compiler().compile(spec)
+    let pipeline = try Compiler().compile(spec)
+    // Warnings go to standard error and never stop a command.
+    for warning in pipeline.warnings { printError(warning.description) }
+    return pipeline
 }
 
 func compile(_ argument: SpecArgument) throws -> Pipeline {

@@ -97,7 +97,11 @@ struct Consume: ParsableCommand {
             options.restartOnNewTopic = restartOnNewTopic
             options.idleExit = idleExit
             let report = try TopicLoader(pipeline: pipeline, flow: flow, options: options).run(url: sink.url, sink: sink)
-            print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
+            if flow.sink.mode == .upsert {
+                print("Consumed \(report.consumed) records: \(report.loaded) inserted, \(report.duplicates) updated, \(report.deadLettered) dead-lettered")
+            } else {
+                print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
+            }
         }
     }
 }

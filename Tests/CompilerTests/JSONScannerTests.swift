@@ -119,4 +119,29 @@ final class JSONScannerTests: XCTestCase {
         XCTAssertTrue(JSONText.isValidUTF8(Array("héllo".utf8)))
         XCTAssertFalse(JSONText.isValidUTF8([0x68, 0xFF]))
     }
+
+    /// A topic written by another producer can carry absurd nesting: past `maxDepth` the
+    /// record is refused with a reason (to be dead-lettered), not parsed until the stack overflows.
+    func testDeepNestingIsRefusedNotRecursedInto() throws {
+        let deep = "{\"a\":" + String(repeating: "[", count: 200_000)
+        XCTAssertEqual(failure(Array(deep.utf8)),
+                       "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
+        // Nested objects, flattened or kept raw, are bounded the same way.
+        let objects = String(repeating: "{\"k\":", count: 200_000)
+        XCTAssertEqual(failure(Array(objects.utf8)),
+                       "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
+        XCTAssertEqual(try { () -> String in
+            do { _ = try scan(objects, flatten: nil); return "no error" } catch let f as JSONScanner.Failure { return f.message }
+        }(), "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
+        // 200,000 '[' alone is not an object at all.
+        XCTAssertEqual(failure(Array(String(repeating: "[", count: 200_000).utf8)), "payload is not a JSON object")
+        // Exactly the limit still reads: the object plus 127 arrays.
+        let limit = "{\"a\":" + String(repeating: "[", count: 127) + String(repeating: "]", count: 127) + "}"
+        XCTAssertEqual(try scan(limit, flatten: nil),
+                       [Field("a", String(repeating: "[", count: 127) + String(repeating: "]", count: 127), .raw)])
+        // One more level is refused.
+        let over = "{\"a\":" + String(repeating: "[", count: 128) + String(repeating: "]", count: 128) + "}"
+        XCTAssertEqual(failure(Array(over.utf8)),
+                       "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
+    }
 }

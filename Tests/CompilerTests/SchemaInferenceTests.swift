@@ -40,7 +40,47 @@ final class SchemaInferenceTests: XCTestCase {
             2024-01-31,2024-01-31 12:00:00,01/31/2024,2024-01-31
             2024-02-29,2024-02-01T08:30:00Z,02/29/2024,2024-02-01 10:00
 
-            """), ["day date", "at timestamp", "us_day date", "mixed timestamp"])
+            """), ["day date", "at timestamptz", "us_day date", "mixed timestamp"])
+    }
+
+    /// Identifiers with leading zeros (ZIP codes, USGS parameter codes) stay text: an integer
+    /// column would store 07307 as 7307. A zero alone and decimals like 0.5 are still numbers.
+    func testLeadingZerosKeepAColumnText() throws {
+        XCTAssertEqual(try summary("zip,param_code\n07307,00060\n10001,00065\n"), ["zip text", "param_code text"])
+        XCTAssertEqual(try summary("n,x,y,neg,signed\n0,0.5,-0.5,-0.25,+0\n12,1.5,2,-3,+7\n"),
+                       ["n integer", "x double precision", "y double precision", "neg double precision", "signed integer"])
+        // Variant: a single padded value among plain numbers is enough, signed or not.
+        XCTAssertEqual(try summary("code,delta\n5,-3\n12,-07\n042,4\n"), ["code text", "delta text"])
+        XCTAssertEqual(try summary("ratio\n00.5\n1.25\n"), ["ratio text"])
+    }
+
+    /// A value with `Z` or an offset is an instant: timestamptz keeps it, timestamp would drop the zone.
+    func testZonedTimestampsAreTimestamptz() throws {
+        XCTAssertEqual(try summary("at,local\n2024-01-31T12:00:00Z,2024-01-31 12:00\n2024-02-01 08:30:00+02:00,2024-02-01 08:30\n"),
+                       ["at timestamptz", "local timestamp"])
+        // Variant: the offset forms -0530 and +02, on one row of several.
+        XCTAssertEqual(try summary("seen\n2024-03-01 10:00\n2024-03-01 10:00-0530\n2024-03-02 00:00+02\n"), ["seen timestamptz"])
+    }
+
+    /// `--date-order`: 03/05/2011 is 5 March by default (month first) and 3 May with dmy; the
+    /// inferred column says which order it assumed, so the runtime reads it the same way.
+    func testDateOrderIsAnOptionAndIsWrittenIntoTheSchema() throws {
+        let csv = "sold_on,iso\n03/05/2011,2011-05-03\n25/12/2011,2011-12-25\n"
+        // Month first, 25/12/2011 is no date: the column is text, not a wrong date.
+        XCTAssertEqual(try summary(csv), ["sold_on text", "iso date"])
+        var inference = SchemaInference()
+        inference.dateOrder = .dmy
+        let columns = try inference.infer(reader: CSVReader(bytes: Array(csv.utf8)))
+        XCTAssertEqual(columns.map { "\($0.name) \($0.type) \($0.dateOrder?.rawValue ?? "-")" }, ["sold_on date dmy", "iso date -"])
+        let yaml = SchemaInference.schemaYAML(name: "sales", columns: columns, from: "data/sales.csv")
+        XCTAssertTrue(yaml.contains("  - { name: sold_on, type: date, nullable: false, date_order: dmy }\n"), yaml)
+        XCTAssertTrue(yaml.contains("  - { name: iso, type: date, nullable: false }\n"), yaml)
+        // The default order is written too, when it mattered.
+        let us = try SchemaInference().infer(reader: CSVReader(bytes: Array("d\n03/05/2011\n12/31/2011\n".utf8)))
+        XCTAssertEqual(us.map { "\($0.name) \($0.type) \($0.dateOrder?.rawValue ?? "-")" }, ["d date mdy"])
+        // ymd refuses the ambiguous form altogether.
+        inference.dateOrder = .ymd
+        XCTAssertEqual(try inference.infer(reader: CSVReader(bytes: Array("d\n03/05/2011\n".utf8))).map(\.type), [.text])
     }
 
     func testBlanksMakeAColumnNullable() throws {

@@ -104,6 +104,27 @@ final class ValueCasterTests: XCTestCase {
         XCTAssertEqual(cast("yesterday", .date), "error: 'yesterday' is not a valid date (expected YYYY-MM-DD)")
     }
 
+    /// `date_order` decides which of 03/05/2011's first two numbers is the month; ISO and
+    /// dotted dates read the same whatever the order.
+    func testDateOrder() {
+        func cast(_ text: String, _ type: SQLType, _ order: DateOrder) -> String {
+            switch ValueCaster.cast(text, to: type, dateOrder: order) {
+            case let .success(value): return value
+            case let .failure(error): return "error: " + error.message
+            }
+        }
+        XCTAssertEqual(cast("03/05/2011", .date, .mdy), "2011-03-05")
+        XCTAssertEqual(cast("03/05/2011", .date, .dmy), "2011-05-03")
+        XCTAssertEqual(cast("25/12/2011", .date, .dmy), "2011-12-25")
+        XCTAssertEqual(cast("25/12/2011", .date, .mdy), "error: '25/12/2011' is not a valid date (expected YYYY-MM-DD)")
+        XCTAssertEqual(cast("03/05/2011", .date, .ymd), "error: '03/05/2011' is not a valid date (expected YYYY-MM-DD)")
+        XCTAssertEqual(cast("2011/05/03", .date, .ymd), "2011-05-03")
+        XCTAssertEqual(cast("03.05.2011", .date, .mdy), "2011-05-03")
+        // Variant: timestamps follow the same order.
+        XCTAssertEqual(cast("03/05/2011 10:30", .timestamp, .dmy), "2011-05-03 10:30")
+        XCTAssertEqual(cast("03/05/2011 10:30Z", .timestamptz, .dmy), "2011-05-03 10:30+00")
+    }
+
     func testTimestamps() {
         XCTAssertEqual(cast("2024-01-31 12:34", .timestamp), "2024-01-31 12:34")
         XCTAssertEqual(cast("2024-01-31T12:34:56", .timestamp), "2024-01-31 12:34:56")

@@ -176,6 +176,12 @@ final class BadInputCorpusTests: XCTestCase {
         let id = "data case \(c.id)"
         let output = result.stdout + result.stderr
         let e = c.expect
+        if let refused = e.refused {
+            XCTAssertEqual(result.status, 1, "\(id): exit status\n\(output)")
+            XCTAssertEqual(result.stderrLines, refused, "\(id): stderr")
+            XCTAssertEqual(try db.int("SELECT count(*) FROM pg_tables WHERE tablename = '\(run.pipeline)'"), 0, "\(id): no table")
+            return
+        }
         XCTAssertEqual(result.status, 0, "\(id): exit status\n\(output)")
         Self.assertNoCrash(result, id)
 
@@ -368,10 +374,13 @@ struct BadInputManifest: Decodable {
         var deadLetters: [DeadLetter]
         var output: [String]?
         var tableColumns: [String]?
+        /// When set, `run` must refuse the file before sending anything: exit status 1 with
+        /// exactly these lines on standard error, and no table created.
+        var refused: [String]?
 
         enum CodingKeys: String, CodingKey {
             case rowsRead = "rows_read", loaded, deadLettered = "dead_lettered", rows, deadLetters = "dead_letters", output
-            case tableColumns = "table_columns"
+            case tableColumns = "table_columns", refused
         }
     }
 

@@ -76,6 +76,10 @@ struct TestPipeline {
     var transformExtra = ""
     /// Extra sink fields, e.g. `, mode: upsert, key: [code]`.
     var sinkExtra = ""
+    /// Extra source fields, e.g. `, encoding: utf-16le`.
+    var sourceExtra = ""
+    /// Extra topic fields, e.g. `, key: [sku]`.
+    var topicExtra = ""
 
     static let housingColumns = """
       - { name: id, type: bigserial, primary_key: true }
@@ -115,9 +119,9 @@ struct TestPipeline {
         version: 1
         name: \(name)
         sources:
-          - { name: \(name)_csv, type: csv, path: \(name).csv, batch_size: \(sourceBatch) }
+          - { name: \(name)_csv, type: csv, path: \(name).csv, batch_size: \(sourceBatch)\(sourceExtra) }
         topics:
-          - { name: \(topic), from: \(name)_csv, brokers: "\(state.kafkaBrokers)", partitions: \(partitions) }
+          - { name: \(topic), from: \(name)_csv, brokers: "\(state.kafkaBrokers)", partitions: \(partitions)\(topicExtra) }
         schemas:
           - name: \(name)
             columns:

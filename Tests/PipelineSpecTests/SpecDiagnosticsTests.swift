@@ -44,8 +44,8 @@ final class SpecDiagnosticsTests: XCTestCase {
     }
 
     func testUnknownKeyFarFromAnyKnownKeyHasNoHint() {
-        let text = F.editing(F.people, line: 8, to: "    encoding: latin1")
-        XCTAssertEqual(F.diagnostics(text), ["spec.yaml:8:5: error: unknown key 'encoding' in source 'people_csv'"])
+        let text = F.editing(F.people, line: 8, to: "    colour: blue")
+        XCTAssertEqual(F.diagnostics(text), ["spec.yaml:8:5: error: unknown key 'colour' in source 'people_csv'"])
     }
 
     func testWrongTypeForAWholeNumberField() {
