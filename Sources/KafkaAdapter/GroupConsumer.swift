@@ -222,6 +222,15 @@ public final class GroupConsumer: @unchecked Sendable {
         }
     }
 
+    /// The partition's high watermark (log end offset) from the last fetch response, or nil when
+    /// none was fetched yet. Taken from fetches rather than ListOffsets, which Tansu 0.6 answers
+    /// with the last batch's base offset (see FIELD-NOTES).
+    public func cachedHighWatermark(_ partition: Int32) -> Int64? {
+        var low: Int64 = -1, high: Int64 = -1
+        let rc = rd_kafka_get_watermark_offsets(handle, topic, partition, &low, &high)
+        return rc == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
+    }
+
     /// Leaves the group cleanly (revoking partitions through the callback).
     public func close() { rd_kafka_consumer_close(handle) }
 }

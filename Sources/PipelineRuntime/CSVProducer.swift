@@ -14,6 +14,8 @@ public struct ProduceReport: Sendable {
     public var endOffsets: [Int32: Int64] = [:]
     /// The ID of the topic incarnation the records went to.
     public var topicID: String?
+    /// Ctrl-C / SIGTERM stopped the producer before the end of the file.
+    public var interrupted = false
 }
 
 /// The CSV source and topic writer: streams the file, turns each record into a JSON object
@@ -221,6 +223,7 @@ public final class CSVProducer {
             }
             if let error = deliveryError ?? writer.fatalError { throw error }
         }
+        report.interrupted = StopSignal.requested
         if let error = reader.readError {
             throw CSVError(message: "\(source.path): reading stopped after \(report.rowsRead) records: \(error)")
         }

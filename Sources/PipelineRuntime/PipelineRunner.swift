@@ -28,6 +28,12 @@ public final class PipelineRunner {
         /// Rows of this source file in the table, and its dead letters, counted in the database.
         public var storedRows = 0
         public var storedDeadLetters = 0
+        /// Ctrl-C / SIGTERM stopped the run before the whole file was sent, or before every
+        /// sent record was stored (`lag` records were left on the topic).
+        public var interrupted = false
+        public var lag: Int64 = 0
+        /// Dead letters of this file: this run's, or stored by an earlier one.
+        public var hasDeadLetters: Bool { deadLettered > 0 || storedDeadLetters > 0 }
         /// Upserts keep one row per key, so there every record read must be an insert, an
         /// update or a dead letter; inserts must each be a stored row of this file.
         public var reconciled: Bool {
@@ -124,6 +130,8 @@ public final class PipelineRunner {
             summary.loaded = load.loaded
             summary.duplicates = load.duplicates
             summary.deadLettered = load.deadLettered
+            summary.lag = load.lag
+            summary.interrupted = produced.interrupted || (load.interrupted && load.lag > 0)
             summary.mode = flow.sink.mode
             summary.elapsed = Date().timeIntervalSince(started)
             (summary.storedRows, summary.storedDeadLetters) = try storedCounts(fingerprint: produced.fingerprint, sink: sink)
@@ -216,6 +224,10 @@ public final class PipelineRunner {
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
         ]
         if let check = s.check { lines.append("Check: " + check) }
+        if s.interrupted {
+            lines.append("Interrupted: \(s.rowsRead) records read so far\(s.lag > 0 ? ", \(s.lag) sent but not yet stored" : ""). "
+                + "Run the same command again to finish: records already stored are skipped by record id.")
+        }
         return lines.joined(separator: "\n")
     }
 }

@@ -10,6 +10,12 @@ public struct LoadReport: Sendable {
     public var duplicates = 0
     public var deadLettered = 0
     public var batches = 0
+    /// Records on the topic past the stored offsets of the partitions held when the consumer
+    /// stopped (from the last fetch's high watermarks): more than 0 after Ctrl-C means the load
+    /// was interrupted before every record was stored.
+    public var lag: Int64 = 0
+    /// The consumer stopped on Ctrl-C / SIGTERM.
+    public var interrupted = false
 }
 
 /// The consumer side of a flow: reads the topic in a consumer group, decodes and casts records,
@@ -274,6 +280,10 @@ public final class TopicLoader {
             }
             var report = writer.currentReport()
             report.consumed = consumed
+            report.interrupted = StopSignal.requested
+            for p in owned {
+                if let high = consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
+            }
             return report
         }
 

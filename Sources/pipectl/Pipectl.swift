@@ -26,6 +26,36 @@ struct Pipectl: ParsableCommand {
         ])
 }
 
+/// pipectl's exit statuses, one table in docs/operations.md ("Exit codes").
+enum ExitStatus {
+    /// Done, every record stored (or nothing to do).
+    static let ok: Int32 = 0
+    /// An error: a bad spec, file or flag, or a failure while running (one line on stderr).
+    static let error: Int32 = 1
+    /// `plan --live`: the live database refuses the plan (a column type differs, …).
+    static let refused: Int32 = 2
+    /// Finished, but rows were dead-lettered (see `pipectl dlq list`); `--allow-dead-letters`
+    /// makes this 0.
+    static let deadLetters: Int32 = 3
+    /// Ctrl-C / SIGTERM before every record was sent or stored; running again finishes.
+    static let interrupted: Int32 = 4
+    /// A server the command checks is down (`dev status`).
+    static let unavailable: Int32 = 5
+}
+
+/// `--allow-dead-letters` for the commands that load data.
+struct DeadLetterPolicy: ParsableArguments {
+    @Flag(help: "Exit with status 0 even when rows were dead-lettered (default: status 3).")
+    var allowDeadLetters = false
+
+    /// Throws exit status 3 after saying why, unless dead letters are allowed.
+    func check(deadLetters: Int, spec: String) throws {
+        guard deadLetters > 0, !allowDeadLetters else { return }
+        printError("finished with \(deadLetters) dead-lettered row\(deadLetters == 1 ? "" : "s"): see `pipectl dlq list \(spec)` (exit status 3; --allow-dead-letters exits 0)")
+        throw ExitCode(ExitStatus.deadLetters)
+    }
+}
+
 /// Prints to standard error.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))

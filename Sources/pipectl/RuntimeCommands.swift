@@ -32,6 +32,7 @@ struct Run: ParsableCommand {
         abstract: "Apply the plan (topics, tables) and run producer and consumer until every row is stored.")
     @OptionGroup var spec: SpecArgument
     @Flag(help: "Keep consuming after the source is exhausted (until Ctrl-C).") var follow = false
+    @OptionGroup var deadLetters: DeadLetterPolicy
 
     func run() throws {
         try reportingErrors {
@@ -39,6 +40,11 @@ struct Run: ParsableCommand {
             try checkSourcesReadable(pipeline)
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
             for s in summaries { print(PipelineRunner.format(s)) }
+            if summaries.contains(where: \.interrupted) { throw ExitCode(ExitStatus.interrupted) }
+            if let s = summaries.first(where: { !$0.reconciled }) {
+                throw ValidationError("sink '\(s.flow)': the load does not reconcile (\(s.rowsRead) read, \(s.storedRows) rows and \(s.storedDeadLetters) dead letters stored for this file); run again, or see docs/reliability.md")
+            }
+            try deadLetters.check(deadLetters: summaries.map { max($0.deadLettered, $0.storedDeadLetters) }.reduce(0, +), spec: spec.file)
         }
     }
 }
@@ -61,18 +67,27 @@ struct Apply: ParsableCommand {
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run only the producer: send the CSV sources to their topics.")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var deadLetters: DeadLetterPolicy
 
     func run() throws {
         try reportingErrors {
             let pipeline = try compileForKafka(spec)
             try checkSourcesReadable(pipeline)
+            var errorRecords = 0
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
                 try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
                 let report = try CSVProducer(source: source, topic: topic).run()
                 print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records)")
+                if report.interrupted {
+                    print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send it all (records already stored are skipped by record id).")
+                    throw ExitCode(ExitStatus.interrupted)
+                }
+                errorRecords += report.rowsSentAsErrors
             }
+            // Error records (malformed CSV rows) will be dead-lettered by the consumer.
+            try deadLetters.check(deadLetters: errorRecords, spec: spec.file)
         }
     }
 }
@@ -85,6 +100,7 @@ struct Consume: ParsableCommand {
     var restartOnNewTopic = false
     @Option(help: "Exit after this many seconds without new records (default: run until Ctrl-C).")
     var idleExit: Double?
+    @OptionGroup var deadLetters: DeadLetterPolicy
 
     func run() throws {
         try reportingErrors {
@@ -102,6 +118,11 @@ struct Consume: ParsableCommand {
             } else {
                 print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
             }
+            if report.interrupted, report.lag > 0 {
+                print("Interrupted with \(report.lag) records on the topic not yet stored; start `pipectl consume \(spec.file)` again to finish.")
+                throw ExitCode(ExitStatus.interrupted)
+            }
+            try deadLetters.check(deadLetters: report.deadLettered, spec: spec.file)
         }
     }
 }
@@ -213,7 +234,12 @@ struct Dev: ParsableCommand {
 
     struct Status: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Show whether the broker and the database are up.")
-        func run() throws { Dev.stack().status().forEach { print($0) } }
+        /// Exit status 5 (`ExitStatus.unavailable`) when a server is down or the stack was never set up.
+        func run() throws {
+            let lines = Dev.stack().status()
+            lines.forEach { print($0) }
+            if lines.contains(where: { $0.contains(": down") || $0.contains("not set up") }) { throw ExitCode(ExitStatus.unavailable) }
+        }
     }
 
     struct Env: ParsableCommand {
@@ -227,15 +253,22 @@ struct Dev: ParsableCommand {
     }
 }
 
+/// `plan --live`: the plan compared with the database. Exit status 2 when it refuses a change.
 enum LivePlan {
     static func show(_ pipeline: Pipeline) throws {
         print("\nLive comparison:")
+        var refused = 0
         for sink in pipeline.sinks {
             let url = try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment)
             let conn = try PostgresConnection(url: url)
             for change in try SchemaCheck.diff(sink: sink, on: conn) {
                 print(GeneratedText.comment("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)"))
+                if case .incompatible = change { refused += 1 }
             }
+        }
+        if refused > 0 {
+            printError("the live database refuses this plan (\(refused) change\(refused == 1 ? "" : "s") marked 'refused'); apply and run would stop")
+            throw ExitCode(ExitStatus.refused)
         }
     }
 }

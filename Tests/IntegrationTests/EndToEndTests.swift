@@ -93,7 +93,8 @@ final class EndToEndTests: XCTestCase {
         let p = try TestPipeline("it_bad", csv: csv)
         try p.write()
         let run = try pipectl(["run", p.specPath])
-        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertEqual(run.status, 3, run.output)  // finished, with dead letters
+        XCTAssertTrue(run.output.contains("finished with 4 dead-lettered rows: see `pipectl dlq list"), run.output)
         XCTAssertTrue(run.output.contains("rows read:          14"), run.output)
         XCTAssertTrue(run.output.contains("rows loaded:        10"), run.output)
         XCTAssertTrue(run.output.contains("dead-lettered:      4"), run.output)

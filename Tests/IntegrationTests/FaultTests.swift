@@ -146,6 +146,30 @@ final class FaultTests: XCTestCase {
         try assertExact("it_topicgone", rows: 100_000)
     }
 
+    /// Rows appended while `produce` is reading the file: what is sent is exactly the content
+    /// the source was fingerprinted from (one read of the same bytes), so no record travels
+    /// under the id of other content. The appended rows wait for the next run.
+    func testRowsAppendedWhileProducingAreNotSentUnderTheOldFingerprint() throws {
+        var p = try TestPipeline("it_inflight", csv: repeatedHousingCSV(300_000))
+        p.sourceBatch = 1000
+        try p.write()
+        let producer = try startPipectl(["produce", p.specPath])
+        defer { producer.kill9() }
+        waitFor("the first batches") { producer.output().contains("Sent batch") }
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: p.csvPath))
+        handle.seekToEndOfFile()
+        handle.write(Data((0..<1_000).map { housingRows[$0 % housingRows.count] + "\n" }.joined().utf8))
+        try handle.close()
+        guard producer.wait(timeout: 180) else { return XCTFail("produce did not finish: \(producer.output())") }
+        XCTAssertEqual(producer.process.terminationStatus, 0, producer.output())
+        XCTAssertTrue(producer.output().contains("Produced 300000 records from"), producer.output())
+        let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
+        XCTAssertEqual(consume.status, 0, consume.output)
+        XCTAssertTrue(consume.output.contains("Consumed 300000 records: 300000 loaded"), consume.output)
+        try assertExact("it_inflight", rows: 300_000)
+        XCTAssertEqual(try TestStack.connect().int("SELECT count(*) FROM \"pipectl\".\"it_inflight__sources\""), 1)
+    }
+
     /// A broker restart loses the in-memory topic. `consume` notices that its stored offsets
     /// belong to another incarnation and stops with a clear error instead of skipping data;
     /// `run`, which owns the producer, re-sends and ends exact.

@@ -13,7 +13,7 @@ final class OperationsTests: XCTestCase {
         ]
         var p = try TestPipeline("it_replay", csv: ([housingHeader] + rows).joined(separator: "\n") + "\n")
         try p.write()
-        XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
+        XCTAssertEqual(try pipectl(["run", p.specPath]).status, 3)  // finished, with dead letters
         let db = try TestStack.connect()
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"pipectl\".\"it_replay__dead_letters\""), 2)
         // The fix: a default for medv.
@@ -49,6 +49,11 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'note'").first?[0], "text")
         p.schemaColumns = TestPipeline.housingColumns.replacingOccurrences(of: "{ name: tax, type: integer }", with: "{ name: tax, type: text }")
         try p.write()
+        // plan --live shows the refusal and exits 2, changing nothing.
+        let refusedPlan = try pipectl(["plan", p.specPath, "--live"])
+        XCTAssertEqual(refusedPlan.status, 2, refusedPlan.output)
+        XCTAssertTrue(refusedPlan.output.contains("refused: column \"tax\" is integer in the database but text in schema 'it_schema'"), refusedPlan.output)
+        XCTAssertTrue(refusedPlan.output.contains("the live database refuses this plan (1 change marked 'refused'); apply and run would stop"), refusedPlan.output)
         let refused = try pipectl(["run", p.specPath])
         XCTAssertEqual(refused.status, 1, refused.output)
         XCTAssertTrue(refused.output.contains("column \"tax\" is integer in the database but text in schema 'it_schema'; pipectl never changes a column's type"), refused.output)
