@@ -4,7 +4,7 @@ DEPS := .deps
 PY := $(DEPS)/py
 RDKAFKA := $(DEPS)/rdkafka/librdkafka.so.1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config
+APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config chromium
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 

@@ -234,3 +234,41 @@ public final class GroupConsumer: @unchecked Sendable {
     /// Leaves the group cleanly (revoking partitions through the callback).
     public func close() { rd_kafka_consumer_close(handle) }
 }
+
+/// The log end offsets (high watermarks) of a topic's partitions, as a fetch reports them.
+///
+/// Why not ListOffsets: Tansu 0.6 answers a "latest offset" request with the base offset of the
+/// last record batch plus one, not the end of the log (FIELD-NOTES). A fetch response carries the
+/// true high watermark, so this assigns the partitions to a throw-away consumer (no group, no
+/// commits), lets it fetch once, and reads librdkafka's cached watermarks.
+/// - Returns: partition -> high watermark, for the partitions that answered within `timeoutMs`.
+/// - Throws: `KafkaError` when the consumer cannot be created.
+public func fetchHighWatermarks(topic: String, partitions: [Int32], settings: [String: String], timeoutMs: Int = 3000) throws -> [Int32: Int64] {
+    guard !partitions.isEmpty else { return [:] }
+    try KafkaLibrary.checkVersion()
+    var all = ["group.id": "pipectl-watermarks", "enable.auto.commit": "false", "enable.partition.eof": "true",
+               "fetch.wait.max.ms": "50", "allow.auto.create.topics": "false", "log_level": "3"]
+    all.merge(settings) { _, new in new }
+    let conf = try makeConf(all)
+    var err = [CChar](repeating: 0, count: 512)
+    guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &err, err.count) else {
+        throw KafkaError("cannot create Kafka consumer: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
+    }
+    defer { rd_kafka_destroy(rk) }
+    rd_kafka_poll_set_consumer(rk)
+    guard let list = rd_kafka_topic_partition_list_new(Int32(partitions.count)) else { return [:] }
+    defer { rd_kafka_topic_partition_list_destroy(list) }
+    for p in partitions { rd_kafka_topic_partition_list_add(list, topic, p)?.pointee.offset = Int64(RD_KAFKA_OFFSET_END) }
+    rd_kafka_assign(rk, list)
+    var found: [Int32: Int64] = [:]
+    let deadline = Date().addingTimeInterval(Double(timeoutMs) / 1000)
+    while found.count < partitions.count, Date() < deadline {
+        if let message = rd_kafka_consumer_poll(rk, 50) { rd_kafka_message_destroy(message) }
+        for p in partitions where found[p] == nil {
+            var low: Int64 = -1, high: Int64 = -1
+            if rd_kafka_get_watermark_offsets(rk, topic, p, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 { found[p] = high }
+        }
+    }
+    rd_kafka_assign(rk, nil)
+    return found
+}

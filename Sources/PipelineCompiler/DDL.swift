@@ -117,6 +117,9 @@ public enum DDL {
                 "created_at" timestamptz NOT NULL DEFAULT now()
             );
             """,
+            // When the current owner claimed the partition (`pipectl status` shows its age);
+            // added separately so that databases made by earlier versions gain it.
+            "ALTER TABLE \(SQL.qualified(s, b.offsets)) ADD COLUMN IF NOT EXISTS \"claimed_at\" timestamptz;",
             "CREATE UNIQUE INDEX IF NOT EXISTS \(SQL.quote(b.deadLetters + "_record")) ON \(SQL.qualified(s, b.deadLetters)) (\"sink\", \"source_fingerprint\", \"source_ordinal\");",
         ]
     }

@@ -147,6 +147,17 @@ final class BatchWriter {
         condition.unlock()
     }
 
+    /// Adds a durable commit to the report, and to the exported metrics.
+    private func addDurable(_ result: CommitResult) {
+        Self.add(result, to: &durable)
+        let sinkName = [("sink", sink.sink.name)]
+        Emit.count(.rowsWritten, result.loaded, sinkName)
+        Emit.count(sink.sink.mode == .upsert ? .rowsUpdated : .recordsAlreadyLoaded, result.duplicates, sinkName)
+        for (stage, n) in result.deadLettersByStage.sorted(by: { $0.key < $1.key }) {
+            Emit.count(.deadLetters, n, [("sink", sink.sink.name), ("stage", stage)])
+        }
+    }
+
     private static func add(_ result: CommitResult, to report: inout LoadReport) {
         report.loaded += result.loaded
         report.duplicates += result.duplicates
@@ -159,14 +170,27 @@ final class BatchWriter {
     private func promote(flushed: UInt64) {
         var n = 0
         while n < tentative.count, let bound = tentative[n].walBound, bound <= flushed { n += 1 }
-        for t in tentative[..<n] { Self.add(t.result, to: &durable) }
+        for t in tentative[..<n] { addDurable(t.result) }
         tentative.removeFirst(n)
     }
 
     private func loop() {
         while true {
             condition.lock()
-            while pending == nil && !stopping { condition.wait() }
+            while pending == nil && !stopping {
+                // Idle with commits not yet known to be on disk (a light or finished stream):
+                // ask the server how far its WAL is flushed, so counts and metrics catch up.
+                // `busy` keeps drain() waiting: the consumer thread uses the connection after it
+                // (claims), so the two must never overlap.
+                if !condition.wait(until: Date().addingTimeInterval(1)), pending == nil, !stopping, !tentative.isEmpty {
+                    busy = true
+                    condition.unlock()
+                    refreshDurability()
+                    condition.lock()
+                    busy = false
+                    condition.broadcast()
+                }
+            }
             if pending == nil && stopping { condition.unlock(); return }
             let job = pending!
             pending = nil
@@ -193,7 +217,10 @@ final class BatchWriter {
 
     private func store(_ batch: RowBatch) {
         do {
+            let began = Date()
             let result = try sink.commit(batch)
+            Emit.record(.commitDuration, Date().timeIntervalSince(began))
+            Emit.record(.batchRows, Double(batch.count))
             finish {
                 // Every tentative commit ended before this transaction began.
                 for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = result.walInsertAtStart }
@@ -218,11 +245,22 @@ final class BatchWriter {
         }
     }
 
+    /// Reads the server's WAL insert and flush positions (one cheap query, no flush forced):
+    /// every commit so far ends before the insert position, and those the flush has passed are
+    /// durable. Errors are left to the next commit, which reconnects and resyncs.
+    private func refreshDurability() {
+        guard let (insert, flushed) = try? sink.walPositions() else { return }
+        condition.lock()
+        for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = insert }
+        promote(flushed: flushed)
+        condition.unlock()
+    }
+
     private func syncDurable() {
         do {
             try sink.syncDurable()
             finish {
-                for t in tentative { Self.add(t.result, to: &durable) }
+                for t in tentative { addDurable(t.result) }
                 tentative.removeAll()
             }
         } catch let error as PostgresError where error.connectionLost {
@@ -249,7 +287,7 @@ final class BatchWriter {
                 var survivors = 0
                 while survivors < tentative.count,
                       tentative[survivors].nextOffsets.allSatisfy({ p, next in (kept[p] ?? -1) >= next }) { survivors += 1 }
-                for t in tentative[..<survivors] { Self.add(t.result, to: &durable) }
+                for t in tentative[..<survivors] { addDurable(t.result) }
                 tentative.removeAll()
                 var rewound: [Int32: (believed: Int64, stored: Int64)] = [:]
                 // -1 (nothing stored yet) and 0 both mean "from the beginning".

@@ -84,6 +84,8 @@ public final class CSVProducer {
         func reportFinished() {
             var done = 0
             while done < sizes.count, outstanding[done] <= 0, sizes[done] > 0 {
+                Emit.count(.sourceRowsRead, sizes[done], [("source", source.name)])
+                Emit.count(.recordsProduced, sizes[done], [("topic", topic.name)])
                 log("Sent batch of \(sizes[done]) records to \(topic.name)")
                 done += 1
             }

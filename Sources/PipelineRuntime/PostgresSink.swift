@@ -56,6 +56,8 @@ public struct CommitResult: Sendable {
     public var loaded = 0
     public var duplicates = 0
     public var deadLettered = 0
+    /// Dead letters by stage (`source`, `parse`, `cast`, `constraint`).
+    public var deadLettersByStage: [String: Int] = [:]
     /// The server's WAL positions read at the start of the transaction (`pg_current_wal_insert_lsn()`,
     /// `pg_current_wal_flush_lsn()`): every earlier commit of this connection ends at or before
     /// `walInsertAtStart`, and everything up to `walFlushedAtStart` is on disk.
@@ -219,6 +221,12 @@ public final class PostgresSink {
         }
     }
 
+    /// The server's WAL insert and flush positions, for `BatchWriter`'s durability tracking.
+    func walPositions() throws -> (insert: UInt64, flushed: UInt64) {
+        let row = try conn.query("SELECT pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text").first
+        return (parseLSN(row?[0] ?? nil), parseLSN(row?[1] ?? nil))
+    }
+
     /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (on a
     /// connection that is still there).
     func withTransaction<T>(_ body: () throws -> T) throws -> T {
@@ -254,9 +262,9 @@ public final class PostgresSink {
         do {
             for p in partitions {
                 let rows = try conn.query("""
-                    INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner")
-                    VALUES ($1, $2, $3, $4, -1, $5)
-                    ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner"
+                    INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner", "claimed_at")
+                    VALUES ($1, $2, $3, $4, -1, $5, now())
+                    ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner", "claimed_at" = now()
                     RETURNING "topic_id", "next_offset"
                     """, [sink.name, topic.name, String(p), topicID, ownerToken])
                 let storedID = rows.first?[0] ?? ""
@@ -321,6 +329,7 @@ public final class PostgresSink {
                           Data(rejected.payload).base64EncodedString(), rejected.reason])
             }
             result.deadLettered = dead.count
+            for (_, rejected) in dead { result.deadLettersByStage[rejected.stage, default: 0] += 1 }
             // All partitions' next offsets in one statement.
             try conn.query("""
                 UPDATE \(offsetsTable) AS o SET "next_offset" = n.next, "updated_at" = now()

@@ -228,6 +228,7 @@ public final class TopicLoader {
                 submitWait += Date().timeIntervalSince(began)
                 if !paused.isEmpty { consumer.resume(paused) }
             }
+            Emit.count(.recordsConsumed, batch.count, [("topic", topic.name)])
             do {
                 while try !writer.submit(batch, timeout: 0.5) {
                     if paused.isEmpty, !owned.isEmpty {
@@ -260,6 +261,15 @@ public final class TopicLoader {
             if batch.count >= flow.sink.batchSize { try flush() }
         }
 
+        /// Exports each held partition's lag: the last fetch's high watermark minus the stored
+        /// next offset (fetch watermarks, since Tansu's ListOffsets is wrong; FIELD-NOTES).
+        func reportLag() {
+            for p in owned {
+                guard let high = consumer.cachedHighWatermark(p) else { continue }
+                Emit.gauge(.consumerLag, max(0, high - max(writer.stored(p) ?? 0, 0)), [("topic", topic.name), ("partition", String(p))])
+            }
+        }
+
         /// Stores what is in hand and waits until it is durable. False when a lost connection
         /// sent the consumer back to read again (the caller goes on consuming).
         func finish() throws -> Bool {
@@ -274,6 +284,7 @@ public final class TopicLoader {
         }
 
         func result() -> LoadReport {
+            reportLag()
             if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
                 printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
                                    writer.busySeconds, submitWait, idlePolls, idleSeconds))
@@ -365,6 +376,7 @@ public final class TopicLoader {
             if Date().timeIntervalSince(lastTopicCheck) > 2 {
                 lastTopicCheck = Date()
                 try checkTopic()
+                reportLag()
             }
             if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
         }

@@ -106,6 +106,15 @@ public enum ConnectionString {
     }
 }
 
+/// The libpq actually loaded.
+public enum PostgresLibrary {
+    /// `PQlibVersion()` as `15.18` (major * 10000 + minor since PostgreSQL 10).
+    public static var version: String {
+        let v = Int(PQlibVersion())
+        return v >= 100_000 ? "\(v / 10000).\(v % 10000)" : "\(v / 10000).\(v / 100 % 100).\(v % 100)"
+    }
+}
+
 /// One libpq connection. Not thread-safe: one owner at a time.
 public final class PostgresConnection: @unchecked Sendable {
     let conn: OpaquePointer

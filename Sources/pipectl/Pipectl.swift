@@ -1,7 +1,9 @@
 import ArgumentParser
 import Foundation
 import PipelineCompiler
+import KafkaAdapter
 import PipelineSpec
+import PostgresAdapter
 
 @main
 struct Pipectl: ParsableCommand {
@@ -9,6 +11,10 @@ struct Pipectl: ParsableCommand {
         // Progress lines ("Sent batch of ...") must show as they happen, also in a file or pipe.
         setvbuf(stdout, nil, _IOLBF, 0)
         var command: ParsableCommand
+        if CommandLine.arguments.dropFirst().first == "--version" {
+            print(versionText())
+            return
+        }
         do {
             command = try parseAsRoot()
             try command.run()
@@ -20,9 +26,10 @@ struct Pipectl: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pipectl",
         abstract: "Compile, plan, generate and run declarative CSV -> Kafka -> PostgreSQL pipelines.",
+        discussion: "pipectl --version prints the version and the loaded librdkafka and libpq.",
         subcommands: [
             Validate.self, Plan.self, Generate.self, Infer.self, Init.self,
-            Apply.self, Run.self, Produce.self, Consume.self, Reset.self, DeadLetters.self, Dev.self,
+            Apply.self, Run.self, Produce.self, Consume.self, Status.self, Reset.self, DeadLetters.self, Dev.self,
         ])
 }
 
@@ -41,6 +48,8 @@ enum ExitStatus {
     static let interrupted: Int32 = 4
     /// A server the command checks is down (`dev status`).
     static let unavailable: Int32 = 5
+    /// `status`: the pipeline is unhealthy (a topic missing, records waiting with no commit).
+    static let unhealthy: Int32 = 6
 }
 
 /// `--allow-dead-letters` for the commands that load data.
@@ -55,6 +64,13 @@ struct DeadLetterPolicy: ParsableArguments {
         throw ExitCode(ExitStatus.deadLetters)
     }
 }
+
+/// pipectl's version and the C libraries it loaded (not the ones it was compiled against).
+func versionText() -> String {
+    "pipectl \(pipectlVersion)\nlibrdkafka \(KafkaLibrary.version)\nlibpq \(PostgresLibrary.version)"
+}
+
+let pipectlVersion = "0.4.0"
 
 /// Prints to standard error.
 func printError(_ text: String) {

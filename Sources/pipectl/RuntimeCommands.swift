@@ -33,11 +33,14 @@ struct Run: ParsableCommand {
     @OptionGroup var spec: SpecArgument
     @Flag(help: "Keep consuming after the source is exhausted (until Ctrl-C).") var follow = false
     @OptionGroup var deadLetters: DeadLetterPolicy
+    @OptionGroup var http: HTTPOption
 
     func run() throws {
         try reportingErrors {
             let pipeline = try compileForKafka(spec)
             try checkSourcesReadable(pipeline)
+            let server = try http.start(pipeline)
+            defer { server?.stop() }
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
             for s in summaries { print(PipelineRunner.format(s)) }
             if summaries.contains(where: \.interrupted) { throw ExitCode(ExitStatus.interrupted) }
@@ -101,6 +104,7 @@ struct Consume: ParsableCommand {
     @Option(help: "Exit after this many seconds without new records (default: run until Ctrl-C).")
     var idleExit: Double?
     @OptionGroup var deadLetters: DeadLetterPolicy
+    @OptionGroup var http: HTTPOption
 
     func run() throws {
         try reportingErrors {
@@ -108,6 +112,8 @@ struct Consume: ParsableCommand {
             guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
                 throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
             }
+            let server = try http.start(pipeline)
+            defer { server?.stop() }
             let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
             var options = TopicLoader.Options()
             options.restartOnNewTopic = restartOnNewTopic

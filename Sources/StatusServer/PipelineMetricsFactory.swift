@@ -1,0 +1,139 @@
+import Foundation
+import CoreMetrics
+import Metrics
+import PipelineRuntime
+import Prometheus
+
+/// The swift-metrics backend pipectl bootstraps: every metric goes to a Prometheus registry
+/// (with the `# HELP` text of `RuntimeMetric`, which swift-prometheus's own factory cannot
+/// carry) and its current value is also kept in `MetricTotals`, which the progress line and
+/// the status page read.
+public struct PipelineMetricsFactory: MetricsFactory {
+    public let registry: PrometheusCollectorRegistry
+    public let totals: MetricTotals
+
+    public init(registry: PrometheusCollectorRegistry = PrometheusCollectorRegistry(), totals: MetricTotals = MetricTotals()) {
+        self.registry = registry
+        self.totals = totals
+    }
+
+    func descriptor(_ label: String) -> MetricNameDescriptor {
+        MetricNameDescriptor(metricName: label, unitName: "", helpText: RuntimeMetric(rawValue: label)?.help ?? "")
+    }
+
+    public func makeCounter(label: String, dimensions: [(String, String)]) -> any CounterHandler {
+        TeeCounter(registry.makeCounter(descriptor: descriptor(label), labels: dimensions), totals, MetricKey(label, dimensions))
+    }
+
+    public func makeFloatingPointCounter(label: String, dimensions: [(String, String)]) -> any FloatingPointCounterHandler {
+        // pipectl counts whole records only; Prometheus counters are doubles underneath anyway.
+        registry.makeCounter(descriptor: descriptor(label), labels: dimensions)
+    }
+
+    public func makeRecorder(label: String, dimensions: [(String, String)], aggregate: Bool) -> any RecorderHandler {
+        if aggregate {
+            let buckets = RuntimeMetric(rawValue: label)?.buckets ?? [0.01, 0.1, 1, 10, 100, 1000]
+            return registry.makeValueHistogram(descriptor: descriptor(label), labels: dimensions, buckets: buckets.isEmpty ? [1, 10, 100] : buckets)
+        }
+        return TeeGauge(registry.makeGauge(descriptor: descriptor(label), labels: dimensions), totals, MetricKey(label, dimensions))
+    }
+
+    public func makeMeter(label: String, dimensions: [(String, String)]) -> any MeterHandler {
+        TeeGauge(registry.makeGauge(descriptor: descriptor(label), labels: dimensions), totals, MetricKey(label, dimensions))
+    }
+
+    public func makeTimer(label: String, dimensions: [(String, String)]) -> any TimerHandler {
+        registry.makeDurationHistogram(descriptor: descriptor(label), labels: dimensions,
+                                       buckets: [.milliseconds(1), .milliseconds(10), .milliseconds(100), .seconds(1), .seconds(10)])
+    }
+
+    public func destroyCounter(_ handler: any CounterHandler) {}
+    public func destroyFloatingPointCounter(_ handler: any FloatingPointCounterHandler) {}
+    public func destroyRecorder(_ handler: any RecorderHandler) {}
+    public func destroyMeter(_ handler: any MeterHandler) {}
+    public func destroyTimer(_ handler: any TimerHandler) {}
+}
+
+/// A metric's name and labels, sorted.
+public struct MetricKey: Hashable, Sendable {
+    public var name: String
+    public var labels: [String]
+    init(_ name: String, _ dimensions: [(String, String)]) {
+        self.name = name
+        labels = dimensions.map { "\($0.0)=\($0.1)" }.sorted()
+    }
+}
+
+/// Current values of the counters and gauges, readable (unlike Prometheus's own objects).
+public final class MetricTotals: @unchecked Sendable {
+    // NSLock-guarded: metrics are updated from the producer, consumer and writer threads.
+    private let lock = NSLock()
+    private var values: [MetricKey: Int64] = [:]
+
+    public init() {}
+
+    func add(_ key: MetricKey, _ n: Int64) {
+        lock.lock()
+        values[key, default: 0] += n
+        lock.unlock()
+    }
+
+    func set(_ key: MetricKey, _ n: Int64) {
+        lock.lock()
+        values[key] = n
+        lock.unlock()
+    }
+
+    /// The sum of a metric over all its label sets.
+    public func sum(_ metric: RuntimeMetric) -> Int64 {
+        lock.lock()
+        defer { lock.unlock() }
+        return values.filter { $0.key.name == metric.rawValue }.values.reduce(0, +)
+    }
+
+    /// Every label set of a metric with its value.
+    public func series(_ metric: RuntimeMetric) -> [(labels: [String], value: Int64)] {
+        lock.lock()
+        defer { lock.unlock() }
+        return values.filter { $0.key.name == metric.rawValue }.map { ($0.key.labels, $0.value) }.sorted { $0.labels.lexicographicallyPrecedes($1.labels) }
+    }
+}
+
+final class TeeCounter: CounterHandler, @unchecked Sendable {
+    let counter: Prometheus.Counter
+    let totals: MetricTotals
+    let key: MetricKey
+    init(_ counter: Prometheus.Counter, _ totals: MetricTotals, _ key: MetricKey) {
+        self.counter = counter
+        self.totals = totals
+        self.key = key
+    }
+    func increment(by amount: Int64) {
+        counter.increment(by: amount)
+        totals.add(key, amount)
+    }
+    func reset() { counter.reset() }
+}
+
+final class TeeGauge: RecorderHandler, MeterHandler, @unchecked Sendable {
+    let gauge: Prometheus.Gauge
+    let totals: MetricTotals
+    let key: MetricKey
+    init(_ gauge: Prometheus.Gauge, _ totals: MetricTotals, _ key: MetricKey) {
+        self.gauge = gauge
+        self.totals = totals
+        self.key = key
+    }
+    func record(_ value: Int64) { set(value) }
+    func record(_ value: Double) { set(value) }
+    func set(_ value: Int64) {
+        gauge.set(value)
+        totals.set(key, value)
+    }
+    func set(_ value: Double) {
+        gauge.set(value)
+        totals.set(key, Int64(value))
+    }
+    func increment(by amount: Double) { gauge.increment(by: amount) }
+    func decrement(by amount: Double) { gauge.decrement(by: amount) }
+}
