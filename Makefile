@@ -40,7 +40,8 @@ release: deps
 ## the quick start: local stack up, then the housing pipeline
 run: build
 	$(PIPECTL) dev up
-	$(PIPECTL) run $(SPEC)
+	@# The stack's own addresses, so a stack on other ports (PIPECTL_KAFKA_PORT, PIPECTL_PG_PORT) is never bypassed.
+	eval "$$($(PIPECTL) dev env)" && $(PIPECTL) run $(SPEC)
 
 # XCTest only (there are no Swift Testing tests), ending with a plain "N passed, N failed" line.
 test: build

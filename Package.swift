@@ -35,6 +35,7 @@ let package = Package(
             dependencies: [
                 "PipelineCompiler", "RecordFormats", "KafkaAdapter", "PostgresAdapter",
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "Logging", package: "swift-log"),
             ],
             // Threads, C callbacks and signal handlers: checked by hand, not by Swift 6's model.
             swiftSettings: [.swiftLanguageMode(.v5)]

@@ -34,9 +34,21 @@ public enum KafkaLibrary {
     }
 }
 
+/// Where librdkafka's own log lines go, instead of its default of printing them to stderr.
+public enum KafkaLog {
+    /// Called from librdkafka's threads with the syslog level (0 emergency … 7 debug), the
+    /// facility (`FAIL`, `CGRPSTATE`, …) and the text. Set once, before any client is made.
+    nonisolated(unsafe) public static var handler: (@Sendable (_ level: Int32, _ facility: String, _ message: String) -> Void)?
+}
+
 /// librdkafka configuration from key/value pairs.
 func makeConf(_ settings: [String: String]) throws -> OpaquePointer {
     let conf = rd_kafka_conf_new()!
+    if KafkaLog.handler != nil {
+        rd_kafka_conf_set_log_cb(conf) { _, level, facility, message in
+            KafkaLog.handler?(level, facility.map { String(cString: $0) } ?? "", message.map { String(cString: $0) } ?? "")
+        }
+    }
     var err = [CChar](repeating: 0, count: 512)
     for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
         if rd_kafka_conf_set(conf, key, value, &err, err.count) != RD_KAFKA_CONF_OK {

@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PostgresAdapter
 
 /// The writer lost its PostgreSQL connection and reconnected. Batches commit with
@@ -25,7 +26,7 @@ struct ResyncNeeded: Error, CustomStringConvertible {
 /// or forced by `sync()` before a summary), and is discarded if a crash lost it.
 final class BatchWriter {
     let sink: PostgresSink
-    let log: (String) -> Void
+    let logger: Logger
     private let condition = NSCondition()
     private enum Job {
         case batch(RowBatch)
@@ -54,9 +55,9 @@ final class BatchWriter {
     /// Called on the writer thread after each COMMIT returned, with the batch.
     var afterCommit: (RowBatch) -> Void = { _ in }
 
-    init(sink: PostgresSink, log: @escaping (String) -> Void) {
+    init(sink: PostgresSink, logger: Logger) {
         self.sink = sink
-        self.log = log
+        self.logger = logger
         let thread = Thread { [unowned self] in self.loop() }
         thread.stackSize = 4 << 20
         self.thread = thread
@@ -230,7 +231,7 @@ final class BatchWriter {
             }
             afterCommit(batch)
         } catch let fenced as FencedError {
-            log("warning: \(fenced)")
+            logger.warning("\(fenced)")
             finish {}
         } catch let unknown as CommitOutcomeUnknown {
             // It may have committed: keep it as tentative; the stored offsets will tell.
@@ -275,10 +276,10 @@ final class BatchWriter {
     /// the survivors are a prefix), and tell the consumer where to read again.
     private func resync(after error: PostgresError, partitions: [Int32], deadline: Date? = nil) {
         let deadline = deadline ?? Date().addingTimeInterval(Double(sink.sink.retryTimeoutMs) / 1000)
-        log(String(format: "PostgreSQL connection lost (%@); reconnecting for up to %.0f s more (retry_timeout_ms)",
-                   error.message, max(0, deadline.timeIntervalSinceNow)))
+        let left = Int(max(0, deadline.timeIntervalSinceNow).rounded())
+        logger.warning("PostgreSQL connection lost (\(error.message)); reconnecting for up to \(left) s more (retry_timeout_ms)")
         do {
-            try sink.reconnect(until: deadline, log: log)
+            try sink.reconnect(until: deadline, logger: logger)
             condition.lock()
             let known = Array(Set(storedOffsets.keys).union(partitions))
             condition.unlock()

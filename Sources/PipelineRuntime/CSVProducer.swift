@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import KafkaAdapter
 import PipelineCompiler
 import RecordFormats
@@ -23,12 +24,12 @@ public struct ProduceReport: Sendable {
 public final class CSVProducer {
     let source: Source
     let topic: Topic
-    let log: (String) -> Void
+    let logger: Logger
 
-    public init(source: Source, topic: Topic, log: @escaping (String) -> Void = { print($0) }) {
+    public init(source: Source, topic: Topic, logger: Logger = Logger(label: "pipectl.producer")) {
         self.source = source
         self.topic = topic
-        self.log = log
+        self.logger = logger
     }
 
     public static func kafkaSettings(_ topic: Topic) -> [String: String] {
@@ -60,7 +61,7 @@ public final class CSVProducer {
                 // Fields keep the header's spelling; the consumer matches them to columns (FieldMatching).
                 names = FieldMatching.fieldNames(header: (0..<record.count).map { record.string($0) }).map { Array($0.utf8) }
             } else {
-                log("warning: \(source.path) is empty (no header)")
+                logger.warning("\(source.path) is empty (no header)")
             }
         }
         let headerRecords = source.header ? 1 : 0
@@ -85,8 +86,10 @@ public final class CSVProducer {
             var done = 0
             while done < sizes.count, outstanding[done] <= 0, sizes[done] > 0 {
                 Emit.count(.sourceRowsRead, sizes[done], [("source", source.name)])
+                Emit.gauge(.sourceBytesRead, Int64(reader.bytesRead), [("source", source.name)])
                 Emit.count(.recordsProduced, sizes[done], [("topic", topic.name)])
-                log("Sent batch of \(sizes[done]) records to \(topic.name)")
+                // The seed producer printed this line per micro-batch; now it is detail (--verbose).
+                logger.debug("Sent batch of \(sizes[done]) records to \(topic.name)")
                 done += 1
             }
             if done > 0 {
@@ -103,6 +106,7 @@ public final class CSVProducer {
         var batch = 0
         var inBatch = 0
         var started = Date()
+        Emit.gauge(.sourceSize, Int64(snapshot.size), [("source", source.name)])
         let keyIsRecordID = topic.key == [Topic.recordKey]
         // Key fields by the matching rule: exact header name, else normalised (`sku` finds `SKU`).
         var keyIndices: [Int?] = []

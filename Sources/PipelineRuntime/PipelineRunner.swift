@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import KafkaAdapter
 import PipelineCompiler
 import PostgresAdapter
@@ -8,12 +9,12 @@ import PostgresAdapter
 public final class PipelineRunner {
     let pipeline: Pipeline
     let environment: [String: String]
-    let log: (String) -> Void
+    let logger: Logger
 
-    public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, log: @escaping (String) -> Void = { print($0) }) {
+    public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "pipectl.run")) {
         self.pipeline = pipeline
         self.environment = environment
-        self.log = log
+        self.logger = logger
     }
 
     public struct Summary: Sendable {
@@ -61,7 +62,7 @@ public final class PipelineRunner {
         defer { _ = try? sink.query("SELECT pg_advisory_unlock(hashtext($1))", [lockKey]) }
         let admin = try KafkaAdmin(settings: TopicLoader.consumerSettings(flow.topic))
         if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
-            log("created topic \(flow.topic.name) (\(flow.topic.partitions) partition\(flow.topic.partitions == 1 ? "" : "s"))")
+            logger.info("created topic \(flow.topic.name) (\(flow.topic.partitions) partition\(flow.topic.partitions == 1 ? "" : "s"))")
         }
         try sink.applyDDL()
         return sink
@@ -76,6 +77,7 @@ public final class PipelineRunner {
             let started = Date()
             let sink = try prepare(flow)
             let url = sink.url
+            logger.info("\(source.path) -> topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(url))")
             let box = ProducerBox()
             let producerThread = Thread {
                 var result = self.produceWithRetries(source: source, flow: flow)
@@ -89,7 +91,7 @@ public final class PipelineRunner {
                     guard let admin, !box.consumerFinished else { break }
                     let current: String? = (try? admin.partitionCount(flow.topic.name)) ?? nil == nil ? nil : try? admin.topicID(flow.topic.name)
                     if current != report.topicID {
-                        self.log("topic \(flow.topic.name) was lost before every record was stored; sending \(source.path) again")
+                        self.logger.info("topic \(flow.topic.name) was lost before every record was stored; sending \(source.path) again")
                         box.clear()
                         result = self.produceWithRetries(source: source, flow: flow)
                         box.set(result)
@@ -112,7 +114,7 @@ public final class PipelineRunner {
             }
             let load: LoadReport
             do {
-                load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, log: log).run(url: url, sink: sink)
+                load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, logger: logger).run(url: url, sink: sink)
                 box.consumerFinished = true
             } catch {
                 box.consumerFinished = true
@@ -150,10 +152,10 @@ public final class PipelineRunner {
             do {
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(flow.topic))
                 if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
-                    log("created topic \(flow.topic.name) again (the broker had lost it)")
+                    logger.info("created topic \(flow.topic.name) again (the broker had lost it)")
                 }
                 let topicID = try admin.topicID(flow.topic.name)
-                var report = try CSVProducer(source: source, topic: flow.topic, log: log).run()
+                var report = try CSVProducer(source: source, topic: flow.topic, logger: logger).run()
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(flow.topic.name) != topicID {
                     throw KafkaError("topic \(flow.topic.name) was re-created while sending")
@@ -165,7 +167,7 @@ public final class PipelineRunner {
                 // Only Kafka trouble is worth another attempt; a missing file is not.
                 guard error is KafkaError else { break }
                 if attempt < attempts {
-                    log("producer: \(error); sending \(source.path) again from the start (attempt \(attempt + 1) of \(attempts))")
+                    logger.info("producer: \(error); sending \(source.path) again from the start (attempt \(attempt + 1) of \(attempts))")
                     Thread.sleep(forTimeInterval: Double(attempt))
                 }
             }

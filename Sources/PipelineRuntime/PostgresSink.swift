@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import PipelineCompiler
 import PostgresAdapter
 import RecordFormats
@@ -163,14 +164,14 @@ public final class PostgresSink {
     /// Reconnects after the server went away, with backoff (0.25 s doubling to 5 s), until
     /// `deadline` (the sink's `retry_timeout_ms` after the connection was lost).
     /// - Throws: `PostgresError` naming the retry window once it has passed, or on Ctrl-C.
-    func reconnect(until deadline: Date, log: (String) -> Void) throws {
+    func reconnect(until deadline: Date, logger: Logger) throws {
         var delay = 0.25
         while true {
             do {
                 conn = try PostgresConnection(url: url)
                 try Self.configure(conn)
                 stagingReady = false
-                log("reconnected to PostgreSQL")
+                logger.info("reconnected to PostgreSQL")
                 return
             } catch let error as PostgresError {
                 if StopSignal.requested { throw error }

@@ -7,6 +7,8 @@ import Metrics
 /// `--http`) exports them; without it they cost a no-op call.
 public enum RuntimeMetric: String, CaseIterable, Sendable {
     case sourceRowsRead = "pipectl_source_rows_read_total"
+    case sourceBytesRead = "pipectl_source_read_bytes"
+    case sourceSize = "pipectl_source_size_bytes"
     case recordsProduced = "pipectl_records_produced_total"
     case recordsConsumed = "pipectl_records_consumed_total"
     case rowsWritten = "pipectl_rows_written_total"
@@ -21,6 +23,8 @@ public enum RuntimeMetric: String, CaseIterable, Sendable {
     public var help: String {
         switch self {
         case .sourceRowsRead: return "CSV records read from a source file (label source: the source stage)."
+        case .sourceBytesRead: return "How far the producer has read into the source file, in bytes (label source)."
+        case .sourceSize: return "The source file's size as read (its one-read snapshot), in bytes (label source)."
         case .recordsProduced: return "Records delivered to a Kafka topic, by delivery report (label topic)."
         case .recordsConsumed: return "Records polled from the topic by the consumer (label topic), including ones read again after a lost PostgreSQL connection."
         case .rowsWritten: return "Rows inserted into the sink's table, counted once their commit is durable (label sink)."

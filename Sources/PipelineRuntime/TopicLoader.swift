@@ -1,4 +1,5 @@
 import Foundation
+import Logging
 import KafkaAdapter
 import PipelineCompiler
 import PostgresAdapter
@@ -35,13 +36,13 @@ public final class TopicLoader {
     let pipeline: Pipeline
     let flow: Flow
     let options: Options
-    let log: (String) -> Void
+    let logger: Logger
 
-    public init(pipeline: Pipeline, flow: Flow, options: Options, log: @escaping (String) -> Void = { print($0) }) {
+    public init(pipeline: Pipeline, flow: Flow, options: Options, logger: Logger = Logger(label: "pipectl.consumer")) {
         self.pipeline = pipeline
         self.flow = flow
         self.options = options
-        self.log = log
+        self.logger = logger
     }
 
     static func consumerSettings(_ topic: Topic) -> [String: String] {
@@ -90,7 +91,7 @@ public final class TopicLoader {
         /// join as the group's leader, which blocks every later consumer of the group.
         var joinsCompleted = 0
         var lostTopic: (error: TopicIncarnationError, joinsAtDetection: Int, detectedAt: Date)?
-        let writer = BatchWriter(sink: sink, log: log)
+        let writer = BatchWriter(sink: sink, logger: logger)
         defer { writer.stop() }
         if let latencyLog {
             writer.afterCommit = { committed in
@@ -116,7 +117,7 @@ public final class TopicLoader {
             batch.clear()
             stash.removeAll()
             let seeks = resync.offsets.filter { owned.contains($0.key) }
-            log(resync.description)
+            logger.warning("\(resync.description)")
             try consumer.seek(seeks)
             writer.resumeAfterResync()
         }
@@ -147,7 +148,7 @@ public final class TopicLoader {
                 } catch let error as KafkaError {
                     if attempt == 4 {
                         guard try admin.partitionCount(topic.name) != nil else {
-                            self.log("topic \(topic.name) does not exist right now; waiting for it")
+                            self.logger.info("topic \(topic.name) does not exist right now; waiting for it")
                             throw TopicUnavailable()
                         }
                         throw error
@@ -163,13 +164,13 @@ public final class TopicLoader {
             var offsets: [Int32: Int64] = [:]
             for p in partitions { offsets[p] = starts[p] ?? 0 }
             writer.setStored(offsets)
-            self.log("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
+            self.logger.info("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
             return starts
         }
         consumer.onRevoke = { partitions in
             // Batches handed over are stored (the partitions are still ours during the callback);
             // the one being built is dropped: the next owner reads it again.
-            if !partitions.isEmpty { self.log("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
+            if !partitions.isEmpty { self.logger.info("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
             do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() } catch {}
             batch.clear()
             stash.removeAll()
@@ -205,14 +206,14 @@ public final class TopicLoader {
                 return
             }
             if let now {
-                log("topic \(topic.name) exists again (ID \(now)); joining the group again")
+                logger.info("topic \(topic.name) exists again (ID \(now)); joining the group again")
                 topicMissingSince = nil
                 try drainWriter()
                 try consumer.rejoin()
                 currentTopicID = now
             } else if topicMissingSince == nil {
                 topicMissingSince = Date()
-                log("topic \(topic.name) vanished; waiting for it to be created again")
+                logger.info("topic \(topic.name) vanished; waiting for it to be created again")
             }
         }
 
@@ -338,7 +339,7 @@ public final class TopicLoader {
                 }
                 if topicMissingSince == nil {
                     topicMissingSince = Date()
-                    log("topic \(topic.name) is not on the broker right now; waiting for it")
+                    logger.info("topic \(topic.name) is not on the broker right now; waiting for it")
                 }
                 try flush()
             case .partitionEnd, .idle:

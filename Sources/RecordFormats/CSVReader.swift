@@ -48,6 +48,10 @@ public final class CSVReader {
     private let handle: FileHandle?
     private var buffer: [UInt8] = []
     private var position = 0
+    /// Bytes of earlier chunks, for `bytesRead`.
+    private var consumedBefore = 0
+    /// How far into the input the reader is, in bytes (for progress and ETA).
+    public var bytesRead: Int { consumedBefore + position }
     private var eof = false
     private var line = 1
     private var ordinal: Int64 = 0
@@ -103,6 +107,7 @@ public final class CSVReader {
 
     private func refill() -> Bool {
         guard !eof, let handle else { return false }
+        consumedBefore += buffer.count
         buffer.removeAll(keepingCapacity: true)
         position = 0
         // `readData(ofLength:)` traps on a read error (`try!` inside Foundation); this throws.

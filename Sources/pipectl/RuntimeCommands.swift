@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KafkaAdapter
+import Logging
 import PipelineCompiler
 import PipelineRuntime
 import PostgresAdapter
@@ -31,17 +32,20 @@ struct Run: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply the plan (topics, tables) and run producer and consumer until every row is stored.")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var logging: LogOptions
     @Flag(help: "Keep consuming after the source is exhausted (until Ctrl-C).") var follow = false
     @OptionGroup var deadLetters: DeadLetterPolicy
     @OptionGroup var http: HTTPOption
 
     func run() throws {
         try reportingErrors {
+            logging.bootstrap()
             let pipeline = try compileForKafka(spec)
             try checkSourcesReadable(pipeline)
             let server = try http.start(pipeline)
             defer { server?.stop() }
             let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
+            Observability.stopProgress()
             for s in summaries { print(PipelineRunner.format(s)) }
             if summaries.contains(where: \.interrupted) { throw ExitCode(ExitStatus.interrupted) }
             if let s = summaries.first(where: { !$0.reconciled }) {
@@ -56,9 +60,11 @@ struct Apply: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create the topics and tables a spec needs (idempotent; never drops or narrows anything).")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var logging: LogOptions
 
     func run() throws {
         try reportingErrors {
+            logging.bootstrap()
             let pipeline = try compileForKafka(spec, handleSignals: false)
             let runner = PipelineRunner(pipeline: pipeline)
             for flow in pipeline.flows { _ = try runner.prepare(flow) }
@@ -70,12 +76,16 @@ struct Apply: ParsableCommand {
 struct Produce: ParsableCommand {
     static let configuration = CommandConfiguration(abstract: "Run only the producer: send the CSV sources to their topics.")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var logging: LogOptions
     @OptionGroup var deadLetters: DeadLetterPolicy
 
     func run() throws {
         try reportingErrors {
+            logging.bootstrap()
             let pipeline = try compileForKafka(spec)
             try checkSourcesReadable(pipeline)
+            Observability.startProgress()
+            defer { Observability.stopProgress() }
             var errorRecords = 0
             for topic in pipeline.topics {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
@@ -99,6 +109,7 @@ struct Consume: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run only the consumer: load the topics into PostgreSQL (several can share one consumer group).")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var logging: LogOptions
     @Flag(help: "If the topic was deleted and created again, start it from the beginning instead of stopping.")
     var restartOnNewTopic = false
     @Option(help: "Exit after this many seconds without new records (default: run until Ctrl-C).")
@@ -108,6 +119,7 @@ struct Consume: ParsableCommand {
 
     func run() throws {
         try reportingErrors {
+            logging.bootstrap()
             let pipeline = try compileForKafka(spec)
             guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
                 throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
@@ -115,10 +127,12 @@ struct Consume: ParsableCommand {
             let server = try http.start(pipeline)
             defer { server?.stop() }
             let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
+            Logger(label: "pipectl.consumer").info("topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url))")
             var options = TopicLoader.Options()
             options.restartOnNewTopic = restartOnNewTopic
             options.idleExit = idleExit
             let report = try TopicLoader(pipeline: pipeline, flow: flow, options: options).run(url: sink.url, sink: sink)
+            Observability.stopProgress()
             if flow.sink.mode == .upsert {
                 print("Consumed \(report.consumed) records: \(report.loaded) inserted, \(report.duplicates) updated, \(report.deadLettered) dead-lettered")
             } else {
@@ -217,10 +231,28 @@ struct Dev: ParsableCommand {
 
     static func stack() -> LocalStack {
         let env = ProcessInfo.processInfo.environment
-        let cwd = FileManager.default.currentDirectoryPath
+        let root = env["PIPECTL_PROJECT_DIR"] ?? projectRoot(from: FileManager.default.currentDirectoryPath)
         return LocalStack(
-            stateDir: env["PIPECTL_STATE_DIR"] ?? cwd + "/.pipectl", projectDir: env["PIPECTL_PROJECT_DIR"] ?? cwd,
+            stateDir: env["PIPECTL_STATE_DIR"] ?? root + "/.pipectl", projectDir: root,
             kafkaPort: Int(env["PIPECTL_KAFKA_PORT"] ?? "") ?? 9092, pgPort: Int(env["PIPECTL_PG_PORT"] ?? "") ?? 55432)
+    }
+
+    /// The project folder, found the way git finds its root: the nearest folder, from `start`
+    /// upwards, that holds the stack's state (`.pipectl/`), else the nearest that holds
+    /// `pipelines/`, else `start` itself. So `pipectl dev …` works from any folder inside.
+    static func projectRoot(from start: String) -> String {
+        let fm = FileManager.default
+        func nearest(holding name: String) -> String? {
+            var dir = URL(fileURLWithPath: start).standardizedFileURL
+            while true {
+                var isDir: ObjCBool = false
+                if fm.fileExists(atPath: dir.appendingPathComponent(name).path, isDirectory: &isDir), isDir.boolValue { return dir.path }
+                let parent = dir.deletingLastPathComponent()
+                if parent.path == dir.path { return nil }
+                dir = parent
+            }
+        }
+        return nearest(holding: ".pipectl") ?? nearest(holding: "pipelines") ?? start
     }
 
     struct Up: ParsableCommand {

@@ -11,6 +11,20 @@ import StatusServer
 /// runtime's swift-metrics calls reach Prometheus (`--http`) and the progress totals.
 enum Observability {
     nonisolated(unsafe) private static var installed: PipelineMetricsFactory?
+    nonisolated(unsafe) private static var progress: ProgressReporter?
+
+    /// The progress line on standard error, until the process exits; off with `--quiet`.
+    static func startProgress() {
+        guard progress == nil, !CLILog.quiet else { return }
+        let reporter = ProgressReporter(totals: factory().totals)
+        reporter.start()
+        progress = reporter
+    }
+
+    /// Clears the progress line before a summary is printed.
+    static func stopProgress() {
+        progress?.stop()
+    }
 
     static func factory() -> PipelineMetricsFactory {
         if let installed { return installed }
@@ -28,8 +42,9 @@ struct HTTPOption: ParsableArguments {
         valueName: "host:port"))
     var address: String?
 
-    /// Starts the server when asked; nil otherwise.
+    /// Starts the progress line, and the server when asked (nil otherwise).
     func start(_ pipeline: Pipeline) throws -> StatusServer? {
+        Observability.startProgress()
         let factory = Observability.factory()
         guard let address else { return nil }
         let (host, port) = try StatusServer.parseAddress(address)
@@ -45,11 +60,13 @@ struct Status: ParsableCommand {
         abstract: "Show where each sink's consumer stands: stored and end offsets, lag, rows per source, dead letters by reason.",
         discussion: "Exit status 0 when healthy, 6 when unhealthy (a topic missing, records waiting with no commit for 60 s), 1 when the database cannot be read.")
     @OptionGroup var spec: SpecArgument
+    @OptionGroup var logging: LogOptions
     @Flag(help: "Print the report as JSON (the same as the status server's /status).") var json = false
     @Flag(help: "Print it again every 2 seconds until Ctrl-C.") var watch = false
 
     func run() throws {
         try reportingErrors {
+            logging.bootstrap()
             let pipeline = try compile(spec)
             try KafkaLibrary.checkVersion()
             if watch { StopSignal.install() }

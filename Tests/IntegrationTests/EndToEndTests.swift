@@ -10,9 +10,10 @@ final class EndToEndTests: XCTestCase {
         var p = try TestPipeline("it_housing", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
         p.sinkBatch = 200
         try p.write()
-        let first = try pipectl(["run", p.specPath])
+        // --verbose: the seed's "Sent batch" line per micro-batch (detail, not the default output).
+        let first = try pipectl(["run", p.specPath, "--verbose"])
         XCTAssertEqual(first.status, 0, first.output)
-        XCTAssertTrue(first.output.contains("Sent batch of 100 records to it_housing-data"), first.output)
+        XCTAssertTrue(first.output.contains("debug: Sent batch of 100 records to it_housing-data"), first.output)
         XCTAssertTrue(first.output.contains("Sent batch of 6 records to it_housing-data"), first.output)
         XCTAssertTrue(first.output.contains("rows loaded:        506"), first.output)
         XCTAssertTrue(first.output.contains("count=506  avg=22.5328  min=5  max=50"), first.output)

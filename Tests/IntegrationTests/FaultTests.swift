@@ -153,7 +153,7 @@ final class FaultTests: XCTestCase {
         var p = try TestPipeline("it_inflight", csv: repeatedHousingCSV(300_000))
         p.sourceBatch = 1000
         try p.write()
-        let producer = try startPipectl(["produce", p.specPath])
+        let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         defer { producer.kill9() }
         waitFor("the first batches") { producer.output().contains("Sent batch") }
         let handle = try XCTUnwrap(FileHandle(forWritingAtPath: p.csvPath))
@@ -240,7 +240,7 @@ final class FaultTests: XCTestCase {
         p.sinkBatch = 5000
         try p.write()
         XCTAssertEqual(try pipectl(["apply", p.specPath]).status, 0)
-        let producer = try startPipectl(["produce", p.specPath])
+        let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         waitFor("some batches") { producer.output().components(separatedBy: "Sent batch").count > 20 }
         producer.kill9()
         let again = try pipectl(["produce", p.specPath])
