@@ -6,6 +6,11 @@ import PackageDescription
 //   -> PipelineCodegen (DDL files, Swift records, schema inference)
 //   -> PipelineRuntime (running stages over KafkaAdapter and PostgresAdapter).
 // Only the two adapters import the C libraries.
+// The hot path (CSV and JSON bytes, casts, the consumer and COPY) is compiled with -O in every
+// configuration, so the binary `make build` makes and the README names is fast without a
+// separate release build (measured: see bench/results.md).
+let hotPath: [SwiftSetting] = [.unsafeFlags(["-O"])]
+
 let package = Package(
     name: "pipectl",
     platforms: [.macOS(.v13)],
@@ -22,14 +27,14 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
     ],
     targets: [
-        .target(name: "RecordFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")]),
+        .target(name: "RecordFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: hotPath),
         .target(name: "PipelineSpec", dependencies: [.product(name: "Yams", package: "Yams")]),
-        .target(name: "PipelineCompiler", dependencies: ["PipelineSpec", "RecordFormats"]),
+        .target(name: "PipelineCompiler", dependencies: ["PipelineSpec", "RecordFormats"], swiftSettings: hotPath),
         .target(name: "PipelineCodegen", dependencies: ["PipelineCompiler", "RecordFormats"]),
         .systemLibrary(name: "CRdKafka", pkgConfig: "rdkafka", providers: [.apt(["librdkafka-dev"])]),
         .systemLibrary(name: "CLibPQ", pkgConfig: "libpq", providers: [.apt(["libpq-dev"])]),
-        .target(name: "KafkaAdapter", dependencies: ["CRdKafka"]),
-        .target(name: "PostgresAdapter", dependencies: ["CLibPQ"]),
+        .target(name: "KafkaAdapter", dependencies: ["CRdKafka"], swiftSettings: hotPath),
+        .target(name: "PostgresAdapter", dependencies: ["CLibPQ"], swiftSettings: hotPath),
         .target(
             name: "PipelineRuntime",
             dependencies: [
@@ -38,7 +43,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             // Threads, C callbacks and signal handlers: checked by hand, not by Swift 6's model.
-            swiftSettings: [.swiftLanguageMode(.v5)]
+            swiftSettings: [.swiftLanguageMode(.v5)] + hotPath
         ),
         // The window on a running pipeline: Prometheus /metrics, /status and the status page.
         .target(
