@@ -10,11 +10,13 @@ import Prometheus
 /// - `GET /status`: the same JSON as `pipectl status --json`;
 /// - `GET /`: the status page (`StatusPage`).
 ///
-/// The status report and the chart samples are taken every `sampleInterval` seconds on a
-/// thread of their own (they query PostgreSQL and the broker, which blocks), and the handlers
-/// serve the latest ones, so a scrape never waits on a database.
+/// Chart samples are taken every `sampleInterval` seconds from the metric totals (no I/O).
+/// The status report (it queries PostgreSQL and the broker) is read only when `/status` or `/`
+/// is asked for, at most every `reportMaxAge` seconds, on a thread of its own: nobody watching
+/// costs the run nothing but the metric updates.
 public final class StatusServer: @unchecked Sendable {
     public static let sampleInterval = 2.0
+    static let reportMaxAge = 2.0
     /// 10 minutes of samples.
     static let sampleCount = 300
 
@@ -25,6 +27,7 @@ public final class StatusServer: @unchecked Sendable {
     private let lock = NSLock()
     private var samples: [StatusSample] = []
     private var report: PipelineStatusReport?
+    private var reportAt = Date.distantPast
     private var task: Task<Void, Error>?
     private var stopped = false
     private let started = Date()
@@ -60,12 +63,14 @@ public final class StatusServer: @unchecked Sendable {
                             body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.get("status") { [self] _, _ -> Response in
+            await refreshReport()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
             let body = (try? encoder.encode(currentReport() ?? PipelineStatusReport(pipeline: pipeline.name, generatedAt: "", health: "starting", problems: [], sinks: []))) ?? Data()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
         router.get("/") { [self] _, _ -> Response in
+            await refreshReport()
             let html = page()
             return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
                             body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
@@ -103,6 +108,21 @@ public final class StatusServer: @unchecked Sendable {
         task?.cancel()
     }
 
+    /// Reads the report again when it is older than `reportMaxAge`, off the server's threads.
+    func refreshReport() async {
+        let fresh = lock.withLock { Date().timeIntervalSince(reportAt) < Self.reportMaxAge }
+        if fresh { return }
+        let report: PipelineStatusReport? = await withCheckedContinuation { continuation in
+            DispatchQueue.global().async { [self] in
+                continuation.resume(returning: try? PipelineStatusReader.read(pipeline, environment: environment))
+            }
+        }
+        lock.withLock {
+            if let report { self.report = report }
+            reportAt = Date()
+        }
+    }
+
     func currentReport() -> PipelineStatusReport? {
         lock.lock()
         defer { lock.unlock() }
@@ -124,12 +144,10 @@ public final class StatusServer: @unchecked Sendable {
             let done = stopped
             lock.unlock()
             if done { return }
-            let fresh = try? PipelineStatusReader.read(pipeline, environment: environment)
             let sample = StatusSample(at: Date().timeIntervalSince(started),
                                       rowsWritten: factory.totals.sum(.rowsWritten) + factory.totals.sum(.rowsUpdated),
-                                      lag: fresh?.sinks.compactMap(\.lag).reduce(0, +) ?? factory.totals.sum(.consumerLag))
+                                      lag: factory.totals.sum(.consumerLag))
             lock.lock()
-            if let fresh { report = fresh }
             samples.append(sample)
             if samples.count > Self.sampleCount { samples.removeFirst(samples.count - Self.sampleCount) }
             lock.unlock()
