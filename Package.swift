@@ -77,7 +77,10 @@ let package = Package(
         ),
         .testTarget(
             name: "IntegrationTests",
-            dependencies: ["pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats"],
+            dependencies: [
+                "pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats",
+                .product(name: "Yams", package: "Yams"),
+            ],
             swiftSettings: [.swiftLanguageMode(.v5)],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
         ),
