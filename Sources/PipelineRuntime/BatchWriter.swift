@@ -14,7 +14,7 @@ struct ResyncNeeded: Error, CustomStringConvertible {
     var description: String {
         if rewound.isEmpty { return "reconnected; continuing from the stored offsets" }
         let parts = rewound.keys.sorted().map { p in "partition \(p) from offset \(rewound[p]!.stored) (had committed up to \(rewound[p]!.believed))" }
-        return "PostgreSQL lost commits in its crash; reading again: " + parts.joined(separator: ", ")
+        return "the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: " + parts.joined(separator: ", ")
     }
 }
 
@@ -283,7 +283,8 @@ final class BatchWriter {
             condition.lock()
             let known = Array(Set(storedOffsets.keys).union(partitions))
             condition.unlock()
-            let kept = try sink.storedOffsets(known)
+            let (kept, claimedByOthers) = try sink.storedOffsets(known)
+            if !claimedByOthers.isEmpty { logger.warning("\(FencedError(partitions: claimedByOthers))") }
             finish {
                 var survivors = 0
                 while survivors < tentative.count,
@@ -292,7 +293,7 @@ final class BatchWriter {
                 tentative.removeAll()
                 var rewound: [Int32: (believed: Int64, stored: Int64)] = [:]
                 // -1 (nothing stored yet) and 0 both mean "from the beginning".
-                for (p, believed) in storedOffsets where max(kept[p] ?? -1, 0) < believed {
+                for (p, believed) in storedOffsets where kept[p] != nil && max(kept[p]!, 0) < believed {
                     rewound[p] = (believed, kept[p] ?? -1)
                 }
                 storedOffsets = kept

@@ -187,18 +187,20 @@ public final class PostgresSink {
     }
 
     /// The stored next offset of each partition that this consumer still owns (after a
-    /// reconnect: what the server kept). Partitions claimed by another consumer meanwhile are
-    /// left out; -1 means "from the beginning".
-    func storedOffsets(_ partitions: [Int32]) throws -> [Int32: Int64] {
-        guard !partitions.isEmpty else { return [:] }
+    /// reconnect: what the server kept; -1 means "from the beginning"), and the partitions
+    /// another consumer has claimed meanwhile (this one is fenced out of them).
+    func storedOffsets(_ partitions: [Int32]) throws -> (mine: [Int32: Int64], claimedByOthers: [Int32]) {
+        guard !partitions.isEmpty else { return ([:], []) }
         let rows = try conn.query(
             "SELECT \"partition\", \"next_offset\", \"owner\" FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[])",
             [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}"])
         var offsets: [Int32: Int64] = [:]
-        for row in rows where row[2] == ownerToken {
-            if let p = Int32(row[0] ?? ""), let next = Int64(row[1] ?? "") { offsets[p] = next }
+        var others: [Int32] = []
+        for row in rows {
+            guard let p = Int32(row[0] ?? ""), let next = Int64(row[1] ?? "") else { continue }
+            if row[2] == ownerToken { offsets[p] = next } else { others.append(p) }
         }
-        return offsets
+        return (offsets, others.sorted())
     }
 
     /// Makes every batch committed so far durable. Batches commit with `synchronous_commit =

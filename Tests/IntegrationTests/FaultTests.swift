@@ -78,7 +78,7 @@ final class FaultTests: XCTestCase {
         guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
         let output = run.output()
         XCTAssertEqual(run.process.terminationStatus, 0, output)
-        XCTAssertTrue(output.contains("PostgreSQL lost commits in its crash; reading again: partition 0 from offset"), output)
+        XCTAssertTrue(output.contains("the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: partition 0 from offset"), output)
         XCTAssertTrue(output.contains("rows loaded:        200000\n"), output)
         XCTAssertTrue(output.contains("already loaded:     0 "), output)
         XCTAssertTrue(output.contains("reconciled:         yes"), output)
