@@ -931,7 +931,9 @@ def main(argv=None):
     # Spark's Kafka source wants every partition: -2 is "from the beginning".
     starting = json.dumps({TOPIC: {str(p): starts.get(p, -2) for p in partitions}}, sort_keys=True)
     jdbc = jdbc_settings(url)
-    crash = os.environ.get("PIPECTL_SPARK_CRASH", "")  # tests: "after-stage:N" or "before-commit:N"
+    # Test-only crash points, like pipectl's PIPECTL_CRASH_AT: "after-stage:N", "before-commit:N"
+    # or "after-commit:N" ends the process at that moment of the Nth batch.
+    crash = os.environ.get("PIPECTL_SPARK_CRASH", "")
     totals = {"batches": 0, "loaded": 0, "skipped": 0, "dead": 0}
 
     def store(batch, batch_id):
@@ -948,6 +950,8 @@ def main(argv=None):
         if here and point == "after-stage":
             os._exit(137)
         loaded, skipped, dead = commit(conn, attempt, owner, topic_id, point if here else None)
+        if here and point == "after-commit":
+            os._exit(137)
         totals["loaded"] += loaded
         totals["skipped"] += skipped
         totals["dead"] += dead
