@@ -15,6 +15,7 @@
 import base64
 import json
 import os
+import shutil
 import struct
 import sys
 import tempfile
@@ -903,6 +904,10 @@ def _as_row(decoded):
     return (fingerprint, ordinal, stage, reason, payload, *values)
 
 
+# How the summary names rows: an upsert updates stored rows where an insert skips them.
+WORDS = ("inserted", "updated") if MODE == "upsert" else ("loaded", "already loaded")
+
+
 def main(argv=None):
     import argparse
     parser = argparse.ArgumentParser(description="Load topic %r into %s exactly once (pipectl sink %r)." % (TOPIC, TARGET, SINK))
@@ -955,7 +960,7 @@ def main(argv=None):
         totals["loaded"] += loaded
         totals["skipped"] += skipped
         totals["dead"] += dead
-        print("pipectl-spark: batch %d: %d loaded, %d already loaded, %d dead-lettered" % (batch_id, loaded, skipped, dead),
+        print("pipectl-spark: batch %d: %d %s, %d %s, %d dead-lettered" % (batch_id, loaded, WORDS[0], skipped, WORDS[1], dead),
               flush=True)
 
     reader = spark.readStream.format(source_format(spark))
@@ -968,12 +973,18 @@ def main(argv=None):
               .option("maxOffsetsPerTrigger", str(MAX_OFFSETS_PER_TRIGGER))
               .option("failOnDataLoss", "true")
               .load())
+    # Spark's checkpoint only says where this run is; where the load stands is the offsets
+    # table, so by default each run starts from it with a fresh checkpoint.
     checkpoint = args.checkpoint or tempfile.mkdtemp(prefix="pipectl-spark-%s-" % SINK)
     query = stream.writeStream.foreachBatch(store).option("checkpointLocation", checkpoint)
     query = query.trigger(availableNow=True) if args.available_now else query.trigger(processingTime="%d milliseconds" % MAX_DELAY_MS)
-    query.start().awaitTermination()
-    print("pipectl-spark: done: %(batches)d batches, %(loaded)d loaded, %(skipped)d already loaded, %(dead)d dead-lettered" % totals,
-          flush=True)
+    try:
+        query.start().awaitTermination()
+    finally:
+        if args.checkpoint is None:
+            shutil.rmtree(checkpoint, ignore_errors=True)
+    print("pipectl-spark: done: %d batches, %d %s, %d %s, %d dead-lettered"
+          % (totals["batches"], totals["loaded"], WORDS[0], totals["skipped"], WORDS[1], totals["dead"]), flush=True)
     spark.stop()
 
 

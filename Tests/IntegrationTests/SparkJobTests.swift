@@ -242,6 +242,43 @@ final class SparkJobTests: XCTestCase {
         XCTAssertTrue(offsets.allSatisfy { (Int($0[1] ?? "") ?? 0) > 0 }, "\(offsets)")
     }
 
+    /// An upsert sink over a 3-partition topic keyed by the upsert key: the job keeps the last
+    /// version of every key, like `pipectl run` on the same CSV, and a re-run changes nothing.
+    func testUpsertSinkKeepsTheLastVersionOfEveryKeyLikePipectl() throws {
+        var lines = ["sku,version,price"]
+        for version in 1...20 { for sku in 1...5 { lines.append("S\(sku),\(version),\(sku * 100 + version).50") } }
+        let csv = lines.joined(separator: "\n") + "\n"
+        func pipeline(_ name: String) throws -> TestPipeline {
+            var p = try TestPipeline(name, csv: csv)
+            p.partitions = 3
+            p.sourceBatch = 7
+            p.sinkBatch = 9
+            p.schemaColumns = """
+              - { name: sku, type: text, primary_key: true }
+              - { name: version, type: integer, nullable: false }
+              - { name: price, type: "numeric(10,2)", nullable: false }
+            """
+            p.sinkExtra = ", mode: upsert, key: [sku]"
+            try p.write()
+            return p
+        }
+        let swift = try pipeline("it_spark_upsert_swift")
+        let loaded = try pipectl(["run", swift.specPath])
+        XCTAssertEqual(loaded.status, 0, loaded.output)
+        let spark = try pipeline("it_spark_upsert")
+        try produce(spark)
+        let job = try generateJob(spark)
+        XCTAssertTrue(try String(contentsOfFile: job, encoding: .utf8).contains("MAX_OFFSETS_PER_TRIGGER = 7\n"))
+        let run = try submit(job)
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.contains(", 5 inserted, 95 updated, 0 dead-lettered"), run.output)
+        let db = try TestStack.connect()
+        let query = "SELECT \"sku\", \"version\"::text, \"price\"::text FROM %@ ORDER BY 1"
+        let expected = (1...5).map { ["S\($0)", "20", "\($0 * 100 + 20).50"] }
+        XCTAssertEqual(try db.query(String(format: query, "\"it_spark_upsert\"")), expected)
+        XCTAssertEqual(try db.query(String(format: query, "\"it_spark_upsert_swift\"")), expected)
+    }
+
     /// `pipectl consume` loads part of the topic and dies; the Spark job finishes it. Then the
     /// other way round on a second topic: the job stops after 2 batches, `pipectl consume`
     /// finishes. Both end exact: the engines share offsets, owner tokens and record ids.

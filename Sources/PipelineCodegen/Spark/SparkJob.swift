@@ -70,6 +70,7 @@ public enum SparkJob {
         import base64
         import json
         import os
+        import shutil
         import struct
         import sys
         import tempfile
