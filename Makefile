@@ -34,6 +34,7 @@ $(PY)/.installed:
 # PySpark 4.3.0 (its Python data sources stand in for the Kafka source jar in tests), with
 # pandas < 3 and pyarrow (which Python data sources need), psycopg for the driver's commit
 # transaction and confluent-kafka for the test source. The stamp makes it a one-time install.
+# (The JRE's post-install script fails on slim Debian images without /usr/share/man/man1.)
 spark-deps: system-deps $(SPARK)/.installed
 	@missing=""; for p in $(SPARK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
@@ -45,7 +46,7 @@ spark-deps: system-deps $(SPARK)/.installed
 $(SPARK)/.installed:
 	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
 	python3 -m pip install --quiet --disable-pip-version-check --target $(SPARK) \
-	  pyspark==4.3.0 'pandas<3' pyarrow 'psycopg[binary]' confluent-kafka==2.16.1
+	  pyspark==4.3.0 'pandas<3' pyarrow==26.0.1 'psycopg[binary]==3.3.9' confluent-kafka==2.16.1
 	touch $@
 
 $(RDKAFKA): $(PY)/.installed

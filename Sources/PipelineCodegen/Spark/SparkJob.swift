@@ -2,7 +2,9 @@ import PipelineCompiler
 
 /// A sink that cannot be compiled to a Spark job, with the reason.
 public struct SparkJobError: Error, Sendable, CustomStringConvertible {
+    /// What to tell the person at the terminal, naming the sink.
     public var message: String
+    /// The message.
     public var description: String { message }
 }
 
