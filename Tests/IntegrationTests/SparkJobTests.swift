@@ -129,9 +129,11 @@ final class SparkJobTests: XCTestCase {
             """), 506)
     }
 
-    /// The driver dies after batch 3 was staged and before its transaction: a restart reads from
-    /// the committed offsets (300), drops the orphaned staging rows, and ends exact.
-    func testCrashBetweenStagingAndCommitThenRestartIsExact() throws {
+    /// The driver dies after batch 3 was staged and before its transaction: 200 rows and offsets
+    /// 200 stay, with the orphaned staging rows. The restart dies again inside the transaction of
+    /// its second batch (before COMMIT): 300 rows. The third run ends exact; each restart
+    /// replayed only the batch that was lost.
+    func testCrashesBeforeAndInsideTheCommitThenRestartAreExact() throws {
         let p = try housingPipeline("it_spark_crash")
         try produce(p)
         let job = try generateJob(p)
@@ -141,9 +143,16 @@ final class SparkJobTests: XCTestCase {
         XCTAssertEqual(try int("SELECT \"next_offset\" FROM \"pipectl\".\"it_spark_crash__offsets\""), 200)
         XCTAssertEqual(try int("SELECT count(*) FROM \"pipectl\".\"it_spark_crash__it_spark_crash_db__staging\""), 100)
 
+        let again = try submit(job, crash: "before-commit:2")
+        XCTAssertNotEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.output.contains("pipectl-spark: batch 0: 100 loaded, 0 already loaded, 0 dead-lettered"), again.output)
+        XCTAssertEqual(try int("SELECT count(*) FROM \"it_spark_crash\""), 300)
+        XCTAssertEqual(try int("SELECT \"next_offset\" FROM \"pipectl\".\"it_spark_crash__offsets\""), 300)
+        XCTAssertEqual(try int("SELECT count(*) FROM \"pipectl\".\"it_spark_crash__it_spark_crash_db__staging\""), 100)
+
         let restarted = try submit(job)
         XCTAssertEqual(restarted.status, 0, restarted.output)
-        XCTAssertTrue(restarted.output.contains("pipectl-spark: done: 4 batches, 306 loaded, 0 already loaded, 0 dead-lettered"), restarted.output)
+        XCTAssertTrue(restarted.output.contains("pipectl-spark: done: 3 batches, 206 loaded, 0 already loaded, 0 dead-lettered"), restarted.output)
         try assertHousingValues(p.table)
         XCTAssertEqual(try int("SELECT \"next_offset\" FROM \"pipectl\".\"it_spark_crash__offsets\""), 506)
         XCTAssertEqual(try int("SELECT count(*) FROM \"pipectl\".\"it_spark_crash__it_spark_crash_db__staging\""), 0)
