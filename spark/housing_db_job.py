@@ -462,6 +462,10 @@ class _Raw(str):
     """A JSON array or object kept as JSON text."""
 
 
+class _Bool(str):
+    """A JSON true or false, as that word."""
+
+
 def _reject_constant(name):
     raise ValueError("invalid literal %s" % name)
 
@@ -480,20 +484,19 @@ def _flatten(obj, separator, prefix, out):
 
 
 def _to_raw(value):
-    def plain(v):
-        if isinstance(v, _Object):
-            return {k: plain(x) for k, x in v}
-        if isinstance(v, list):
-            return [plain(x) for x in v]
-        if isinstance(v, _Number):
-            return float(v) if any(c in v for c in ".eE") else int(v)
-        return v
-    return _Raw(json.dumps(plain(value), ensure_ascii=False, separators=(",", ":")))
+    """JSON text of an array or object, numbers as written."""
+    if isinstance(value, _Object):
+        return "{" + ",".join(json.dumps(k, ensure_ascii=False) + ":" + _to_raw(v) for k, v in value) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_to_raw(v) for v in value) + "]"
+    if isinstance(value, _Number):
+        return str(value)
+    return json.dumps(value, ensure_ascii=False)
 
 
 def parse_message(value):
     """The message's fields after flattening, in order: [(key, value)] where a value is None
-    (JSON null), str (a string), _Number, "true"/"false" or _Raw."""
+    (JSON null), str (a string), _Number, _Bool or _Raw."""
     obj = json.loads(value.decode("utf-8"), object_pairs_hook=_Object, parse_float=_Number,
                      parse_int=_Number, parse_constant=_reject_constant)
     if not isinstance(obj, _Object):
@@ -503,9 +506,9 @@ def parse_message(value):
     out = []
     for key, v in fields:
         if isinstance(v, bool):
-            v = "true" if v else "false"
+            v = _Bool("true" if v else "false")
         elif isinstance(v, (list, _Object)):
-            v = _to_raw(v)
+            v = _Raw(_to_raw(v))
         out.append((key, v))
     return out
 

@@ -40,7 +40,7 @@ final class SparkJobDecoderParityTests: XCTestCase {
             flatten: "_"
             rename: { cost: price }
             drop: [day]
-            null_if: ["n/a", "0"]
+            null_if: ["n/a", "0", "false"]
             casts:
               page_title: { type: "varchar(5)", on_error: null }
               qty: { type: integer, on_error: default }
@@ -64,6 +64,7 @@ final class SparkJobDecoderParityTests: XCTestCase {
         #"{"_record":"f00d:10","_error":"wrong number of fields: 3 instead of 14","_line":7,"_raw_b64":"MSwyLDM="}"#,
         #"{"_record":"f00d:11","user_id":15,"page":{"title":"x\u0000y"}}"#,
         #"{"_record":"f00d:12","user_id":" 16 ","qty":"2.0","paid":"0"}"#,
+        #"{"_record":"f00d:13","user_id":17,"tags":[1.50,true,null,"é",{"k":2e3}],"paid":false,"note":"false"}"#,
         #"not json"#,
         #"[1,2]"#,
     ]
