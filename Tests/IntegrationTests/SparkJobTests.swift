@@ -34,7 +34,13 @@ final class SparkJobTests: XCTestCase {
 
     /// `spark-submit JOB --available-now` with the stand-in source; its exit status and output.
     @discardableResult
-    func submit(_ job: String, crash: String? = nil, timeout: Double = 300) throws -> (status: Int32, output: String) {
+    func submit(_ job: String, crash: String? = nil, environment: [String: String] = [:], timeout: Double = 300) throws -> (status: Int32, output: String) {
+        let running = try startSubmit(job, crash: crash, environment: environment)
+        return finish(running, job: job, timeout: timeout)
+    }
+
+    /// Starts `spark-submit JOB --available-now`; `finish` waits for it.
+    func startSubmit(_ job: String, crash: String? = nil, environment: [String: String] = [:]) throws -> (process: Process, outputPath: String) {
         let state = try TestStack.require()
         let process = Process()
         process.executableURL = URL(fileURLWithPath: Self.sparkDeps + "/pyspark/bin/spark-submit")
@@ -50,6 +56,7 @@ final class SparkJobTests: XCTestCase {
         env["DATABASE_URL"] = state.databaseURL
         env["KAFKA_BROKERS"] = state.kafkaBrokers
         env["PIPECTL_SPARK_CRASH"] = crash ?? ""
+        env.merge(environment) { _, new in new }
         process.environment = env
         let outputPath = NSTemporaryDirectory() + "pipectl-spark-\(UUID().uuidString).log"
         FileManager.default.createFile(atPath: outputPath, contents: nil)
@@ -58,6 +65,11 @@ final class SparkJobTests: XCTestCase {
         process.standardError = handle
         process.standardInput = FileHandle.nullDevice
         try process.run()
+        return (process, outputPath)
+    }
+
+    func finish(_ running: (process: Process, outputPath: String), job: String, timeout: Double = 300) -> (status: Int32, output: String) {
+        let process = running.process
         let deadline = Date().addingTimeInterval(timeout)
         while process.isRunning, Date() < deadline { usleep(50_000) }
         if process.isRunning {
@@ -65,7 +77,7 @@ final class SparkJobTests: XCTestCase {
             XCTFail("spark-submit \(job) did not finish in \(timeout) s")
         }
         process.waitUntilExit()
-        let output = (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? ""
+        let output = (try? String(contentsOfFile: running.outputPath, encoding: .utf8)) ?? ""
         // Keep failures readable: the job's own lines and Python errors, not Spark's log.
         let lines = output.split(separator: "\n").filter { !$0.contains(" WARN ") && !$0.contains(" INFO ") }
         return (process.terminationStatus, lines.joined(separator: "\n"))
@@ -286,6 +298,30 @@ final class SparkJobTests: XCTestCase {
         let expected = (1...5).map { ["S\($0)", "20", "\($0 * 100 + 20).50"] }
         XCTAssertEqual(try db.query(String(format: query, "\"it_spark_upsert\"")), expected)
         XCTAssertEqual(try db.query(String(format: query, "\"it_spark_upsert_swift\"")), expected)
+    }
+
+    /// The job holds its third batch (staged, not committed) while `pipectl consume` claims the
+    /// partition and loads the rest; the job's commit then finds another owner in the offsets
+    /// row, drops the batch and stops. The table ends exact: fencing works across engines.
+    func testJobIsFencedWhenPipectlConsumeClaimsItsPartition() throws {
+        let p = try housingPipeline("it_spark_fence")
+        try produce(p)
+        let job = try generateJob(p)
+        let resume = p.dir + "/resume"
+        let running = try startSubmit(job, crash: "pause-before-commit:3", environment: ["PIPECTL_SPARK_RESUME": resume])
+        let deadline = Date().addingTimeInterval(180)
+        while !FileManager.default.fileExists(atPath: resume + ".paused"), running.process.isRunning, Date() < deadline { usleep(100_000) }
+        XCTAssertTrue(FileManager.default.fileExists(atPath: resume + ".paused"), "the job did not reach its third batch")
+        XCTAssertEqual(try int("SELECT count(*) FROM \"it_spark_fence\""), 200)
+        let taken = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
+        XCTAssertEqual(taken.status, 0, taken.output)
+        XCTAssertTrue(taken.output.contains("Consumed 306 records: 306 loaded, 0 already loaded, 0 dead-lettered"), taken.output)
+        FileManager.default.createFile(atPath: resume, contents: nil)
+        let fenced = finish(running, job: job)
+        XCTAssertNotEqual(fenced.status, 0, fenced.output)
+        XCTAssertTrue(fenced.output.contains("partitions 0 now belong to another consumer; batch dropped"), fenced.output)
+        try assertHousingValues(p.table)
+        XCTAssertEqual(try int("SELECT \"next_offset\" FROM \"pipectl\".\"it_spark_fence__offsets\""), 506)
     }
 
     /// `pipectl consume` loads part of the topic and dies; the Spark job finishes it. Then the

@@ -76,6 +76,7 @@ public enum SparkJob {
         import struct
         import sys
         import tempfile
+        import time
         import uuid
         from urllib.parse import parse_qsl, unquote, urlsplit
 

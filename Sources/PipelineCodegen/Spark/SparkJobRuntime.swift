@@ -839,7 +839,8 @@ def main(argv=None):
     starting = json.dumps({TOPIC: {str(p): starts.get(p, -2) for p in partitions}}, sort_keys=True)
     jdbc = jdbc_settings(url)
     # Test-only crash points, like pipectl's PIPECTL_CRASH_AT: "after-stage:N", "before-commit:N"
-    # or "after-commit:N" ends the process at that moment of the Nth batch.
+    # or "after-commit:N" ends the process at that moment of the Nth batch; "pause-before-commit:N"
+    # holds it there.
     crash = os.environ.get("PIPECTL_SPARK_CRASH", "")
     totals = {"batches": 0, "loaded": 0, "skipped": 0, "dead": 0}
 
@@ -856,6 +857,12 @@ def main(argv=None):
         here = n == str(totals["batches"])
         if here and point == "after-stage":
             os._exit(137)
+        if here and point == "pause-before-commit":
+            # Tests: hold the staged batch until the file PIPECTL_SPARK_RESUME names exists.
+            resume = os.environ["PIPECTL_SPARK_RESUME"]
+            open(resume + ".paused", "w").close()
+            while not os.path.exists(resume):
+                time.sleep(0.1)
         loaded, skipped, dead = commit(conn, attempt, owner, topic_id, point if here else None)
         if here and point == "after-commit":
             os._exit(137)
