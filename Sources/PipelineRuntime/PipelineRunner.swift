@@ -10,6 +10,10 @@ public final class PipelineRunner {
     let environment: [String: String]
     let log: (String) -> Void
 
+    /// A source file changed where it was already sent is sent as a new source instead of
+    /// refused (`--as-new-source`).
+    public var asNewSource = false
+
     public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, log: @escaping (String) -> Void = { print($0) }) {
         self.pipeline = pipeline
         self.environment = environment
@@ -133,8 +137,9 @@ public final class PipelineRunner {
         return summaries
     }
 
-    /// Sends the source, starting again from its first record when the producer fails (for
-    /// example a broker restart that lost the topic): record ids make the re-sent rows harmless.
+    /// Sends the source from its checkpoint, again when the producer fails (for example a
+    /// broker restart that lost the topic: the new topic ID makes it start from the first
+    /// record, and record ids make the re-sent rows harmless).
     func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5) -> Result<ProduceReport, Error> {
         var lastError: Error?
         for attempt in 1...attempts {
@@ -145,7 +150,8 @@ public final class PipelineRunner {
                     log("created topic \(flow.topic.name) again (the broker had lost it)")
                 }
                 let topicID = try admin.topicID(flow.topic.name)
-                var report = try CSVProducer(source: source, topic: flow.topic, log: log).run()
+                let store = try SourceCheckpointStore.forSource(source, topic: flow.topic, pipeline: pipeline, environment: environment, log: log)
+                var report = try CSVProducer(source: source, topic: flow.topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID, log: log).run()
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(flow.topic.name) != topicID {
                     throw KafkaError("topic \(flow.topic.name) was re-created while sending")
