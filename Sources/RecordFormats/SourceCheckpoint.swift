@@ -96,8 +96,7 @@ public enum SourceCheckpoint {
     ///   - chunkDigests: the file's chunk digests now, in chunks of `sent.chunkBytes`.
     ///   - byteAtSentEnd: the file's byte at offset `sent.bytes`, nil if there is none.
     public static func check(sent: SentPart, size: Int64, prefixHash: String?, chunkDigests: [UInt8], byteAtSentEnd: UInt8?) -> PrefixCheck {
-        if size < sent.bytes { return .shorter(sent: sent.bytes, now: size) }
-        if prefixHash == sent.hash {
+        if size >= sent.bytes, prefixHash == sent.hash {
             // The last sent record had no line end: appended bytes that are not a line end
             // lengthen that record, whose sent version is already stored.
             if sent.openEnd, let next = byteAtSentEnd, next != 0x0A, next != 0x0D {
@@ -110,12 +109,20 @@ public enum SourceCheckpoint {
             let from = Int64(k) * Int64(sent.chunkBytes)
             return .changed(bytes: from..<min(from + Int64(sent.chunkBytes), sent.bytes))
         }
+        // An edit that shortened the file is placed by its chunk above; with every common chunk
+        // equal, the file was cut short.
+        if size < sent.bytes { return .shorter(sent: sent.bytes, now: size) }
         return .changed(bytes: min(Int64(full) * Int64(sent.chunkBytes), max(0, sent.bytes - 1))..<sent.bytes)
     }
 
-    /// The chunk digests of the first `bytes` bytes (full chunks only), from a file's digests.
+    /// At most this many chunk digests are stored (512 KiB): a file first seen small that grew
+    /// very large narrows a difference beyond them only to "after the last digest".
+    public static let maxDigests = 65536
+
+    /// The chunk digests of the first `bytes` bytes (full chunks only, at most `maxDigests`),
+    /// from a file's digests.
     public static func digests(_ all: [UInt8], chunkBytes: Int, within bytes: Int64) -> [UInt8] {
-        Array(all.prefix(Int(bytes / Int64(chunkBytes)) * digestBytes))
+        Array(all.prefix(Int(min(bytes / Int64(chunkBytes), Int64(maxDigests))) * digestBytes))
     }
 
     /// Where to start sending: at the checkpoint when it was taken against the topic as it is

@@ -54,6 +54,16 @@ final class SourceCheckpointTests: XCTestCase {
         XCTAssertEqual(try check(sent, against: edited), .changed(bytes: 256..<403))
     }
 
+    /// An edit that makes the file shorter is still placed by its chunk.
+    func testAShorteningEditIsNarrowedToItsChunk() throws {
+        let text = "id,name,value\n" + rows(200)
+        let sent = try sentPart(of: text)
+        let edited = text.replacingOccurrences(of: "\n150,name 150,1500\n", with: "\n150,name 150,1\n")
+        let at = Int64(zip(text.utf8, edited.utf8).enumerated().first { $0.element.0 != $0.element.1 }!.offset)
+        let chunk = at / 256 * 256
+        XCTAssertEqual(try check(sent, against: edited), .changed(bytes: chunk..<(chunk + 256)))
+    }
+
     func testAShorterFileIsReportedAsShorter() throws {
         let text = "id\n" + rows(10)
         let sent = try sentPart(of: text)
