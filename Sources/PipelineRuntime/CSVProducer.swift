@@ -44,6 +44,9 @@ public final class CSVProducer {
     let topicID: String?
     /// Seconds between checkpoint writes while sending (and one at the end).
     var checkpointInterval = 0.5
+    /// Called once the file was checked against its checkpoint, before anything is sent (the
+    /// `run` command starts its consumer only then: a refused file starts no consumer).
+    public var onChecked: (() -> Void)?
 
     /// - Parameters:
     ///   - checkpoints: where send checkpoints live; nil sends the whole file under its
@@ -147,6 +150,7 @@ public final class CSVProducer {
             snapshot = try SourceSnapshot(path: source.resolvedPath)
             report.fingerprint = snapshot.fingerprint
         }
+        onChecked?()
         var settings = Self.kafkaSettings(topic)
         settings["linger.ms"] = settings["linger.ms"] ?? String(topic.lingerMs)
         settings["compression.type"] = settings["compression.type"] ?? topic.compression
@@ -202,7 +206,7 @@ public final class CSVProducer {
         // base offset of the last batch as the high watermark, so watermarks cannot tell).
         // Resuming in the same topic incarnation, the ends of the earlier runs still count: the
         // consumer of `run` waits for them too.
-        var ends: [Int32: Int64] = resume == lineage?.checkpoint ? lineage?.endOffsets ?? [:] : [:]
+        var ends: [Int32: Int64] = topicID != nil && lineage?.topicID == topicID ? lineage?.endOffsets ?? [:] : [:]
         writer.onDelivery = { token, error, partition, offset in
             if let error, deliveryError == nil { deliveryError = error }
             if error == nil, offset >= 0, offset + 1 > ends[partition] ?? 0 { ends[partition] = offset + 1 }

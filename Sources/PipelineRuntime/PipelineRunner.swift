@@ -76,7 +76,7 @@ public final class PipelineRunner {
             let url = sink.url
             let box = ProducerBox()
             let producerThread = Thread {
-                var result = self.produceWithRetries(source: source, flow: flow)
+                var result = self.produceWithRetries(source: source, flow: flow, onChecked: { box.checked = true })
                 box.set(result)
                 // Records sent but not yet stored can vanish with the topic (a broker that keeps
                 // topics in memory restarted): until the consumer is done, watch the topic and
@@ -97,6 +97,15 @@ public final class PipelineRunner {
             }
             producerThread.stackSize = 8 << 20
             producerThread.start()
+            // The consumer starts once the file passed its checkpoint check: a consumer started
+            // and stopped while it joins its group was seen to hold Tansu's group back for the
+            // next run, and a refused file needs no consumer.
+            while !box.checked, box.get() == nil { Thread.sleep(forTimeInterval: 0.01) }
+            if case let .failure(error) = box.get() {
+                box.consumerFinished = true
+                while !box.producerExited { Thread.sleep(forTimeInterval: 0.01) }
+                throw error
+            }
             var options = TopicLoader.Options()
             options.restartOnNewTopic = true
             if !follow {
@@ -140,7 +149,7 @@ public final class PipelineRunner {
     /// Sends the source from its checkpoint, again when the producer fails (for example a
     /// broker restart that lost the topic: the new topic ID makes it start from the first
     /// record, and record ids make the re-sent rows harmless).
-    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5) -> Result<ProduceReport, Error> {
+    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5, onChecked: (() -> Void)? = nil) -> Result<ProduceReport, Error> {
         var lastError: Error?
         for attempt in 1...attempts {
             if StopSignal.requested { break }
@@ -151,7 +160,9 @@ public final class PipelineRunner {
                 }
                 let topicID = try admin.topicID(flow.topic.name)
                 let store = try SourceCheckpointStore.forSource(source, topic: flow.topic, pipeline: pipeline, environment: environment, log: log)
-                var report = try CSVProducer(source: source, topic: flow.topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID, log: log).run()
+                let producer = CSVProducer(source: source, topic: flow.topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID, log: log)
+                producer.onChecked = onChecked
+                var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(flow.topic.name) != topicID {
                     throw KafkaError("topic \(flow.topic.name) was re-created while sending")
@@ -232,6 +243,12 @@ final class ProducerBox: @unchecked Sendable {
     private var result: Result<ProduceReport, Error>?
     private var finished = false
     private var exited = false
+    private var sourceChecked = false
+    /// The producer checked its file against the checkpoint and is about to send.
+    var checked: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return sourceChecked }
+        set { lock.lock(); sourceChecked = newValue; lock.unlock() }
+    }
     func set(_ r: Result<ProduceReport, Error>) { lock.lock(); result = r; lock.unlock() }
     func clear() { lock.lock(); result = nil; lock.unlock() }
     func get() -> Result<ProduceReport, Error>? { lock.lock(); defer { lock.unlock() }; return result }
