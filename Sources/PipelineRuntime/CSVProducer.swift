@@ -191,7 +191,8 @@ public final class CSVProducer {
         // Where each batch ends, to move the checkpoint once the batch is delivered.
         var batchEnds: [ResumePoint] = []
         var checkpoint = resume
-        var lastCheckpointWrite = Date()
+        // The first delivered batch is checkpointed at once, later ones at most every `checkpointInterval`.
+        var lastCheckpointWrite = Date.distantPast
         var checkpointDirty = false
         let fingerprintPrefix = Array(report.fingerprint.utf8)
         let nullBytes = Array(source.null.utf8)
