@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import RecordFormats
 import XCTest
 
 /// Files that grow, runs that are interrupted, files that change, and `reset` (issue 8, kind 6
@@ -230,6 +231,32 @@ final class GrowingFileTests: XCTestCase {
         let unknown = try pipectl(["reset", p.specPath, "--source", "nope.csv", "--yes"])
         XCTAssertEqual(unknown.status, 1, unknown.output)
         XCTAssertTrue(unknown.output.contains("error: nope.csv is not a source of pipeline 'it_reset'; its sources are: it_reset.csv (it_reset_csv)"), unknown.output)
+    }
+
+    /// A database from before checkpoints: the file registered under its whole SHA-256, no
+    /// checkpoint columns filled. The next run takes that row over (same number, same ids),
+    /// sends the file once more and stores nothing twice; the run after that sends nothing.
+    func testSourceRegisteredBeforeCheckpointsKeepsItsRowsSingle() throws {
+        var p = try TestPipeline("it_legacy", csv: repeatedHousingCSV(1_000))
+        p.sourceBatch = 500
+        try p.write()
+        XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
+        let db = try TestStack.connect()
+        _ = try db.query("""
+            UPDATE "pipectl"."it_legacy__sources" SET "fingerprint" = $1, "topic_id" = NULL, "checkpoint_bytes" = NULL,
+                "checkpoint_records" = NULL, "checkpoint_line" = NULL, "end_offsets" = NULL, "sent_bytes" = NULL, "sent_open" = NULL,
+                "sent_hash" = NULL, "chunk_bytes" = NULL, "chunk_digests" = NULL
+            """, [try Fingerprint.ofFile(atPath: p.csvPath)])
+        let upgraded = try pipectl(["run", p.specPath])
+        XCTAssertEqual(upgraded.status, 0, upgraded.output)
+        XCTAssertTrue(upgraded.output.contains("rows sent:          1000\n"), upgraded.output)
+        XCTAssertTrue(upgraded.output.contains("rows loaded:        0\n"), upgraded.output)
+        XCTAssertTrue(upgraded.output.contains("already loaded:     1000 "), upgraded.output)
+        XCTAssertTrue(upgraded.output.contains("reconciled:         yes (1000 read = 1000 rows + 0 dead letters stored for this file)"), upgraded.output)
+        XCTAssertEqual(try db.int("SELECT count(*) FROM \"pipectl\".\"it_legacy__sources\""), 1)
+        let settled = try pipectl(["run", p.specPath])
+        XCTAssertTrue(settled.output.contains("rows sent:          0\n"), settled.output)
+        try assertExact("it_legacy", rows: 1_000)
     }
 
     /// The reported day-1/day-2 case: day 2's file has an `email` column the schema lacks, so
