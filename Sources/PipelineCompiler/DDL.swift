@@ -102,6 +102,22 @@ public enum DDL {
                 "first_seen" timestamptz NOT NULL DEFAULT now()
             );
             """,
+            // The producer's send checkpoint of each source (see docs/reliability.md, "Files that
+            // grow or change"), added to tables made by earlier versions too.
+            """
+            ALTER TABLE \(SQL.qualified(s, b.sources))
+                ADD COLUMN IF NOT EXISTS "topic_id" text,
+                ADD COLUMN IF NOT EXISTS "checkpoint_bytes" bigint,
+                ADD COLUMN IF NOT EXISTS "checkpoint_records" bigint,
+                ADD COLUMN IF NOT EXISTS "checkpoint_line" bigint,
+                ADD COLUMN IF NOT EXISTS "end_offsets" text,
+                ADD COLUMN IF NOT EXISTS "sent_bytes" bigint,
+                ADD COLUMN IF NOT EXISTS "sent_open" boolean,
+                ADD COLUMN IF NOT EXISTS "sent_hash" text,
+                ADD COLUMN IF NOT EXISTS "chunk_bytes" integer,
+                ADD COLUMN IF NOT EXISTS "chunk_digests" bytea,
+                ADD COLUMN IF NOT EXISTS "updated_at" timestamptz;
+            """,
             """
             CREATE TABLE IF NOT EXISTS \(SQL.qualified(s, b.deadLetters)) (
                 "id" bigserial PRIMARY KEY,

@@ -6,10 +6,15 @@ import RecordFormats
 
 /// Counts from one producer run.
 public struct ProduceReport: Sendable {
+    /// Records in the file: those before the checkpoint the run resumed from, plus those read.
     public var rowsRead = 0
+    /// Records sent by this run.
     public var rowsSent = 0
+    /// Records not sent because an earlier run's delivery of them was confirmed.
+    public var rowsSkipped = 0
     /// Rows sent as error records (malformed CSV, too large): the consumer dead-letters them.
     public var rowsSentAsErrors = 0
+    /// The source's identity: the `fingerprint` part of its record ids (`SourceCheckpoint.identity`).
     public var fingerprint = ""
     /// End offset of each partition once every record was delivered (from delivery reports).
     public var endOffsets: [Int32: Int64] = [:]
@@ -19,17 +24,105 @@ public struct ProduceReport: Sendable {
     public var interrupted = false
 }
 
+/// A source file changed inside the part that was already sent: sending it under the same
+/// identity would leave the stored rows of the old version in place (record ids match).
+public struct SourceChangedError: Error, CustomStringConvertible {
+    public var message: String
+    public var description: String { message }
+}
+
 /// The CSV source and topic writer: streams the file, turns each record into a JSON object
 /// carrying its record id, and sends micro-batches to the topic.
+///
+/// With a checkpoint store, a file is sent once: a run resumes after the records an earlier run
+/// delivered (to the same topic incarnation), so a file that only grew sends its new records,
+/// and a file changed where it was sent is refused (`SourceChangedError`) unless
+/// `asNewSource`. See docs/reliability.md, "Files that grow or change".
 public final class CSVProducer {
     let source: Source
     let topic: Topic
     let logger: Logger
+    let checkpoints: SourceCheckpointStore?
+    let asNewSource: Bool
+    let topicID: String?
+    /// Seconds between checkpoint writes while sending (and one at the end).
+    var checkpointInterval = 0.5
+    /// Called once the file was checked against its checkpoint, before anything is sent (the
+    /// `run` command starts its consumer only then: a refused file starts no consumer).
+    public var onChecked: (() -> Void)?
 
-    public init(source: Source, topic: Topic, logger: Logger = Logger(label: "pipectl.producer")) {
+    /// - Parameters:
+    ///   - checkpoints: where send checkpoints live; nil sends the whole file under its
+    ///     content fingerprint (no resume).
+    ///   - asNewSource: a file changed where it was sent becomes a new source instead of an error.
+    ///   - topicID: the topic incarnation the records go to (checkpoints belong to one).
+    public init(source: Source, topic: Topic, checkpoints: SourceCheckpointStore? = nil, asNewSource: Bool = false, topicID: String? = nil,
+                logger: Logger = Logger(label: "pipectl.producer")) {
         self.source = source
         self.topic = topic
         self.logger = logger
+        self.checkpoints = checkpoints
+        self.asNewSource = asNewSource
+        self.topicID = topicID
+    }
+
+    /// The checkpointed life of the source to send under, checked against the snapshot.
+    /// - Throws: `SourceChangedError` when the sent part changed and `asNewSource` is off.
+    func lineage(store: SourceCheckpointStore) throws -> (SourceLineage, SourceSnapshot) {
+        try store.prepare()
+        if let stored = try store.current() {
+            let snapshot = try SourceSnapshot(path: source.resolvedPath, verifyBytes: stored.sent.bytes, chunkBytes: stored.sent.chunkBytes)
+            let check = SourceCheckpoint.check(sent: stored.sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
+                                               chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: stored.sent.bytes, count: 1).first)
+            if check == .unchanged { return (stored, snapshot) }
+            let what = describe(check, snapshot: snapshot)
+            guard asNewSource else {
+                throw SourceChangedError(message: "\(source.path) changed where it was already sent: \(what); "
+                    + "run again with --as-new-source to load it as a new file (the rows loaded from it stay), "
+                    + "or delete what it loaded with `pipectl reset --source \(source.path)` and run again")
+            }
+            logger.warning("\(source.path) changed where it was already sent (\(what)): sending it as a new source (--as-new-source)")
+            // The same snapshot serves: its chunks use the old life's size, which is as good.
+            return (try store.create(identity: newIdentity(snapshot), chunkBytes: snapshot.chunkBytes), snapshot)
+        }
+        let snapshot = try SourceSnapshot(path: source.resolvedPath)
+        // A file registered before checkpoints existed keeps its identity (its whole SHA-256).
+        let identity = try store.isLegacy(identity: snapshot.fingerprint) ? snapshot.fingerprint : newIdentity(snapshot)
+        return (try store.create(identity: identity, chunkBytes: snapshot.chunkBytes), snapshot)
+    }
+
+    func newIdentity(_ snapshot: SourceSnapshot) -> String {
+        SourceCheckpoint.identity(path: source.resolvedPath, leadingDigest: snapshot.leadingDigest,
+                                  nonce: "\(Date().timeIntervalSince1970)-\(UUID().uuidString)")
+    }
+
+    /// `record 12 (line 13) differs` or `the first difference is in records 10-13 (lines 11-14)`,
+    /// read from the file as it is now.
+    func describe(_ check: PrefixCheck, snapshot: SourceSnapshot) -> String {
+        let range: Range<Int64>
+        switch check {
+        case .unchanged: return "unchanged"
+        case let .shorter(sent, now): return "it is \(now) bytes long, shorter than the \(sent) bytes already sent"
+        case let .changed(bytes): range = bytes
+        }
+        let reader = snapshot.scanningReader(delimiter: source.delimiter, quote: source.quote)
+        var record = CSVRecord()
+        var first: (ordinal: Int64, line: Int)?
+        var last: (ordinal: Int64, line: Int)?
+        var start: Int64 = 0
+        let header: Int64 = source.header ? 1 : 0
+        while reader.next(into: &record) {
+            defer { start = record.endOffset }
+            if record.endOffset <= range.lowerBound { continue }
+            if start >= range.upperBound { break }
+            let here = (record.ordinal - header, record.line)
+            if first == nil { first = here }
+            last = here
+        }
+        guard let first, let last else { return "bytes \(range.lowerBound)-\(range.upperBound - 1) differ" }
+        func name(_ r: (ordinal: Int64, line: Int)) -> String { r.ordinal == 0 ? "the header" : "record \(r.ordinal)" }
+        if first == last { return "\(name(first)) (line \(first.line)) differs" }
+        return "the first difference is in \(first.ordinal == 0 ? "the header or " : "")records \(max(first.ordinal, 1))-\(last.ordinal) (lines \(first.line)-\(last.line))"
     }
 
     public static func kafkaSettings(_ topic: Topic) -> [String: String] {
@@ -44,8 +137,23 @@ public final class CSVProducer {
         var report = ProduceReport()
         // One read: the records come from the very bytes the fingerprint describes, so a file
         // appended to or rewritten while it is sent cannot lend its id to other content.
-        let snapshot = try SourceSnapshot(path: source.resolvedPath)
-        report.fingerprint = snapshot.fingerprint
+        let snapshot: SourceSnapshot
+        var lineage: SourceLineage?
+        var resume = ResumePoint.start
+        if let store = checkpoints {
+            let found = try self.lineage(store: store)
+            lineage = found.0
+            snapshot = found.1
+            resume = SourceCheckpoint.resumePoint(checkpoint: found.0.checkpoint, checkpointTopicID: found.0.topicID, currentTopicID: topicID)
+            if resume != found.0.checkpoint, found.0.checkpoint.records > 0 {
+                logger.info("topic \(topic.name) is not the one \(source.path) was sent to: sending it from the start (record ids skip what was stored)")
+            }
+            report.fingerprint = found.0.identity
+        } else {
+            snapshot = try SourceSnapshot(path: source.resolvedPath)
+            report.fingerprint = snapshot.fingerprint
+        }
+        onChecked?()
         var settings = Self.kafkaSettings(topic)
         settings["linger.ms"] = settings["linger.ms"] ?? String(topic.lingerMs)
         settings["compression.type"] = settings["compression.type"] ?? topic.compression
@@ -65,6 +173,30 @@ public final class CSVProducer {
             }
         }
         let headerRecords = source.header ? 1 : 0
+        // Byte offsets are file offsets only when the reader streams the copy itself (UTF-8);
+        // a converted file resumes by skipping records and checkpoints only at its end.
+        let streamsCopy = source.encoding == .utf8
+        if resume.records > 0 || resume.bytes > 0 {
+            if streamsCopy {
+                if resume.bytes > reader.offset {
+                    try reader.seek(toOffset: resume.bytes, records: resume.records + Int64(headerRecords), line: resume.line)
+                }
+            } else {
+                var skipped: Int64 = 0
+                while skipped < resume.records, reader.next(into: &record) { skipped += 1 }
+            }
+            report.rowsRead = Int(resume.records)
+            report.rowsSkipped = Int(resume.records)
+        }
+        var sent = lineage?.sent ?? SentPart.nothing(chunkBytes: snapshot.chunkBytes)
+        let prefixHasher = PrefixHasher(snapshot)
+        let endsOpen = snapshot.endsOpen
+        // Where each batch ends, to move the checkpoint once the batch is delivered.
+        var batchEnds: [ResumePoint] = []
+        var checkpoint = resume
+        // The first delivered batch is checkpointed at once, later ones at most every `checkpointInterval`.
+        var lastCheckpointWrite = Date.distantPast
+        var checkpointDirty = false
         let fingerprintPrefix = Array(report.fingerprint.utf8)
         let nullBytes = Array(source.null.utf8)
 
@@ -76,7 +208,9 @@ public final class CSVProducer {
         var deliveryError: KafkaError?
         // The end of each partition, from the delivery reports (Tansu's ListOffsets reports the
         // base offset of the last batch as the high watermark, so watermarks cannot tell).
-        var ends: [Int32: Int64] = [:]
+        // Resuming in the same topic incarnation, the ends of the earlier runs still count: the
+        // consumer of `run` waits for them too.
+        var ends: [Int32: Int64] = topicID != nil && lineage?.topicID == topicID ? lineage?.endOffsets ?? [:] : [:]
         writer.onDelivery = { token, error, partition, offset in
             if let error, deliveryError == nil { deliveryError = error }
             if error == nil, offset >= 0, offset + 1 > ends[partition] ?? 0 { ends[partition] = offset + 1 }
@@ -96,6 +230,15 @@ public final class CSVProducer {
                 outstanding.removeFirst(done)
                 sizes.removeFirst(done)
                 nextToReport += done
+                // Delivery of every record up to the end of the last finished batch is confirmed.
+                checkpoint = batchEnds[done - 1]
+                batchEnds.removeFirst(done)
+                checkpointDirty = true
+                if let store = checkpoints, let lineage, streamsCopy, Date().timeIntervalSince(lastCheckpointWrite) >= checkpointInterval {
+                    store.recordCheckpoint(checkpoint, topicID: topicID, endOffsets: ends, sourceID: lineage.sourceID)
+                    lastCheckpointWrite = Date()
+                    checkpointDirty = false
+                }
             }
         }
 
@@ -194,10 +337,24 @@ public final class CSVProducer {
                     if let i = index, i < record.count { key.append(contentsOf: record.bytes[record.range(i)]) }
                 }
             }
+            // Nothing is sent before the store says it may have been: a later run then checks
+            // these bytes before it trusts the checkpoint (a record re-sent with other content
+            // under the same id would be skipped as already loaded).
+            if let store = checkpoints, let lineage {
+                let recordEnd = streamsCopy ? record.endOffset : Int64(snapshot.size)
+                if recordEnd > sent.bytes || (record.endedAtEOF && endsOpen && !sent.openEnd) {
+                    let end = streamsCopy ? SourceCheckpoint.nextSentEnd(recordEnd: recordEnd, size: Int64(snapshot.size)) : Int64(snapshot.size)
+                    sent = SentPart(bytes: end, openEnd: end == Int64(snapshot.size) && endsOpen, hash: prefixHasher.hash(upTo: end),
+                                    chunkBytes: sent.chunkBytes, chunkDigests: SourceCheckpoint.digests(snapshot.chunkDigests, chunkBytes: sent.chunkBytes, within: end))
+                    try store.recordSent(sent, sourceID: lineage.sourceID)
+                }
+            }
             if batch - nextToReport == outstanding.count {
                 outstanding.append(0)
                 sizes.append(0)
+                batchEnds.append(.start)
             }
+            batchEnds[batch - nextToReport] = ResumePoint(bytes: record.endOffset, records: ordinal, line: reader.nextLine)
             outstanding[batch - nextToReport] += 1
             try value.withUnsafeBytes { v in
                 try key.withUnsafeBytes { k in
@@ -247,6 +404,18 @@ public final class CSVProducer {
         reportFinished()
         if let error = deliveryError ?? writer.fatalError { throw error }
         report.endOffsets = ends
+        if let store = checkpoints, let lineage {
+            let finished = !StopSignal.requested
+            if !streamsCopy {
+                // Offsets in converted text are not file offsets: only a finished file checkpoints.
+                checkpointDirty = finished
+                checkpoint = ResumePoint(bytes: Int64(snapshot.size), records: Int64(report.rowsRead), line: reader.nextLine)
+            }
+            if checkpointDirty || finished {
+                store.recordCheckpoint(checkpoint, topicID: topicID, endOffsets: ends, sourceID: lineage.sourceID,
+                                       rows: finished ? Int64(report.rowsRead) : nil)
+            }
+        }
         return report
     }
 

@@ -11,6 +11,10 @@ public final class PipelineRunner {
     let environment: [String: String]
     let logger: Logger
 
+    /// A source file changed where it was already sent is sent as a new source instead of
+    /// refused (`--as-new-source`).
+    public var asNewSource = false
+
     public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "pipectl.run")) {
         self.pipeline = pipeline
         self.environment = environment
@@ -80,7 +84,7 @@ public final class PipelineRunner {
             logger.info("\(source.path) -> topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(url))")
             let box = ProducerBox()
             let producerThread = Thread {
-                var result = self.produceWithRetries(source: source, flow: flow)
+                var result = self.produceWithRetries(source: source, flow: flow, onChecked: { box.checked = true })
                 box.set(result)
                 // Records sent but not yet stored can vanish with the topic (a broker that keeps
                 // topics in memory restarted): until the consumer is done, watch the topic and
@@ -101,6 +105,15 @@ public final class PipelineRunner {
             }
             producerThread.stackSize = 8 << 20
             producerThread.start()
+            // The consumer starts once the file passed its checkpoint check: a consumer started
+            // and stopped while it joins its group was seen to hold Tansu's group back for the
+            // next run, and a refused file needs no consumer.
+            while !box.checked, box.get() == nil { Thread.sleep(forTimeInterval: 0.01) }
+            if case let .failure(error) = box.get() {
+                box.consumerFinished = true
+                while !box.producerExited { Thread.sleep(forTimeInterval: 0.01) }
+                throw error
+            }
             var options = TopicLoader.Options()
             options.restartOnNewTopic = true
             if !follow {
@@ -143,9 +156,10 @@ public final class PipelineRunner {
         return summaries
     }
 
-    /// Sends the source, starting again from its first record when the producer fails (for
-    /// example a broker restart that lost the topic): record ids make the re-sent rows harmless.
-    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5) -> Result<ProduceReport, Error> {
+    /// Sends the source from its checkpoint, again when the producer fails (for example a
+    /// broker restart that lost the topic: the new topic ID makes it start from the first
+    /// record, and record ids make the re-sent rows harmless).
+    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5, onChecked: (() -> Void)? = nil) -> Result<ProduceReport, Error> {
         var lastError: Error?
         for attempt in 1...attempts {
             if StopSignal.requested { break }
@@ -155,7 +169,10 @@ public final class PipelineRunner {
                     logger.info("created topic \(flow.topic.name) again (the broker had lost it)")
                 }
                 let topicID = try admin.topicID(flow.topic.name)
-                var report = try CSVProducer(source: source, topic: flow.topic, logger: logger).run()
+                let store = try SourceCheckpointStore.forSource(source, topic: flow.topic, pipeline: pipeline, environment: environment, logger: logger)
+                let producer = CSVProducer(source: source, topic: flow.topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID, logger: logger)
+                producer.onChecked = onChecked
+                var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(flow.topic.name) != topicID {
                     throw KafkaError("topic \(flow.topic.name) was re-created while sending")
@@ -240,6 +257,12 @@ final class ProducerBox: @unchecked Sendable {
     private var result: Result<ProduceReport, Error>?
     private var finished = false
     private var exited = false
+    private var sourceChecked = false
+    /// The producer checked its file against the checkpoint and is about to send.
+    var checked: Bool {
+        get { lock.lock(); defer { lock.unlock() }; return sourceChecked }
+        set { lock.lock(); sourceChecked = newValue; lock.unlock() }
+    }
     func set(_ r: Result<ProduceReport, Error>) { lock.lock(); result = r; lock.unlock() }
     func clear() { lock.lock(); result = nil; lock.unlock() }
     func get() -> Result<ProduceReport, Error>? { lock.lock(); defer { lock.unlock() }; return result }

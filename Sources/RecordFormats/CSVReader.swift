@@ -16,6 +16,12 @@ public struct CSVRecord: Sendable {
     public var raw: [UInt8] = []
     /// Set when the record is malformed; the fields are then unreliable.
     public var error: String?
+    /// Byte offset in the input just past the record and its line end (where the next record
+    /// may start): a checkpoint position. Only meaningful for a reader over a file or copy.
+    public var endOffset: Int64 = 0
+    /// The input ended inside the record, before any line end: bytes appended later would
+    /// continue this record rather than start a new one.
+    public var endedAtEOF = false
 
     public init() {}
 
@@ -31,6 +37,7 @@ public struct CSVRecord: Sendable {
         quoted.removeAll(keepingCapacity: true)
         raw.removeAll(keepingCapacity: true)
         error = nil
+        endedAtEOF = false
     }
 }
 
@@ -48,10 +55,10 @@ public final class CSVReader {
     private let handle: FileHandle?
     private var buffer: [UInt8] = []
     private var position = 0
-    /// Bytes of earlier chunks, for `bytesRead`.
-    private var consumedBefore = 0
+    /// Input bytes before `buffer[0]`, so `consumedBefore + position` is the offset in the input.
+    private var consumedBefore: Int64 = 0
     /// How far into the input the reader is, in bytes (for progress and ETA).
-    public var bytesRead: Int { consumedBefore + position }
+    public var bytesRead: Int { Int(consumedBefore) + position }
     private var eof = false
     private var line = 1
     private var ordinal: Int64 = 0
@@ -107,7 +114,7 @@ public final class CSVReader {
 
     private func refill() -> Bool {
         guard !eof, let handle else { return false }
-        consumedBefore += buffer.count
+        consumedBefore += Int64(buffer.count)
         buffer.removeAll(keepingCapacity: true)
         position = 0
         // `readData(ofLength:)` traps on a read error (`try!` inside Foundation); this throws.
@@ -125,6 +132,25 @@ public final class CSVReader {
     }
 
     @inline(__always) private func peek() -> UInt8? { fill() ? buffer[position] : nil }
+
+    /// The input offset of the next unread byte.
+    public var offset: Int64 { consumedBefore + Int64(position) }
+
+    /// Continues reading at byte `offset` of the input, as if `records` records had been read
+    /// and the next one started on line `line` (a resume from a checkpoint, taken at a record
+    /// boundary, so quoted newlines before it are already counted in `line`). Only for a
+    /// reader over a file handle; the BOM check is skipped after it.
+    public func seek(toOffset offset: Int64, records: Int64, line: Int) throws {
+        guard let handle else { throw CSVError(message: "cannot seek a reader over memory") }
+        try handle.seek(toOffset: UInt64(offset))
+        buffer.removeAll(keepingCapacity: true)
+        position = 0
+        consumedBefore = offset
+        eof = false
+        atStart = false
+        ordinal = records
+        self.line = line
+    }
 
     /// Reads the next record into `record`; false at the end of the file.
     public func next(into record: inout CSVRecord) -> Bool {
@@ -231,6 +257,7 @@ public final class CSVReader {
                 if keepRaw { record.raw.removeLast() }
                 line += 1
                 finish(&record, quoted: fieldQuoted)
+                record.endOffset = offset
                 return true
             }
             if b == quote, !fieldQuoted, record.bytes.count == (record.ends.last ?? 0) {
@@ -247,8 +274,13 @@ public final class CSVReader {
             record.error = "unclosed quote: the quoted field starting on line \(record.line) runs to the end of the file"
         }
         finish(&record, quoted: fieldQuoted)
+        record.endOffset = offset
+        record.endedAtEOF = true
         return true
     }
+
+    /// The line the next record will start on (blank lines before it not yet skipped).
+    public var nextLine: Int { line }
 
     private func finish(_ record: inout CSVRecord, quoted: Bool) {
         record.ends.append(record.bytes.count)

@@ -36,6 +36,8 @@ struct Run: ParsableCommand {
     @Flag(help: "Keep consuming after the source is exhausted (until Ctrl-C).") var follow = false
     @OptionGroup var deadLetters: DeadLetterPolicy
     @OptionGroup var http: HTTPOption
+    @Flag(help: "If a source file changed where it was already sent, load it as a new file instead of stopping.")
+    var asNewSource = false
 
     func run() throws {
         try reportingErrors {
@@ -44,7 +46,9 @@ struct Run: ParsableCommand {
             try checkSourcesReadable(pipeline)
             let server = try http.start(pipeline)
             defer { server?.stop() }
-            let summaries = try PipelineRunner(pipeline: pipeline).run(follow: follow)
+            let runner = PipelineRunner(pipeline: pipeline)
+            runner.asNewSource = asNewSource
+            let summaries = try runner.run(follow: follow)
             Observability.stopProgress()
             for s in summaries { print(PipelineRunner.format(s)) }
             if summaries.contains(where: \.interrupted) { throw ExitCode(ExitStatus.interrupted) }
@@ -74,10 +78,13 @@ struct Apply: ParsableCommand {
 }
 
 struct Produce: ParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Run only the producer: send the CSV sources to their topics.")
+    static let configuration = CommandConfiguration(
+        abstract: "Run only the producer: send the CSV sources to their topics, each from where an earlier send stopped.")
     @OptionGroup var spec: SpecArgument
     @OptionGroup var logging: LogOptions
     @OptionGroup var deadLetters: DeadLetterPolicy
+    @Flag(help: "If a source file changed where it was already sent, send it as a new file instead of stopping.")
+    var asNewSource = false
 
     func run() throws {
         try reportingErrors {
@@ -91,10 +98,16 @@ struct Produce: ParsableCommand {
                 guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
                 let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
                 try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
-                let report = try CSVProducer(source: source, topic: topic).run()
-                print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records)")
+                // The checkpoint lives in the database of the topic's first sink and belongs to
+                // this incarnation of the topic.
+                let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline,
+                                                                environment: ProcessInfo.processInfo.environment)
+                let topicID = try admin.topicID(topic.name)
+                let report = try CSVProducer(source: source, topic: topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID).run()
+                let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
+                print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
                 if report.interrupted {
-                    print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send it all (records already stored are skipped by record id).")
+                    print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
                     throw ExitCode(ExitStatus.interrupted)
                 }
                 errorRecords += report.rowsSentAsErrors
@@ -149,29 +162,56 @@ struct Consume: ParsableCommand {
 
 struct Reset: ParsableCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Forget a pipeline's stored offsets and source records (the next run loads its sources again).")
+        abstract: "Forget where consumers and producers stopped (the next run sends and reads everything again; stored rows are not loaded twice), or with --source delete everything one file loaded.")
     @OptionGroup var spec: SpecArgument
     @Flag(help: "Do not ask for confirmation.") var yes = false
+    @Option(help: ArgumentHelp("Delete the rows, dead letters and send checkpoint of this source file (its path or source name), so the next run loads it again.", valueName: "file"))
+    var source: String?
+
+    /// The spec's source named by `--source`: its name, its path as the spec writes it, or any
+    /// path that leads to the same file.
+    static func matchingSource(_ text: String, in pipeline: Pipeline) throws -> Source {
+        func real(_ path: String) -> String? {
+            guard let resolved = realpath(path, nil) else { return nil }
+            defer { free(resolved) }
+            return String(cString: resolved)
+        }
+        let given = real(text)
+        if let found = pipeline.sources.first(where: { s in
+            s.name == text || s.path == text || s.resolvedPath == text || (given != nil && real(s.resolvedPath) == given)
+        }) { return found }
+        let known = pipeline.sources.map { "\($0.path) (\($0.name))" }.joined(separator: ", ")
+        throw ValidationError("\(text) is not a source of pipeline '\(pipeline.name)'; its sources are: \(known)")
+    }
 
     func run() throws {
         try reportingErrors {
             let pipeline = try compile(spec)
+            let environment = ProcessInfo.processInfo.environment
+            if let text = source {
+                let source = try Self.matchingSource(text, in: pipeline)
+                if !yes {
+                    print("This deletes the rows, dead letters and send checkpoint that \(source.path) loaded into pipeline '\(pipeline.name)'; the next run loads it again. Continue? [y/N] ", terminator: "")
+                    guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                        print("nothing changed")
+                        return
+                    }
+                }
+                let report = try PipelineReset.source(source, pipeline: pipeline, legacyFingerprint: try? Fingerprint.ofFile(atPath: source.resolvedPath),
+                                                      environment: environment)
+                let rows = report.rows.map { "\($0.count) row\($0.count == 1 ? "" : "s") from \($0.table)" }.joined(separator: ", ")
+                print("reset source '\(source.name)' (\(source.path)): deleted \(rows.isEmpty ? "no rows" : rows), \(report.deadLetters) dead letter\(report.deadLetters == 1 ? "" : "s") and \(report.lives == 0 ? "no send checkpoint (it was never sent)" : "its send checkpoint"); the next run loads it again")
+                return
+            }
             if !yes {
-                print("This forgets the stored offsets and source records of pipeline '\(pipeline.name)'; the next run reads topics from the start and loads every source again. Continue? [y/N] ", terminator: "")
+                print("This forgets the stored offsets and send checkpoints of pipeline '\(pipeline.name)'; the next run reads topics from the start and sends every source again (rows already stored are not loaded twice). Continue? [y/N] ", terminator: "")
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     print("nothing changed")
                     return
                 }
             }
-            for sink in pipeline.sinks {
-                let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment))
-                let b = pipeline.bookkeeping
-                for table in [b.offsets, b.sources] {
-                    let exists = try conn.query("SELECT to_regclass($1) IS NOT NULL", [SQL.qualified(Bookkeeping.schema, table)]).first?[0] == "t"
-                    if exists { try conn.execute("DELETE FROM \(SQL.qualified(Bookkeeping.schema, table))") }
-                }
-            }
-            print("reset pipeline '\(pipeline.name)': stored offsets and source records forgotten")
+            try PipelineReset.forgetPositions(pipeline: pipeline, environment: environment)
+            print("reset pipeline '\(pipeline.name)': stored offsets and send checkpoints forgotten; rows already stored stay and are not loaded twice")
         }
     }
 }

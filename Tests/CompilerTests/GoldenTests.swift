@@ -72,7 +72,7 @@ final class GoldenTests: XCTestCase {
         XCTAssertEqual(plan.topics.map(\.replicationFactor), [1])
         XCTAssertEqual(plan.topics.map(\.key), [["_record"]])
         XCTAssertEqual(plan.topics.map(\.brokers), ["127.0.0.1:9092"])
-        XCTAssertEqual(plan.ddl.count, 8)
+        XCTAssertEqual(plan.ddl.count, 9)  // schema, offsets and its claimed_at, sources and its checkpoint columns, dead letters and their index, table, index
         XCTAssertEqual(plan.ddl[0], #"CREATE SCHEMA IF NOT EXISTS "pipectl";"#)
     }
 }

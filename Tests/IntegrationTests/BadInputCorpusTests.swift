@@ -230,7 +230,8 @@ final class BadInputCorpusTests: XCTestCase {
             """)
         XCTAssertEqual(letters.map { $0[0] }, e.deadLetters.map { String($0.ordinal) }, "\(id): ordinals of the dead letters")
         let csv = Array(try Data(contentsOf: URL(fileURLWithPath: run.csvPath)))
-        let fingerprint = try Fingerprint.ofFile(atPath: run.csvPath)
+        // The source's identity, as the producer registered it (record ids are `identity:ordinal`).
+        let fingerprint = try db.query("SELECT \"fingerprint\" FROM \"pipectl\".\"\(run.pipeline)__sources\" ORDER BY \"source_id\" DESC LIMIT 1").first?[0] ?? nil ?? ""
         for (letter, expected) in zip(letters, e.deadLetters) {
             let where_ = "\(id): dead letter \(expected.ordinal)"
             XCTAssertEqual(letter[1], expected.stage, "\(where_): stage")

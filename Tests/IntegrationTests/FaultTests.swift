@@ -243,8 +243,12 @@ final class FaultTests: XCTestCase {
         let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         waitFor("some batches") { producer.output().components(separatedBy: "Sent batch").count > 20 }
         producer.kill9()
+        // The second send resumes after the checkpointed deliveries: it sends exactly the rest.
+        let checkpoint = try TestStack.connect().int("SELECT \"checkpoint_records\" FROM \"pipectl\".\"it_prodkill__sources\"")
+        XCTAssertGreaterThan(checkpoint, 0)
         let again = try pipectl(["produce", p.specPath])
         XCTAssertEqual(again.status, 0, again.output)
+        XCTAssertTrue(again.output.contains("Produced \(200_000 - checkpoint) records from it_prodkill.csv to it_prodkill-data (0 as error records; \(checkpoint) sent before)"), again.output)
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(consume.status, 0, consume.output)
         try assertExact("it_prodkill", rows: 200_000)
