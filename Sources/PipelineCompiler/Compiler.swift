@@ -492,7 +492,7 @@ public struct Compiler: Sendable {
             return Transform(
                 name: t.name.value, from: from, schema: schema, flattenSeparator: t.flatten?.value,
                 renames: renames, drops: Set(t.drop.map(\.value)), nullIf: Set(t.nullIf.map(\.value)), bindings: bindings,
-                onUnknownField: unknownPolicy)
+                onUnknownField: unknownPolicy, unknownFields: header != nil ? (matcher?.untaken ?? []) : [])
         }
 
         mutating func compileSink(_ s: SinkSpec, transforms: [Transform]) -> Sink? {

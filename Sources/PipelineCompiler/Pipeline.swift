@@ -162,6 +162,9 @@ public struct Transform: Sendable {
     public var bindings: [ColumnBinding]
     /// What to say about fields no column takes.
     public var onUnknownField: UnknownFieldPolicy = .warn
+    /// Fields of the source's header that no column takes (known when the header could be
+    /// read at compile time); the run's summary names them.
+    public var unknownFields: [String] = []
 }
 
 public enum WriteMode: String, Sendable, Codable { case insert, upsert }

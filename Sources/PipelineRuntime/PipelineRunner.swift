@@ -37,6 +37,8 @@ public final class PipelineRunner {
         /// sent record was stored (`lag` records were left on the topic).
         public var interrupted = false
         public var lag: Int64 = 0
+        /// Header fields no column takes (`on_unknown_field`): read but not loaded.
+        public var fieldsNotLoaded: [String] = []
         /// Dead letters of this file: this run's, or stored by an earlier one.
         public var hasDeadLetters: Bool { deadLettered > 0 || storedDeadLetters > 0 }
         /// Upserts keep one row per key, so there every record read must be an insert, an
@@ -146,6 +148,7 @@ public final class PipelineRunner {
             summary.duplicates = load.duplicates
             summary.deadLettered = load.deadLettered
             summary.lag = load.lag
+            summary.fieldsNotLoaded = flow.transforms.last?.unknownFields ?? []
             summary.interrupted = produced.interrupted || (load.interrupted && load.lag > 0)
             summary.mode = flow.sink.mode
             summary.elapsed = Date().timeIntervalSince(started)
@@ -242,6 +245,9 @@ public final class PipelineRunner {
                 : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
         ]
+        if !s.fieldsNotLoaded.isEmpty {
+            lines.insert("  fields not loaded:  \(s.fieldsNotLoaded.count) (\(s.fieldsNotLoaded.joined(separator: ", "))): no column takes them; see on_unknown_field", at: lines.count - 1)
+        }
         if let check = s.check { lines.append("Check: " + check) }
         if s.interrupted {
             lines.append("Interrupted: \(s.rowsRead) records read so far\(s.lag > 0 ? ", \(s.lag) sent but not yet stored" : ""). "

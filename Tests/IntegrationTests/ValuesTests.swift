@@ -34,6 +34,23 @@ final class ValuesTests: XCTestCase {
                        [["7", "2024-01-31", "XL", "山田", "x"], ["8", "2024-02-29", "S", "Ann", "y,z"]])
     }
 
+    /// Kind 2: a day-2 file with a field the schema does not have (`email`), in another column
+    /// order: the run warns once naming it, counts it in the summary, and loads the rest right.
+    func testNewFieldIsNamedInAWarningAndCountedInTheSummary() throws {
+        var p = try TestPipeline("it_newfield", csv: "name,email,cust_id\nAnn,ann@example.com,1\nBo,bo@example.com,2\n")
+        p.schemaColumns = """
+          - { name: cust_id, type: integer, nullable: false }
+          - { name: name, type: text }
+        """
+        try p.write()
+        let run = try pipectl(["run", p.specPath])
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(run.output.contains("warning: field 'email' of "), run.output)
+        XCTAssertTrue(run.output.contains("fills no column of schema 'it_newfield' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)"), run.output)
+        XCTAssertTrue(run.output.contains("  fields not loaded:  1 (email): no column takes them; see on_unknown_field\n"), run.output)
+        XCTAssertEqual(try rows(try TestStack.connect(), "SELECT \"cust_id\"::text, \"name\" FROM \"it_newfield\" ORDER BY 1"), [["1", "Ann"], ["2", "Bo"]])
+    }
+
     /// Kind 1, variant: normalised column names still match; a NOT NULL column no field fills
     /// stops `run` before anything is sent, naming the column, the fields and a did-you-mean.
     func testUnfilledNotNullColumnStopsTheRunBeforeSending() throws {
