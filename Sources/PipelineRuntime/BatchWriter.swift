@@ -106,6 +106,39 @@ final class BatchWriter {
         try drain()
     }
 
+    /// Runs `body` on the consumer's thread with the sink's connection leased from the writer:
+    /// it waits until the writer is idle and keeps it so (no job, no idle WAL check) until
+    /// `body` returns. libpq connections are not thread-safe.
+    func withConnection<T>(_ body: () throws -> T) throws -> T {
+        condition.lock()
+        while (pending != nil || busy) && failure == nil { condition.wait() }
+        if let failure, !(failure is ResyncNeeded) { condition.unlock(); throw failure }
+        busy = true
+        condition.unlock()
+        defer {
+            condition.lock()
+            busy = false
+            condition.broadcast()
+            condition.unlock()
+        }
+        return try body()
+    }
+
+    /// After a synchronous commit on the connection (a claim): every earlier commit is on disk.
+    func markAllDurable() {
+        condition.lock()
+        for t in tentative { addDurable(t.result) }
+        tentative.removeAll()
+        condition.unlock()
+    }
+
+    /// Partitions revoked from this consumer: their stored offsets are no longer its to track.
+    func forget(_ partitions: [Int32]) {
+        condition.lock()
+        for p in partitions { storedOffsets[p] = nil }
+        condition.unlock()
+    }
+
     /// Called by the consumer once it has re-positioned itself after `ResyncNeeded`.
     func resumeAfterResync() {
         condition.lock()
@@ -183,7 +216,7 @@ final class BatchWriter {
                 // ask the server how far its WAL is flushed, so counts and metrics catch up.
                 // `busy` keeps drain() waiting: the consumer thread uses the connection after it
                 // (claims), so the two must never overlap.
-                if !condition.wait(until: Date().addingTimeInterval(1)), pending == nil, !stopping, !tentative.isEmpty {
+                if !condition.wait(until: Date().addingTimeInterval(1)), pending == nil, !busy, !stopping, !tentative.isEmpty {
                     busy = true
                     condition.unlock()
                     refreshDurability()
@@ -217,6 +250,7 @@ final class BatchWriter {
     }
 
     private func store(_ batch: RowBatch) {
+        guard !batch.isEmpty, !batch.nextOffsets.isEmpty else { return finish {} }
         do {
             let began = Date()
             let result = try sink.commit(batch)
@@ -224,8 +258,11 @@ final class BatchWriter {
             Emit.record(.batchRows, Double(batch.count))
             finish {
                 // Every tentative commit ended before this transaction began.
-                for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = result.walInsertAtStart }
-                promote(flushed: result.walFlushedAtStart)
+                // (A position of 0 means the query returned no row: learn nothing from it.)
+                if result.walInsertAtStart > 0 {
+                    for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = result.walInsertAtStart }
+                    promote(flushed: result.walFlushedAtStart)
+                }
                 tentative.append(Tentative(nextOffsets: batch.nextOffsets, result: result))
                 storedOffsets.merge(batch.nextOffsets) { _, new in new }
             }
@@ -250,7 +287,17 @@ final class BatchWriter {
     /// every commit so far ends before the insert position, and those the flush has passed are
     /// durable. Errors are left to the next commit, which reconnects and resyncs.
     private func refreshDurability() {
-        guard let (insert, flushed) = try? sink.walPositions() else { return }
+        let insert: UInt64, flushed: UInt64
+        do {
+            (insert, flushed) = try sink.walPositions()
+        } catch let error as PostgresError where error.connectionLost {
+            // The server went away while the stream was quiet: find out now what it kept.
+            resync(after: error, partitions: [])
+            return
+        } catch {
+            return
+        }
+        guard insert > 0 else { return }
         condition.lock()
         for i in tentative.indices where tentative[i].walBound == nil { tentative[i].walBound = insert }
         promote(flushed: flushed)
@@ -287,8 +334,9 @@ final class BatchWriter {
             if !claimedByOthers.isEmpty { logger.warning("\(FencedError(partitions: claimedByOthers))") }
             finish {
                 var survivors = 0
+                // Partitions no longer this consumer's (revoked, or claimed by another) cannot say.
                 while survivors < tentative.count,
-                      tentative[survivors].nextOffsets.allSatisfy({ p, next in (kept[p] ?? -1) >= next }) { survivors += 1 }
+                      tentative[survivors].nextOffsets.allSatisfy({ p, next in kept[p].map { $0 >= next } ?? true }) { survivors += 1 }
                 for t in tentative[..<survivors] { addDurable(t.result) }
                 tentative.removeAll()
                 var rewound: [Int32: (believed: Int64, stored: Int64)] = [:]

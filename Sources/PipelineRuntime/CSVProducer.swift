@@ -230,9 +230,13 @@ public final class CSVProducer {
                 outstanding.removeFirst(done)
                 sizes.removeFirst(done)
                 nextToReport += done
-                // Delivery of every record up to the end of the last finished batch is confirmed.
-                checkpoint = batchEnds[done - 1]
+                // Delivery of every record up to the end of the last finished batch is confirmed,
+                // unless a delivery failed (a timed-out record also counts as reported): then the
+                // checkpoint stays where it is and the producer stops with that error.
+                let confirmed = batchEnds[done - 1]
                 batchEnds.removeFirst(done)
+                guard deliveryError == nil else { return }
+                checkpoint = confirmed
                 checkpointDirty = true
                 if let store = checkpoints, let lineage, streamsCopy, Date().timeIntervalSince(lastCheckpointWrite) >= checkpointInterval {
                     store.recordCheckpoint(checkpoint, topicID: topicID, endOffsets: ends, sourceID: lineage.sourceID)

@@ -74,18 +74,26 @@ public enum PipelineReset {
         let sources = SQL.qualified(Bookkeeping.schema, b.sources)
         let sinks = pipeline.flows.filter { $0.source?.name == source.name }.map(\.sink)
         var report = SourceReport()
-        for database in try databases(sinks, environment: environment) {
+        let all = try databases(sinks, environment: environment)
+        // The file's identity is kept (with its checkpoint) in one database, the first sink's;
+        // a sink in another database registered the same identity without a checkpoint. So the
+        // identities are collected from every database first, then deleted by identity in each.
+        var identities: Set<String> = legacyFingerprint.map { [$0] } ?? []
+        for database in all {
+            let conn = try PostgresConnection(url: database.url)
+            for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
+            let current = try conn.query("""
+                SELECT "fingerprint" FROM \(sources) WHERE "source" = $1 AND "path" = $2 AND "sent_bytes" IS NOT NULL
+                ORDER BY "source_id" DESC LIMIT 1
+                """, [source.name, source.resolvedPath])
+            for row in current { if let f = row[0] { identities.insert(f) } }
+        }
+        let identityList = "{" + identities.sorted().joined(separator: ",") + "}"
+        for database in all {
             let conn = try PostgresConnection(url: database.url)
             try inTransaction(conn) {
-                for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
-                var lives = try conn.query("""
-                    SELECT "source_id", "fingerprint" FROM \(sources) WHERE "source" = $1 AND "path" = $2 AND "sent_bytes" IS NOT NULL
-                    ORDER BY "source_id" DESC LIMIT 1 FOR UPDATE
-                    """, [source.name, source.resolvedPath])
-                if let legacyFingerprint {
-                    lives += try conn.query("SELECT \"source_id\", \"fingerprint\" FROM \(sources) WHERE \"fingerprint\" = $1 AND \"sent_bytes\" IS NULL FOR UPDATE",
-                                            [legacyFingerprint])
-                }
+                let lives = try conn.query("SELECT \"source_id\", \"fingerprint\" FROM \(sources) WHERE \"fingerprint\" = ANY($1::text[]) FOR UPDATE",
+                                           [identityList])
                 let ids = lives.compactMap { Int64($0[0] ?? "") }
                 for sink in database.sinks {
                     let target = SQL.qualified(sink.dbSchema, sink.table)

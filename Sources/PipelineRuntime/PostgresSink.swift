@@ -174,7 +174,8 @@ public final class PostgresSink {
                 logger.info("reconnected to PostgreSQL")
                 return
             } catch let error as PostgresError {
-                if StopSignal.requested { throw error }
+                // Not `connectionLost`: the caller must stop, not try again.
+                if StopSignal.requested { throw PostgresError("stopped while reconnecting to PostgreSQL (\(error.message)); every committed batch is safe") }
                 let left = deadline.timeIntervalSinceNow
                 if left <= 0 {
                     throw PostgresError("PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(sink.retryTimeoutMs) ms): \(error.message). "

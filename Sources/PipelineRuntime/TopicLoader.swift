@@ -102,6 +102,9 @@ public final class TopicLoader {
         }
         /// Records polled while the writer was busy (partitions paused), kept for afterwards.
         var stash: [KafkaMessage] = []
+        /// Bumped whenever the consumer is sent back to the stored offsets: records polled before
+        /// (a stash being replayed) must not be added after it.
+        var generation = 0
 
         /// Waits for the writer; after a lost PostgreSQL connection the partitions are read
         /// again from the offsets the server kept, since a crash can lose commits that had
@@ -114,8 +117,11 @@ public final class TopicLoader {
             }
         }
         func reposition(_ resync: ResyncNeeded) throws {
+            generation += 1
             batch.clear()
             stash.removeAll()
+            // The records read again count as activity: an idle exit must wait for them.
+            lastActivity = Date()
             let seeks = resync.offsets.filter { owned.contains($0.key) }
             logger.warning("\(resync.description)")
             try consumer.seek(seeks)
@@ -128,6 +134,7 @@ public final class TopicLoader {
             // The writer shares the sink's connection: let it finish first. A resync is moot
             // here: the claim below reads the stored offsets again.
             do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() }
+            generation += 1
             batch.clear()
             stash.removeAll()
             lastActivity = Date()
@@ -158,7 +165,13 @@ public final class TopicLoader {
             }
             currentTopicID = topicID
             topicMissingSince = nil
-            let starts = try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
+            // The claim uses the writer's connection: lease it, so the writer's idle work cannot
+            // run on it at the same time. The claim commits synchronously, which also makes every
+            // earlier (asynchronous) commit durable.
+            let starts = try writer.withConnection {
+                try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
+            }
+            writer.markAllDurable()
             owned = Set(partitions)
             lastActivity = Date()
             var offsets: [Int32: Int64] = [:]
@@ -172,9 +185,11 @@ public final class TopicLoader {
             // the one being built is dropped: the next owner reads it again.
             if !partitions.isEmpty { self.logger.info("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
             do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() } catch {}
+            generation += 1
             batch.clear()
             stash.removeAll()
-            owned.removeAll()
+            owned.subtract(partitions)
+            writer.forget(partitions)
         }
         try consumer.subscribe()
         defer { consumer.close() }
@@ -185,24 +200,33 @@ public final class TopicLoader {
             return until.offsets.allSatisfy { p, end in end <= 0 || (writer.stored(p) ?? 0) >= end }
         }
 
+        /// Remembers why `consume` must stop, and pauses its partitions meanwhile: nothing more
+        /// is read from a topic whose incarnation is in doubt.
+        func noteLostTopic(_ error: TopicIncarnationError) {
+            guard lostTopic == nil else { return }
+            lostTopic = (error, joinsCompleted, Date())
+            consumer.pause(Array(owned))
+        }
+
         /// Compares the topic's incarnation with the one assigned. A topic that vanished or came
         /// back under a new ID is an error for `consume` (its stored offsets cannot be trusted
         /// against the new log); `run`, whose producer sends the file again, waits and rejoins.
         func checkTopic() throws {
-            guard everAssigned, let assignedID = currentTopicID else { return }
+            guard everAssigned else { return }
             let now: String?
             do {
                 now = try admin.currentTopicID(topic.name)
             } catch {
                 return  // broker unreachable: nothing to compare yet
             }
+            // An empty assignment may not have learnt the ID: the first one seen is the one held.
+            guard let assignedID = currentTopicID else { currentTopicID = now; return }
             if now == assignedID { topicMissingSince = nil; return }
             guard options.restartOnNewTopic else {
                 if lostTopic != nil { return }
-                lostTopic = (TopicIncarnationError(message: now == nil
+                noteLostTopic(TopicIncarnationError(message: now == nil
                     ? "topic '\(topic.name)' (ID \(assignedID)) vanished while consuming (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
-                    : "topic '\(topic.name)' was deleted and created again while consuming (ID \(assignedID) -> \(now!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."),
-                    joinsCompleted, Date())
+                    : "topic '\(topic.name)' was deleted and created again while consuming (ID \(assignedID) -> \(now!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."))
                 return
             }
             if let now {
@@ -210,7 +234,7 @@ public final class TopicLoader {
                 topicMissingSince = nil
                 try drainWriter()
                 try consumer.rejoin()
-                currentTopicID = now
+                // currentTopicID changes when the new assignment's claim succeeds (onAssign).
             } else if topicMissingSince == nil {
                 topicMissingSince = Date()
                 logger.info("topic \(topic.name) vanished; waiting for it to be created again")
@@ -231,7 +255,8 @@ public final class TopicLoader {
             }
             Emit.count(.recordsConsumed, batch.count, [("topic", topic.name)])
             do {
-                while try !writer.submit(batch, timeout: 0.5) {
+                // A rebalance inside the poll below can drop the batch: then there is nothing to hand over.
+                while !batch.isEmpty, try !writer.submit(batch, timeout: 0.5) {
                     if paused.isEmpty, !owned.isEmpty {
                         paused = Array(owned)
                         consumer.pause(paused)
@@ -317,7 +342,12 @@ public final class TopicLoader {
             if !stash.isEmpty {
                 let waiting = stash
                 stash.removeAll()
-                for m in waiting { try add(m) }
+                let started = generation
+                for m in waiting {
+                    // A resync (or a rebalance) while replaying: the rest are stale.
+                    guard generation == started else { break }
+                    try add(m)
+                }
                 continue
             }
             // Wake up in time for the batch's maximum delay.
@@ -332,10 +362,11 @@ public final class TopicLoader {
                 try add(message)
             case let .topicUnavailable(text):
                 // The broker does not know the topic: `run` waits for its producer to create it
-                // again; `consume` stops, unless it may restart a new incarnation.
-                if everAssigned, !options.restartOnNewTopic, lostTopic == nil {
-                    lostTopic = (TopicIncarnationError(message: "topic '\(topic.name)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."),
-                                 joinsCompleted, Date())
+                // again; `consume` stops, unless it may restart a new incarnation. A passing
+                // answer (metadata still settling) is confirmed against the topic's ID first.
+                if let held = currentTopicID, (try? admin.currentTopicID(topic.name)) == held { break }
+                if everAssigned, !options.restartOnNewTopic {
+                    noteLostTopic(TopicIncarnationError(message: "topic '\(topic.name)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."))
                 }
                 if topicMissingSince == nil {
                     topicMissingSince = Date()

@@ -25,9 +25,13 @@ final class ExitCodeTests: XCTestCase {
         XCTAssertEqual(run.status, 3, run.output)
         XCTAssertTrue(run.output.contains("dead-lettered:      1"), run.output)
         XCTAssertTrue(run.output.contains("finished with 1 dead-lettered row: see `pipectl dlq list \(p.specPath)` (exit status 3; --allow-dead-letters exits 0)"), run.output)
+        // Run again: nothing left to send, but the file's dead letter is still there: status 3,
+        // or 0 when dead letters are allowed.
+        let again = try pipectl(["run", p.specPath])
+        XCTAssertEqual(again.status, 3, again.output)
         let allowed = try pipectl(["run", p.specPath, "--allow-dead-letters"])
         XCTAssertEqual(allowed.status, 0, allowed.output)
-        XCTAssertTrue(allowed.output.contains("already loaded:     19"), allowed.output)
+        XCTAssertTrue(allowed.output.contains("rows sent:          0\n"), allowed.output)
         let db = try TestStack.connect()
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_exit3\""), 19)
         XCTAssertEqual(try db.query("SELECT \"reason\" FROM \"pipectl\".\"it_exit3__dead_letters\"").map { $0[0] }, ["column 'crim': 'abc' is not a valid double precision"])
@@ -35,7 +39,8 @@ final class ExitCodeTests: XCTestCase {
         // A malformed CSV row is sent as an error record: produce says so with status 3 too.
         p.sourceBatch = 100
         try ([housingHeader] + rows + ["1,2,3"]).joined(separator: "\n").appending("\n").write(toFile: p.csvPath, atomically: true, encoding: .utf8)
-        let produce = try pipectl(["produce", p.specPath])
+        // (Changed where it was already sent, so it goes out as a new source.)
+        let produce = try pipectl(["produce", p.specPath, "--as-new-source"])
         XCTAssertEqual(produce.status, 3, produce.output)
         XCTAssertTrue(produce.output.contains("(1 as error records)"), produce.output)
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "3"])

@@ -102,7 +102,8 @@ final class GrowingFileTests: XCTestCase {
         p.sourceExtra = ", rate_limit: 5000"
         try p.write()
         for signal in [SIGINT, SIGKILL] {
-            let run = try startPipectl(["run", p.specPath])
+            // --verbose: the "Sent batch" line per micro-batch, to interrupt after a few.
+            let run = try startPipectl(["run", p.specPath, "--verbose"])
             // Interrupted once its consumer has joined the group (a member killed while it
             // joins can hold Tansu's group back) and a few more batches went out.
             waitFor("the consumer's assignment") { run.output().contains("assigned partitions") }
