@@ -61,6 +61,11 @@ public struct SourceStatus: Codable, Sendable, Equatable {
     /// Rows of this file in the table (by record id), and its dead letters.
     public var rows: Int
     public var deadLetters: Int
+    /// Records in the file, once a producer has read it to its end (nil before).
+    public var rowsRead: Int? = nil
+    /// `rowsRead == rows + deadLetters` (nil while `rowsRead` is unknown). Upsert sinks keep one
+    /// row per key, so there a file with repeated keys reads `false` by design.
+    public var reconciled: Bool? = nil
 }
 
 public struct DeadLetterCount: Codable, Sendable, Equatable {
@@ -133,7 +138,7 @@ public enum PipelineStatusReader {
             status.lastCommitAt = newest?.updatedAt
             status.ownerAgeSeconds = stored.values.compactMap(\.claimAge).min()
             let sources = try conn.query("""
-                SELECT "source_id", "source", "path", "fingerprint" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) ORDER BY "source_id"
+                SELECT "source_id", "source", "path", "fingerprint", "rows" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) ORDER BY "source_id"
                 """)
             for row in sources {
                 guard let id = Int64(row[0] ?? "") else { continue }
@@ -144,7 +149,12 @@ public enum PipelineStatusReader {
                                           [sink.name, fingerprint])
                 let rowCount = Int(rows.first?[0] ?? "0") ?? 0, deadCount = Int(dead.first?[0] ?? "0") ?? 0
                 if rowCount + deadCount > 0 {
-                    status.sources.append(SourceStatus(source: row[1] ?? "", path: row[2] ?? "", fingerprint: fingerprint, rows: rowCount, deadLetters: deadCount))
+                    var source = SourceStatus(source: row[1] ?? "", path: row[2] ?? "", fingerprint: fingerprint, rows: rowCount, deadLetters: deadCount)
+                    if let read = Int(row[4] ?? "") {
+                        source.rowsRead = read
+                        source.reconciled = read == rowCount + deadCount
+                    }
+                    status.sources.append(source)
                 }
             }
             status.deadLetters = try conn.query("""
@@ -173,7 +183,9 @@ public enum PipelineStatusReader {
                              + pad(p.endOffset.map(String.init) ?? "?", 10) + "  " + (p.lag.map(String.init) ?? "?"))
             }
             for source in s.sources {
-                lines.append("  source \(source.source) (\(source.path)): \(source.rows) rows, \(source.deadLetters) dead letters")
+                let read = source.rowsRead.map { "\($0) read, " } ?? ""
+                let reconciled = source.reconciled.map { $0 ? "; reconciled" : "; NOT reconciled (read != rows + dead letters)" } ?? ""
+                lines.append("  source \(source.source) (\(source.path)): \(read)\(source.rows) rows, \(source.deadLetters) dead letters\(reconciled)")
             }
             if s.deadLetters.isEmpty {
                 lines.append("  dead letters: none")

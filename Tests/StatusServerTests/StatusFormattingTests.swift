@@ -10,7 +10,7 @@ final class StatusFormattingTests: XCTestCase {
                               partitions: [], sources: [], deadLetters: [], lastCommitAt: "2026-11-29T10:00:00.000Z", ownerAgeSeconds: 12, lag: lag)
         sink.partitions = [PartitionStatus(partition: 0, storedOffset: 50, endOffset: 50, lag: 0),
                            PartitionStatus(partition: 1, storedOffset: 43, endOffset: 50, lag: 7)]
-        sink.sources = [SourceStatus(source: "orders_csv", path: "../data/orders.csv", fingerprint: "ab", rows: 93, deadLetters: 1)]
+        sink.sources = [SourceStatus(source: "orders_csv", path: "../data/orders.csv", fingerprint: "ab", rows: 93, deadLetters: 1, rowsRead: 94, reconciled: true)]
         sink.deadLetters = [DeadLetterCount(stage: "cast", reason: "column 'qty': 'x<y>' is not a valid integer", count: 1)]
         return PipelineStatusReport(pipeline: "orders", generatedAt: "2026-11-29T10:00:05.000Z", health: "healthy", problems: [], sinks: [sink])
     }
@@ -43,7 +43,7 @@ final class StatusFormattingTests: XCTestCase {
               partition  stored offset  end offset  lag
                       0             50          50  0
                       1             43          50  7
-              source orders_csv (../data/orders.csv): 93 rows, 1 dead letters
+              source orders_csv (../data/orders.csv): 94 read, 93 rows, 1 dead letters; reconciled
               dead letters by reason:
                 1 × [cast] column 'qty': 'x<y>' is not a valid integer
             """)
