@@ -198,3 +198,13 @@ public struct Bookkeeping: Sendable {
     public var sources: String { "\(pipeline)__sources" }
     public var deadLetters: String { "\(pipeline)__dead_letters" }
 }
+
+extension Pipeline {
+    /// Every sink fed by `topic` writes `mode: upsert`. A new version of a file then simply
+    /// updates rows by key, so a file that changed where it was already sent goes out as a new
+    /// source without `--as-new-source` (insert sinks would load its rows a second time).
+    public func onlyUpserts(topic: String) -> Bool {
+        let sinks = flows.filter { $0.topic.name == topic }.map(\.sink)
+        return !sinks.isEmpty && sinks.allSatisfy { $0.mode == .upsert }
+    }
+}

@@ -173,7 +173,8 @@ public final class PipelineRunner {
                 }
                 let topicID = try admin.topicID(flow.topic.name)
                 let store = try SourceCheckpointStore.forSource(source, topic: flow.topic, pipeline: pipeline, environment: environment, logger: logger)
-                let producer = CSVProducer(source: source, topic: flow.topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID, logger: logger)
+                let producer = CSVProducer(source: source, topic: flow.topic, checkpoints: store,
+                                           asNewSource: asNewSource || pipeline.onlyUpserts(topic: flow.topic.name), topicID: topicID, logger: logger)
                 producer.onChecked = onChecked
                 var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.

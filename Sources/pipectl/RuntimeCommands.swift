@@ -103,7 +103,8 @@ struct Produce: ParsableCommand {
                 let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline,
                                                                 environment: ProcessInfo.processInfo.environment)
                 let topicID = try admin.topicID(topic.name)
-                let report = try CSVProducer(source: source, topic: topic, checkpoints: store, asNewSource: asNewSource, topicID: topicID).run()
+                let report = try CSVProducer(source: source, topic: topic, checkpoints: store,
+                                             asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID).run()
                 let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
                 print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
                 if report.interrupted {

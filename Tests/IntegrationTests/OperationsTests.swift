@@ -129,7 +129,8 @@ final class UpsertTests: XCTestCase {
         let db = try TestStack.connect()
         XCTAssertEqual(try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
                        [["1", "11.00"], ["2", "21.00"], ["3", "30.00"]])
-        // A new version of the file: changed prices replace the stored ones, a new key is added.
+        // A new version of the file: changed prices replace the stored ones, a new key is added
+        // (an upsert-only topic takes a changed file as a new source without --as-new-source).
         try "code,price\n2,22\n4,40\n".write(toFile: p.csvPath, atomically: true, encoding: .utf8)
         let second = try pipectl(["run", p.specPath])
         XCTAssertEqual(second.status, 0, second.output)
