@@ -73,7 +73,15 @@ let package = Package(
         .testTarget(name: "StatusServerTests", dependencies: ["StatusServer", "PipelineRuntime"]),
         .testTarget(
             name: "CompilerTests",
-            dependencies: ["PipelineSpec", "PipelineCompiler", "PipelineCodegen", "RecordFormats", "HousingRecords"]
+            dependencies: ["PipelineSpec", "PipelineCompiler", "PipelineCodegen", "RecordFormats", "HousingRecords"],
+            // Read by path from the repository (GoldenTests), not bundled.
+            exclude: ["Golden"]
+        ),
+        // Pure logic of the runtime (state machines): no broker, no database, milliseconds.
+        .testTarget(
+            name: "RuntimeUnitTests",
+            dependencies: ["PipelineRuntime"],
+            linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
         ),
         .testTarget(
             name: "IntegrationTests",
