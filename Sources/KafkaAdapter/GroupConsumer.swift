@@ -2,6 +2,8 @@ import CRdKafka
 import Foundation
 
 /// One consumed record; the bytes stay valid until the message is released (deinit).
+/// `@unchecked Sendable`: immutable after init; librdkafka messages may be read from any thread
+/// and are destroyed once, by deinit.
 public final class KafkaMessage: @unchecked Sendable {
     let pointer: UnsafeMutablePointer<rd_kafka_message_t>
     init(_ pointer: UnsafeMutablePointer<rd_kafka_message_t>) { self.pointer = pointer }
@@ -33,6 +35,9 @@ public enum ConsumerEvent: Sendable {
 
 /// Rebalance handling is the caller's: it decides where each assigned partition starts
 /// (from offsets kept in PostgreSQL, not in Kafka) and drops work for revoked ones.
+/// `@unchecked Sendable`: passed to librdkafka as the opaque pointer; with
+/// `rd_kafka_poll_set_consumer` every callback runs inside `poll` on the consumer's own thread,
+/// the only thread that reads or writes these properties.
 final class ConsumerCallbacks: @unchecked Sendable {
     /// Partitions assigned -> the offset to start each at (nil: from the beginning).
     var onAssign: ([Int32]) throws -> [Int32: Int64] = { _ in [:] }
@@ -43,6 +48,10 @@ final class ConsumerCallbacks: @unchecked Sendable {
 }
 
 /// A consumer in a consumer group over one topic. Offsets are never committed to Kafka.
+///
+/// One owner: the thread that calls `poll` (the rebalance callbacks run on it, inside `poll`).
+/// `@unchecked Sendable` only so that an owner may be handed to another thread before use;
+/// the librdkafka handle itself is thread-safe.
 public final class GroupConsumer: @unchecked Sendable {
     let handle: OpaquePointer
     let callbacks: ConsumerCallbacks
@@ -124,12 +133,12 @@ public final class GroupConsumer: @unchecked Sendable {
         rd_kafka_conf_set_error_cb(conf) { _, code, reason, opaque in
             guard let opaque else { return }
             let callbacks = Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
-            callbacks.lastError = reason.map { String(cString: $0) } ?? "Kafka error \(code)"
+            callbacks.lastError = reason.map { String(decoding: UnsafeRawBufferPointer(start: $0, count: strlen($0)), as: UTF8.self) } ?? "Kafka error \(code)"
         }
         var err = [CChar](repeating: 0, count: 512)
         guard let rk = rd_kafka_new(RD_KAFKA_CONSUMER, conf, &err, err.count) else {
             Unmanaged<ConsumerCallbacks>.fromOpaque(opaque).release()
-            throw KafkaError("cannot create Kafka consumer: \(String(cString: err))")
+            throw KafkaError("cannot create Kafka consumer: \(String(decoding: err.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }, as: UTF8.self))")
         }
         handle = rk
         rd_kafka_poll_set_consumer(rk)

@@ -21,22 +21,34 @@ struct ResyncNeeded: Error, CustomStringConvertible {
 /// Commits batches on a thread of its own, so the consumer decodes the next batch while
 /// PostgreSQL stores the last one. One batch is stored at a time and at most one waits.
 ///
+/// Ownership: the sink (and its PostgreSQL connection) belongs to the writer's thread from
+/// `init` until `stop()` returns. The consumer hands work over (`submit`, `sync`, `perform` for
+/// a claim) and never touches the connection itself; after `stop()` the caller owns the sink
+/// again.
+///
+/// `@unchecked Sendable`: the thread closure captures the writer; every mutable property is
+/// read and written only under `condition` (except `busySeconds` and `afterCommit`, written
+/// only by the writer thread, resp. only before the first batch).
+///
 /// Counts and stored offsets follow durability: a batch's result is *tentative* from its COMMIT
 /// until the server's WAL flush position passes it (learned from the next batch's first query,
 /// or forced by `sync()` before a summary), and is discarded if a crash lost it.
-final class BatchWriter {
+final class BatchWriter: @unchecked Sendable {
     let sink: PostgresSink
     let logger: Logger
     private let condition = NSCondition()
     private enum Job {
         case batch(RowBatch)
         case sync
+        /// Work of the consumer's that needs the connection (`perform`).
+        case call(() -> Void)
     }
     private var pending: Job?
     private var busy = false
     private var failure: Error?
     private var stopping = false
-    private var thread: Thread?
+    /// Set by the writer thread as it returns; `stop()` waits for it.
+    private var exited = false
 
     /// A committed batch whose commit may not be on disk yet.
     private struct Tentative {
@@ -58,9 +70,14 @@ final class BatchWriter {
     init(sink: PostgresSink, logger: Logger) {
         self.sink = sink
         self.logger = logger
-        let thread = Thread { [unowned self] in self.loop() }
+        let thread = Thread { [self] in
+            self.loop()
+            self.condition.lock()
+            self.exited = true
+            self.condition.broadcast()
+            self.condition.unlock()
+        }
         thread.stackSize = 4 << 20
-        self.thread = thread
         thread.start()
     }
 
@@ -106,22 +123,23 @@ final class BatchWriter {
         try drain()
     }
 
-    /// Runs `body` on the consumer's thread with the sink's connection leased from the writer:
-    /// it waits until the writer is idle and keeps it so (no job, no idle WAL check) until
-    /// `body` returns. libpq connections are not thread-safe.
-    func withConnection<T>(_ body: () throws -> T) throws -> T {
+    /// Runs `body` on the writer's thread, between batches, and returns its result: the way
+    /// the consumer uses the sink's connection (a claim), since the connection is the writer's
+    /// alone (libpq connections are not thread-safe). Waits until the writer is idle first; a
+    /// pending resync does not stop it (a claim reads the stored offsets again anyway).
+    /// - Throws: what `body` throws, or the writer's fatal error.
+    func perform<T>(_ body: @escaping () throws -> T) throws -> T {
+        var outcome: Result<T, Error>?
         condition.lock()
+        defer { condition.unlock() }
         while (pending != nil || busy) && failure == nil { condition.wait() }
-        if let failure, !(failure is ResyncNeeded) { condition.unlock(); throw failure }
-        busy = true
-        condition.unlock()
-        defer {
-            condition.lock()
-            busy = false
-            condition.broadcast()
-            condition.unlock()
-        }
-        return try body()
+        if let failure, !(failure is ResyncNeeded) { throw failure }
+        pending = .call { outcome = Result { try body() } }
+        condition.broadcast()
+        // The writer sets `outcome`, then takes `condition` (in `finish`) and broadcasts.
+        while outcome == nil && !exited { condition.wait() }
+        guard let outcome else { throw PostgresError("the batch writer stopped before running a claim") }
+        return try outcome.get()
     }
 
     /// After a synchronous commit on the connection (a claim): every earlier commit is on disk.
@@ -174,10 +192,20 @@ final class BatchWriter {
         return report
     }
 
+    /// Every stored offset this writer tracks (partition -> next offset).
+    func storedOffsetsSnapshot() -> [Int32: Int64] {
+        condition.lock()
+        defer { condition.unlock() }
+        return storedOffsets
+    }
+
+    /// Stops the writer thread once the job in hand (if any) is done, and waits for it, so the
+    /// sink's connection is the caller's again when this returns.
     func stop() {
         condition.lock()
         stopping = true
         condition.broadcast()
+        while !exited { condition.wait() }
         condition.unlock()
     }
 
@@ -236,6 +264,7 @@ final class BatchWriter {
             switch job {
             case let .batch(batch): store(batch)
             case .sync: syncDurable()
+            case let .call(body): body(); finish {}
             }
             busySeconds += Date().timeIntervalSince(began)
         }

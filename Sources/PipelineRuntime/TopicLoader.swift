@@ -64,35 +64,63 @@ public final class TopicLoader {
         }
         var decoder = RecordDecoder(transform: transform)
         let sink = try existingSink ?? PostgresSink(pipeline: pipeline, flow: flow, columnList: decoder.columnList, url: url)
-        let topic = flow.topic
-        let settings = Self.consumerSettings(topic)
-        let admin = try KafkaAdmin(settings: settings)
-        let consumer = try GroupConsumer(topic: topic.name, group: "pipectl.\(pipeline.name).\(flow.sink.name)", settings: settings)
-        var consumed = 0
-        var batch = RowBatch()
-        var owned = Set<Int32>()
-        var lastActivity = Date()
+        let driver = try ConsumerDriver(loader: self, decoder: &decoder, sink: sink)
+        return try driver.run()
+    }
+}
+
+/// Runs a `ConsumerStateMachine` against the real consumer, broker and writer: every decision
+/// is the machine's; this type only performs its actions and feeds the outcomes back.
+///
+/// Threads: everything here runs on the caller's thread, including librdkafka's rebalance
+/// callbacks (they fire inside `poll`). The sink's PostgreSQL connection is the writer's: the
+/// claim runs as a writer job (`BatchWriter.perform`), never on this thread.
+private final class ConsumerDriver {
+    typealias Machine = ConsumerStateMachine<KafkaMessage>
+    let topic: Topic
+    let sinkSpec: Sink
+    let options: TopicLoader.Options
+    let logger: Logger
+    var decoder: RecordDecoder
+    let sink: PostgresSink
+    let admin: KafkaAdmin
+    let consumer: GroupConsumer
+    let writer: BatchWriter
+    var machine: Machine
+    var batch = RowBatch()
+    var consumed = 0
+    let keepSendTimes: Bool
+    /// `PIPECTL_TIMING` figures.
+    var submitWait = 0.0, idleSeconds = 0.0, idlePolls = 0
+
+    /// The decoder moves into the driver (it keeps per-run state).
+    init(loader: TopicLoader, decoder: inout RecordDecoder, sink: PostgresSink) throws {
+        topic = loader.flow.topic
+        sinkSpec = loader.flow.sink
+        options = loader.options
+        logger = loader.logger
+        self.decoder = decoder
+        self.sink = sink
+        let settings = TopicLoader.consumerSettings(topic)
+        admin = try KafkaAdmin(settings: settings)
+        let group = "pipectl.\(loader.pipeline.name).\(sinkSpec.name)"
+        consumer = try GroupConsumer(topic: topic.name, group: group, settings: settings)
+        var configuration = Machine.Configuration(topic: topic.name, group: group)
+        configuration.restartOnNewTopic = options.restartOnNewTopic
+        configuration.idleExit = options.idleExit
+        configuration.maxDelay = Double(sinkSpec.maxDelayMs) / 1000
+        configuration.batchSize = sinkSpec.batchSize
+        machine = Machine(configuration: configuration, now: Date())
+        writer = BatchWriter(sink: sink, logger: logger)
         // PIPECTL_LATENCY_LOG=path: one line per stored row, `sent_at_micros committed_at_micros`
         // (benchmarks read it; the commit time is taken after COMMIT returns).
         let latencyLog: FileHandle? = ProcessInfo.processInfo.environment["PIPECTL_LATENCY_LOG"].flatMap { path in
-            if !FileManager.default.fileExists(atPath: path) { FileManager.default.createFile(atPath: path, contents: nil) }
+            if !FileManager.default.fileExists(atPath: path) { _ = FileManager.default.createFile(atPath: path, contents: nil) }
             let handle = FileHandle(forWritingAtPath: path)
             handle?.seekToEndOfFile()
             return handle
         }
-        let keepSendTimes = latencyLog != nil
-        var everAssigned = false
-        var currentTopicID: String?
-        var lastTopicCheck = Date()
-        /// Set while the broker does not know the topic (it vanished, or is being re-created).
-        var topicMissingSince: Date?
-        /// Group joins completed (assignment callbacks), and a lost-topic error waiting to be
-        /// thrown once the group is settled: Tansu keeps a member that leaves in the middle of a
-        /// join as the group's leader, which blocks every later consumer of the group.
-        var joinsCompleted = 0
-        var lostTopic: (error: TopicIncarnationError, joinsAtDetection: Int, detectedAt: Date)?
-        let writer = BatchWriter(sink: sink, logger: logger)
-        defer { writer.stop() }
+        keepSendTimes = latencyLog != nil
         if let latencyLog {
             writer.afterCommit = { committed in
                 // Taken after COMMIT returned: send-to-stored latency per row.
@@ -100,318 +128,253 @@ public final class TopicLoader {
                 latencyLog.write(Data(committed.sentAtMicros.map { "\($0) \(now)\n" }.joined().utf8))
             }
         }
-        /// Records polled while the writer was busy (partitions paused), kept for afterwards.
-        var stash: [KafkaMessage] = []
-        /// Bumped whenever the consumer is sent back to the stored offsets: records polled before
-        /// (a stash being replayed) must not be added after it.
-        var generation = 0
+    }
 
-        /// Waits for the writer; after a lost PostgreSQL connection the partitions are read
-        /// again from the offsets the server kept, since a crash can lose commits that had
-        /// returned (they commit with `synchronous_commit = off`).
-        func drainWriter() throws {
-            do {
-                try writer.drain()
-            } catch let resync as ResyncNeeded {
-                try reposition(resync)
-            }
-        }
-        func reposition(_ resync: ResyncNeeded) throws {
-            generation += 1
-            batch.clear()
-            stash.removeAll()
-            // The records read again count as activity: an idle exit must wait for them.
-            lastActivity = Date()
-            let seeks = resync.offsets.filter { owned.contains($0.key) }
-            logger.warning("\(resync.description)")
-            try consumer.seek(seeks)
-            writer.resumeAfterResync()
-        }
-
-        consumer.onAssign = { partitions in
-            everAssigned = true
-            joinsCompleted += 1
-            // The writer shares the sink's connection: let it finish first. A resync is moot
-            // here: the claim below reads the stored offsets again.
-            do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() }
-            generation += 1
-            batch.clear()
-            stash.removeAll()
-            lastActivity = Date()
-            if partitions.isEmpty {
-                // Nothing for us (more consumers than partitions, or the topic was missing when
-                // the group was balanced). Remember which incarnation this was about.
-                currentTopicID = try? admin.topicID(topic.name)
-                owned = []
-                return [:]
-            }
-            // Right after a broker restart the group can assign a topic that DescribeTopics
-            // does not know yet (it is being created again); give it a few seconds.
-            var topicID = ""
-            for attempt in 0..<5 {
-                do {
-                    topicID = try admin.topicID(topic.name)
-                    break
-                } catch let error as KafkaError {
-                    if attempt == 4 {
-                        guard try admin.partitionCount(topic.name) != nil else {
-                            self.logger.info("topic \(topic.name) does not exist right now; waiting for it")
-                            throw TopicUnavailable()
-                        }
-                        throw error
-                    }
-                    Thread.sleep(forTimeInterval: 0.3)
-                }
-            }
-            currentTopicID = topicID
-            topicMissingSince = nil
-            // The claim uses the writer's connection: lease it, so the writer's idle work cannot
-            // run on it at the same time. The claim commits synchronously, which also makes every
-            // earlier (asynchronous) commit durable.
-            let starts = try writer.withConnection {
-                try sink.claim(partitions, topicID: topicID, restartOnNewTopic: self.options.restartOnNewTopic)
-            }
-            writer.markAllDurable()
-            owned = Set(partitions)
-            lastActivity = Date()
-            var offsets: [Int32: Int64] = [:]
-            for p in partitions { offsets[p] = starts[p] ?? 0 }
-            writer.setStored(offsets)
-            self.logger.info("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
-            return starts
-        }
-        consumer.onRevoke = { partitions in
-            // Batches handed over are stored (the partitions are still ours during the callback);
-            // the one being built is dropped: the next owner reads it again.
-            if !partitions.isEmpty { self.logger.info("partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) revoked") }
-            do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() } catch {}
-            generation += 1
-            batch.clear()
-            stash.removeAll()
-            owned.subtract(partitions)
-            writer.forget(partitions)
+    func run() throws -> LoadReport {
+        defer { writer.stop() }
+        consumer.onAssign = { [unowned self] partitions in try self.assigned(partitions) }
+        consumer.onRevoke = { [unowned self] partitions in
+            do { try self.perform(self.machine.partitionsRevoked(partitions)) } catch {}
         }
         try consumer.subscribe()
         defer { consumer.close() }
-
-        func done() -> Bool {
-            guard let until = options.until?() else { return false }
-            if let id = until.topicID, id != currentTopicID { return false }
-            return until.offsets.allSatisfy { p, end in end <= 0 || (writer.stored(p) ?? 0) >= end }
-        }
-
-        /// Remembers why `consume` must stop, and pauses its partitions meanwhile: nothing more
-        /// is read from a topic whose incarnation is in doubt.
-        func noteLostTopic(_ error: TopicIncarnationError) {
-            guard lostTopic == nil else { return }
-            lostTopic = (error, joinsCompleted, Date())
-            consumer.pause(Array(owned))
-        }
-
-        /// Compares the topic's incarnation with the one assigned. A topic that vanished or came
-        /// back under a new ID is an error for `consume` (its stored offsets cannot be trusted
-        /// against the new log); `run`, whose producer sends the file again, waits and rejoins.
-        func checkTopic() throws {
-            guard everAssigned else { return }
-            let now: String?
-            do {
-                now = try admin.currentTopicID(topic.name)
-            } catch {
-                return  // broker unreachable: nothing to compare yet
-            }
-            // An empty assignment may not have learnt the ID: the first one seen is the one held.
-            guard let assignedID = currentTopicID else { currentTopicID = now; return }
-            if now == assignedID { topicMissingSince = nil; return }
-            guard options.restartOnNewTopic else {
-                if lostTopic != nil { return }
-                noteLostTopic(TopicIncarnationError(message: now == nil
-                    ? "topic '\(topic.name)' (ID \(assignedID)) vanished while consuming (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
-                    : "topic '\(topic.name)' was deleted and created again while consuming (ID \(assignedID) -> \(now!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."))
-                return
-            }
-            if let now {
-                logger.info("topic \(topic.name) exists again (ID \(now)); joining the group again")
-                topicMissingSince = nil
-                try drainWriter()
-                try consumer.rejoin()
-                // currentTopicID changes when the new assignment's claim succeeds (onAssign).
-            } else if topicMissingSince == nil {
-                topicMissingSince = Date()
-                logger.info("topic \(topic.name) vanished; waiting for it to be created again")
-            }
-        }
-
-        /// Hands the batch to the writer. While the writer is busy for long (PostgreSQL away),
-        /// the partitions are paused and the consumer keeps polling so it stays in the group;
-        /// records arriving meanwhile are kept for afterwards.
-        var submitWait = 0.0, idleSeconds = 0.0, idlePolls = 0
-        func flush() throws {
-            guard !batch.isEmpty else { return }
-            var paused: [Int32] = []
-            let began = Date()
-            defer {
-                submitWait += Date().timeIntervalSince(began)
-                if !paused.isEmpty { consumer.resume(paused) }
-            }
-            Emit.count(.recordsConsumed, batch.count, [("topic", topic.name)])
-            do {
-                // A rebalance inside the poll below can drop the batch: then there is nothing to hand over.
-                while !batch.isEmpty, try !writer.submit(batch, timeout: 0.5) {
-                    if paused.isEmpty, !owned.isEmpty {
-                        paused = Array(owned)
-                        consumer.pause(paused)
-                    }
-                    if case let .message(m) = try consumer.poll(timeoutMs: 0) { stash.append(m) }
-                }
-                batch = RowBatch()
-            } catch let resync as ResyncNeeded {
-                try reposition(resync)
-            }
-        }
-
-        func add(_ message: KafkaMessage) throws {
-            guard owned.contains(message.partition) else { return }
-            consumed += 1
-            if batch.firstAt == nil { batch.firstAt = Date() }
-            let start = batch.rows.count
-            switch decoder.decode(message.value, into: &batch.rows) {
-            case let .row(id, sentAt):
-                try sink.sources.appendKey(id, to: &batch.rows)
-                batch.rowRanges.append(start..<batch.rows.count)
-                batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
-                if let sentAt, keepSendTimes { batch.sentAtMicros.append(sentAt) }
-            case let .rejected(id, rejected):
-                batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
-            }
-            batch.nextOffsets[message.partition] = message.offset + 1
-            if batch.count >= flow.sink.batchSize { try flush() }
-        }
-
-        /// Exports each held partition's lag: the last fetch's high watermark minus the stored
-        /// next offset (fetch watermarks, since Tansu's ListOffsets is wrong; FIELD-NOTES).
-        func reportLag() {
-            for p in owned {
-                guard let high = consumer.cachedHighWatermark(p) else { continue }
-                Emit.gauge(.consumerLag, max(0, high - max(writer.stored(p) ?? 0, 0)), [("topic", topic.name), ("partition", String(p))])
-            }
-        }
-
-        /// Stores what is in hand and waits until it is durable. False when a lost connection
-        /// sent the consumer back to read again (the caller goes on consuming).
-        func finish() throws -> Bool {
-            try flush()
-            do {
-                try writer.sync()
-            } catch let resync as ResyncNeeded {
-                try reposition(resync)
-                return false
-            }
-            return true
-        }
-
-        func result() -> LoadReport {
-            reportLag()
-            if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
-                printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
-                                   writer.busySeconds, submitWait, idlePolls, idleSeconds))
-            }
-            var report = writer.currentReport()
-            report.consumed = consumed
-            report.interrupted = StopSignal.requested
-            for p in owned {
-                if let high = consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
-            }
-            return report
-        }
-
-        let maxDelay = Double(flow.sink.maxDelayMs) / 1000
         while true {
-            // A lost topic stops `consume` once the group has settled (the join under way
-            // completed, or 10 s passed), so this member leaves the group cleanly.
-            if let lost = lostTopic, joinsCompleted > lost.joinsAtDetection || Date().timeIntervalSince(lost.detectedAt) > 10 {
-                try flush()
+            if let error = machine.failureDue(at: Date()) {
+                try handOver()
                 _ = try? writer.sync()
-                throw lost.error
+                throw error
             }
             if StopSignal.requested {
                 // Ctrl-C: store what is in hand; a resync now leaves the rest to the next run.
                 _ = try finish()
                 return result()
             }
-            if done(), try finish(), done() { return result() }
-            if !stash.isEmpty {
-                let waiting = stash
-                stash.removeAll()
-                let started = generation
-                for m in waiting {
+            if isDone(), try finish(), isDone() { return result() }
+            switch machine.nextRead(at: Date()) {
+            case let .replay(_, generation):
+                for m in machine.takeStash() {
                     // A resync (or a rebalance) while replaying: the rest are stale.
-                    guard generation == started else { break }
-                    try add(m)
+                    guard machine.generation == generation else { break }
+                    try add(m, fromStash: true)
                 }
                 continue
-            }
-            // Wake up in time for the batch's maximum delay.
-            var timeout: Int32 = 100
-            if let first = batch.firstAt {
-                timeout = Int32(max(1, min(100, (maxDelay - Date().timeIntervalSince(first)) * 1000)))
-            }
-            let polled = Date()
-            switch try consumer.poll(timeoutMs: timeout) {
-            case let .message(message):
-                lastActivity = Date()
-                try add(message)
-            case let .topicUnavailable(text):
-                // The broker does not know the topic: `run` waits for its producer to create it
-                // again; `consume` stops, unless it may restart a new incarnation. A passing
-                // answer (metadata still settling) is confirmed against the topic's ID first.
-                if let held = currentTopicID, (try? admin.currentTopicID(topic.name)) == held { break }
-                if everAssigned, !options.restartOnNewTopic {
-                    noteLostTopic(TopicIncarnationError(message: "topic '\(topic.name)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."))
-                }
-                if topicMissingSince == nil {
-                    topicMissingSince = Date()
-                    logger.info("topic \(topic.name) is not on the broker right now; waiting for it")
-                }
-                try flush()
-            case .partitionEnd, .idle:
-                idlePolls += 1
-                idleSeconds += Date().timeIntervalSince(polled)
-                try flush()
-                if (consumer.waitingForTopic || topicMissingSince != nil), (try? admin.partitionCount(topic.name)) ?? nil != nil {
-                    topicMissingSince = nil
-                    try drainWriter()
-                    try consumer.rejoin()
-                }
-                // Idle time counts once partitions were assigned (a group can take a session
-                // timeout to hand over the partitions of a consumer that died). Before exiting,
-                // the topic must still be the one consumed: idle exit never hides a lost topic.
-                if let idle = options.idleExit, everAssigned || Date().timeIntervalSince(lastActivity) > 60,
-                   Date().timeIntervalSince(lastActivity) > idle, writer.isIdle, topicMissingSince == nil, lostTopic == nil {
-                    guard everAssigned else {
-                        throw KafkaError("the consumer group '\(consumer.group)' did not complete a join in \(Int(Date().timeIntervalSince(lastActivity))) s, so nothing was consumed; is another member stuck in it? (with the embedded broker, `pipectl dev down && pipectl dev up` clears its groups)")
-                    }
-                    if everAssigned {
+            case let .poll(timeoutMs):
+                let polled = Date()
+                switch try consumer.poll(timeoutMs: timeoutMs) {
+                case let .message(message):
+                    try add(message, fromStash: false)
+                case let .topicUnavailable(text):
+                    // A passing answer (metadata still settling) is confirmed against the topic's ID.
+                    let stillHeld = machine.topicID.map { held in (try? admin.currentTopicID(topic.name)) == held }
+                    try perform(machine.topicUnavailable(text, stillHeld: stillHeld, at: Date()))
+                case .partitionEnd, .idle:
+                    idlePolls += 1
+                    idleSeconds += Date().timeIntervalSince(polled)
+                    try perform(machine.pollIdle(at: Date()))
+                    if try machine.idleExitCheck(writerIdle: writer.isIdle, at: Date()) == .confirmTopic {
                         let id: String?
                         do {
                             id = try admin.currentTopicID(topic.name)
                         } catch {
-                            throw KafkaError("cannot confirm that topic '\(topic.name)' is still the one consumed after \(Int(idle)) s without records (\(error)); not reporting the load as complete")
+                            throw KafkaError("cannot confirm that topic '\(topic.name)' is still the one consumed after \(Int(options.idleExit ?? 0)) s without records (\(error)); not reporting the load as complete")
                         }
-                        if id != currentTopicID { try checkTopic(); continue }
+                        switch machine.idleExitTopicConfirmed(id) {
+                        case .checkTopicAndContinue:
+                            try perform([.checkTopic])
+                            continue
+                        case .finish:
+                            if try finish() { return result() }
+                        }
                     }
-                    if try finish() { return result() }
                 }
             }
-            // Every 2 s, while consuming too: a topic re-created under us must not be read from
-            // the old incarnation's offsets, and one that came back must be joined again (the
-            // group does not notice a new incarnation by itself).
-            if Date().timeIntervalSince(lastTopicCheck) > 2 {
-                lastTopicCheck = Date()
-                try checkTopic()
-                reportLag()
-            }
-            if let first = batch.firstAt, Date().timeIntervalSince(first) >= maxDelay { try flush() }
+            try perform(machine.tick(at: Date()))
         }
+    }
+
+    // MARK: actions
+
+    func perform(_ actions: [Machine.Action]) throws {
+        for action in actions {
+            switch action {
+            case let .drainWriter(ignoreResync):
+                do {
+                    try writer.drain()
+                } catch let resync as ResyncNeeded {
+                    if ignoreResync { writer.resumeAfterResync() } else { try reposition(resync) }
+                }
+            case .drainWriterQuietly:
+                do { try writer.drain() } catch is ResyncNeeded { writer.resumeAfterResync() } catch {}
+            case .dropBatch:
+                batch.clear()
+            case .claim, .learnTopicID:
+                break  // done inside `assigned`, which must return the start offsets
+            case let .forget(partitions):
+                writer.forget(partitions)
+            case .handOver:
+                try handOver()
+            case let .pause(partitions):
+                consumer.pause(partitions)
+            case let .resume(partitions):
+                consumer.resume(partitions)
+            case let .seek(offsets):
+                try consumer.seek(offsets)
+                writer.resumeAfterResync()
+            case .rejoin:
+                try consumer.rejoin()
+                machine.rejoined()
+            case .checkTopic:
+                guard machine.checksTopic else { break }
+                let current: String?
+                do { current = try admin.currentTopicID(topic.name) } catch { break }  // broker unreachable: nothing to compare yet
+                try perform(machine.topicChecked(current: current, at: Date()))
+            case .checkTopicExists:
+                if (try? admin.partitionCount(topic.name)) ?? nil != nil { try perform(machine.topicExists()) }
+            case .reportLag:
+                reportLag()
+            case let .logInfo(text):
+                logger.info("\(text)")
+            case let .logWarning(text):
+                logger.warning("\(text)")
+            }
+        }
+    }
+
+    /// The rebalance callback's assignment: claims the partitions in PostgreSQL and returns
+    /// where each starts.
+    func assigned(_ partitions: [Int32]) throws -> [Int32: Int64] {
+        let actions = machine.partitionsAssigned(partitions, at: Date())
+        try perform(actions)
+        guard case .claim = actions.last else {
+            // Nothing for us (more consumers than partitions, or the topic was missing when the
+            // group was balanced). Remember which incarnation this was about.
+            machine.topicIDLearned(try? admin.topicID(topic.name))
+            return [:]
+        }
+        // Right after a broker restart the group can assign a topic that DescribeTopics does not
+        // know yet (it is being created again); give it a few seconds.
+        var topicID = ""
+        for attempt in 0..<5 {
+            do {
+                topicID = try admin.topicID(topic.name)
+                break
+            } catch let error as KafkaError {
+                if attempt == 4 {
+                    guard try admin.partitionCount(topic.name) != nil else {
+                        logger.info("topic \(topic.name) does not exist right now; waiting for it")
+                        machine.assignmentDeclined()
+                        throw TopicUnavailable()
+                    }
+                    throw error
+                }
+                Thread.sleep(forTimeInterval: 0.3)
+            }
+        }
+        // The claim runs on the writer's thread, which owns the connection. It commits
+        // synchronously, which also makes every earlier (asynchronous) commit durable.
+        let restart = options.restartOnNewTopic
+        let sink = self.sink
+        let starts = try writer.perform { [topicID] in
+            try sink.claim(partitions, topicID: topicID, restartOnNewTopic: restart)
+        }
+        writer.markAllDurable()
+        writer.setStored(machine.claimed(partitions, topicID: topicID, starts: starts, at: Date()))
+        logger.info("assigned partitions \(partitions.sorted().map(String.init).joined(separator: ", ")) of \(topic.name)")
+        return starts
+    }
+
+    /// Hands the batch to the writer. While the writer is busy for long (PostgreSQL away), the
+    /// partitions are paused and the consumer keeps polling so it stays in the group; records
+    /// arriving meanwhile are kept for afterwards.
+    func handOver() throws {
+        guard machine.hasBatch else { return }
+        let began = Date()
+        var taken = false
+        defer {
+            submitWait += Date().timeIntervalSince(began)
+            try? perform(machine.handOverEnded(taken: taken))
+        }
+        Emit.count(.recordsConsumed, batch.count, [("topic", topic.name)])
+        do {
+            // A rebalance inside the poll below can drop the batch: then there is nothing to hand over.
+            while machine.hasBatch, try !writer.submit(batch, timeout: 0.5) {
+                try perform(machine.writerBusy())
+                if case let .message(m) = try consumer.poll(timeoutMs: 0) { machine.stashed(m) }
+            }
+            taken = machine.hasBatch
+            batch = RowBatch()
+        } catch let resync as ResyncNeeded {
+            try reposition(resync)
+        }
+    }
+
+    /// After a lost PostgreSQL connection the partitions are read again from the offsets the
+    /// server kept, since a crash can lose commits that had returned (`synchronous_commit = off`).
+    func reposition(_ resync: ResyncNeeded) throws {
+        try perform(machine.resyncNeeded(offsets: resync.offsets, description: resync.description, at: Date()))
+    }
+
+    func add(_ message: KafkaMessage, fromStash: Bool) throws {
+        let step = machine.messageArrived(partition: message.partition, fromStash: fromStash, writerIdle: writer.isIdle, at: Date())
+        guard step.add else { return }
+        consumed += 1
+        if batch.firstAt == nil { batch.firstAt = Date() }
+        let start = batch.rows.count
+        switch decoder.decode(message.value, into: &batch.rows) {
+        case let .row(id, sentAt):
+            try sink.sources.appendKey(id, to: &batch.rows)
+            batch.rowRanges.append(start..<batch.rows.count)
+            batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
+            if let sentAt, keepSendTimes { batch.sentAtMicros.append(sentAt) }
+        case let .rejected(id, rejected):
+            batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
+        }
+        batch.nextOffsets[message.partition] = message.offset + 1
+        if step.handOver { try handOver() }
+    }
+
+    func isDone() -> Bool {
+        guard let target = options.until?() else { return false }
+        let stored = writer.storedOffsetsSnapshot()
+        return machine.isDone(target: target, stored: { stored[$0] })
+    }
+
+    /// Stores what is in hand and waits until it is durable. False when a lost connection sent
+    /// the consumer back to read again (the caller goes on consuming).
+    func finish() throws -> Bool {
+        try handOver()
+        do {
+            try writer.sync()
+        } catch let resync as ResyncNeeded {
+            try reposition(resync)
+            return false
+        }
+        return true
+    }
+
+    /// Exports each held partition's lag: the last fetch's high watermark minus the stored next
+    /// offset (fetch watermarks, since Tansu's ListOffsets is wrong; FIELD-NOTES).
+    func reportLag() {
+        for p in machine.owned {
+            guard let high = consumer.cachedHighWatermark(p) else { continue }
+            Emit.gauge(.consumerLag, max(0, high - max(writer.stored(p) ?? 0, 0)), [("topic", topic.name), ("partition", String(p))])
+        }
+    }
+
+    func result() -> LoadReport {
+        machine.finished()
+        reportLag()
+        if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
+            printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
+                               writer.busySeconds, submitWait, idlePolls, idleSeconds))
+        }
+        var report = writer.currentReport()
+        report.consumed = consumed
+        report.interrupted = StopSignal.requested
+        for p in machine.owned {
+            if let high = consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
+        }
+        return report
     }
 }
 
