@@ -80,11 +80,14 @@ public final class GroupConsumer: @unchecked Sendable {
             // a stored offset the log no longer has is an error, never a silent jump.
             "auto.offset.reset": "error",
             "enable.partition.eof": "true",
-            // Tansu answers a JoinGroup after about half the session timeout, and completes a
-            // first one only after the rebalance timeout (max.poll.interval.ms): both short.
+            // Tansu answers a JoinGroup after half the session timeout rounded up to a whole
+            // second (measured with librdkafka 2.16 against Tansu 0.6: 3000 ms -> 2.0 s,
+            // 2000/1500/1000/600 ms -> 1.0 s), and completes a first one only after the
+            // rebalance timeout (max.poll.interval.ms): both short. 2 s is the longest session
+            // timeout with a 1 s join; heartbeats every 500 ms leave four per session.
             "max.poll.interval.ms": "10000",
-            "session.timeout.ms": "3000",
-            "heartbeat.interval.ms": "700",
+            "session.timeout.ms": "2000",
+            "heartbeat.interval.ms": "500",
             "fetch.wait.max.ms": "50",
             // Bounded prefetch, so memory stays flat. Once the queue is full librdkafka waits
             // fetch.queue.backoff.ms (1 s by default) before fetching again, which starved the
