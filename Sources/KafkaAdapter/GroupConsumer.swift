@@ -88,7 +88,10 @@ public final class GroupConsumer: @unchecked Sendable {
             "max.poll.interval.ms": "10000",
             "session.timeout.ms": "2000",
             "heartbeat.interval.ms": "500",
-            "fetch.wait.max.ms": "50",
+            // A fetch that finds no new record waits this long, and Tansu answers it only then
+            // (a record produced meanwhile waits too): 50 ms put p50 send-to-commit latency at
+            // ~30 ms on a 1,000 rows/s stream, 10 ms at ~15 ms. A heavy stream never waits.
+            "fetch.wait.max.ms": "10",
             // Bounded prefetch, so memory stays flat. Once the queue is full librdkafka waits
             // fetch.queue.backoff.ms (1 s by default) before fetching again, which starved the
             // consumer against Tansu: 5 ms.
