@@ -82,11 +82,12 @@ final class DAGCompilerTests: XCTestCase {
     }
 
     /// A column of the second transform that no output column of the first fills is refused
-    /// at the schema line, as for a CSV header.
+    /// at the schema line, as for a CSV header; an output column nothing takes is a warning.
     func testChainColumnNoUpstreamColumnFillsIsRefusedAtItsLine() {
         let text = CompilerFixtures.editing(Self.chain, line: 18, to: "  - { name: adult_rows, from: person_rows, schema: adult }")
         XCTAssertEqual(diagnostics(text), [
             "dag.yaml:14:17: error: no field of transform 'person_rows' fills column 'who' of schema 'adult', which is not nullable; the fields are full_name, age",
+            "dag.yaml:18:5: warning: field 'full_name' of transform 'person_rows' fills no column of schema 'adult' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)",
         ])
     }
 
@@ -113,7 +114,7 @@ final class DAGCompilerTests: XCTestCase {
         XCTAssertEqual(p.flows.map(\.topic.name), ["people", "people"])
         XCTAssertEqual(p.sinks[1].columnList, #""full_name", "age", "_pipectl_record""#)
         let plan = Plan(p)
-        XCTAssertEqual(plan.sends, [Plan.SendPlan(source: "a_csv", path: "a.csv", topic: "people")])
+        XCTAssertEqual(plan.sends.map { "\($0.source) \($0.path) \($0.topic)" }, ["a_csv a.csv people"])
         XCTAssertEqual(plan.consumers.map(\.group), ["pipectl.dag.adults_db", "pipectl.dag.people_db"])
         XCTAssertTrue(plan.text.contains("  consume  topic people -> person_rows -> \"public\".\"people\" in group pipectl.dag.people_db\n"), plan.text)
     }
@@ -136,14 +137,14 @@ final class DAGCompilerTests: XCTestCase {
     func testRefusesWhatRunCannotDo() {
         let twoTopics = CompilerFixtures.editing(Self.chain, line: 6, to: "  - { name: people, from: a_csv }\n  - { name: people2, from: a_csv }")
         XCTAssertEqual(diagnostics(twoTopics), [
-            "dag.yaml:7:29: error: source 'a_csv' feeds topic 'people' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under 'people' or add a second source",
+            "dag.yaml:7:28: error: source 'a_csv' feeds topic 'people' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under 'people' or add a second source",
         ])
         var headers = CompilerFixtures.editing(Self.chain, line: 4, to: "  - { name: a_csv, type: csv, path: a.csv }\n  - { name: c_csv, type: csv, path: c.csv }")
         headers = headers.replacingOccurrences(of: "{ name: people, from: a_csv }", with: "{ name: people, from: [a_csv, c_csv] }")
         XCTAssertEqual(diagnostics(headers), [
-            "dag.yaml:7:36: error: sources 'a_csv' and 'c_csv' of topic 'people' have different fields (Full Name, Age, Town and name, years); sources sharing a topic must have the same header",
+            "dag.yaml:7:35: error: sources 'a_csv' and 'c_csv' of topic 'people' have different fields (Full Name, Age, Town and name, years); sources sharing a topic must have the same header",
         ])
         let twice = Self.chain.replacingOccurrences(of: "{ name: people, from: a_csv }", with: "{ name: people, from: [a_csv, a_csv] }")
-        XCTAssertEqual(diagnostics(twice), ["dag.yaml:6:36: error: topic 'people' lists source 'a_csv' twice in 'from:'"])
+        XCTAssertEqual(diagnostics(twice), ["dag.yaml:6:35: error: topic 'people' lists source 'a_csv' twice in 'from:'"])
     }
 }
