@@ -44,7 +44,12 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         /// Upserts keep one row per key, so there every record read must be an insert, an
         /// update or a dead letter; inserts must each be a stored row of this file.
         public var reconciled: Bool {
-            mode == .upsert ? rowsRead == loaded + duplicates + deadLettered : rowsRead == storedRows + storedDeadLetters
+            mode == .upsert ? rowsRead == loaded + duplicates + deadLettered || loadedEarlier : rowsRead == storedRows + storedDeadLetters
+        }
+        /// Upsert: this run sent and stored nothing, and the table holds the file's rows or dead
+        /// letters: an earlier run loaded it (a second `run` of an unchanged file).
+        public var loadedEarlier: Bool {
+            rowsSent == 0 && loaded + duplicates + deadLettered == 0 && !interrupted && (storedRows + storedDeadLetters > 0 || rowsRead == 0)
         }
         /// In upsert mode `loaded` counts inserted rows and `duplicates` updated ones.
         public var mode: WriteMode = .insert
@@ -302,7 +307,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             s.mode == .upsert ? "  rows updated:       \(s.duplicates)  (a row with the same key existed, or a later version in the same batch replaced it)"
                 : "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
             "  dead-lettered:      \(s.deadLettered)",
-            s.mode == .upsert
+            s.mode == .upsert && s.loadedEarlier
+                ? "  reconciled:         yes (nothing sent: loaded by an earlier run; \(s.storedRows) rows + \(s.storedDeadLetters) dead letters of this file stored)"
+                : s.mode == .upsert
                 ? "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.loaded) inserted + \(s.duplicates) updated + \(s.deadLettered) dead-lettered)"
                 : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),

@@ -68,7 +68,7 @@ final class DAGTests: XCTestCase {
         XCTAssertEqual(try rows("""
             SELECT "source_ordinal", "stage", "reason" FROM "pipectl"."it_dag_chain__dead_letters" ORDER BY 1
             """), [
-                ["3", "cast", "column 'age': invalid input syntax for type integer: \"abc\""],
+                ["3", "cast", "column 'age': 'abc' is not a valid integer"],
                 ["4", "cast", "transform 'adult_rows': column 'who' is not nullable and field 'who' is null"],
             ])
     }
@@ -115,6 +115,7 @@ final class DAGTests: XCTestCase {
         let again = try pipectl(["run", spec.specPath])
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(again.output.contains("rows sent:          0\n  rows loaded:        0\n"), again.output)
+        XCTAssertTrue(again.output.contains("reconciled:         yes (nothing sent: loaded by an earlier run; 2 rows + 0 dead letters of this file stored)"), again.output)
         XCTAssertEqual(try TestStack.connect().int(#"SELECT count(*) FROM "it_dag_history""#), 3)
         XCTAssertEqual(try rows(#"SELECT "sink", "next_offset"::text FROM "pipectl"."it_dag_fan__offsets" ORDER BY 1"#),
                        [["history_db", "3"], ["latest_db", "3"]])
