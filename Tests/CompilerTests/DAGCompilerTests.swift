@@ -91,6 +91,16 @@ final class DAGCompilerTests: XCTestCase {
         ])
     }
 
+    /// An upsert sink behind a chain keys its topic by the CSV field that fills its key
+    /// column, traced back through every transform's renames.
+    func testUpsertKeyBehindAChainKeysTheTopicByTheSourceField() throws {
+        let text = Self.chain.replacingOccurrences(
+            of: "{ name: adults_db, type: postgres, from: adult_rows, table: adults }",
+            with: "{ name: adults_db, type: postgres, from: adult_rows, table: adults, mode: upsert, key: [who] }")
+        let p = try compile(text)
+        XCTAssertEqual(p.topic(named: "people")?.key, ["Full Name"])
+    }
+
     /// The plan says what `run` does: the file sent once, each consumer group's chain.
     func testPlanShowsTheSendAndTheChainOfEachGroup() throws {
         let text = Plan(try compile(Self.chain)).text
