@@ -432,8 +432,9 @@ final class ConsumerResults: @unchecked Sendable {  // every var is read and wri
     }
 }
 
-/// A value moved to exactly one other thread.
-final class Handoff<Value>: @unchecked Sendable {  // the sender never touches `value` after the handoff
+/// A value lent to one other thread: the sender uses it again only after that thread reported
+/// its result (ordered by `ConsumerResults`' condition), so one thread at a time touches it.
+final class Handoff<Value>: @unchecked Sendable {  // one thread at a time, see above
     let value: Value
     init(_ value: Value) { self.value = value }
 }
