@@ -86,7 +86,9 @@ public struct Compiler: Sendable {
             let sources = spec.sources.map { compileSource($0) }
             if !bag.hasErrors { readHeaders(sources) }
             var topics = spec.topics.map { compileTopic($0) }
-            let transforms = spec.transforms.compactMap { compileTransform($0, schemas: schemas, topics: topics) }
+            checkSourcesFeedOneTopic(topics)
+            checkSharedTopicHeaders(topics)
+            let transforms = compileTransforms(schemas: schemas, topics: topics)
             let sinks = spec.sinks.compactMap { compileSink($0, transforms: transforms) }
             keyTopicsForUpserts(&topics, transforms: transforms, sinks: sinks)
             let stages = order()
@@ -245,7 +247,16 @@ public struct Compiler: Sendable {
                 bag.error("topic name '\(t.name.value)' is not a legal Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')",
                           at: t.name.location)
             }
-            let from = resolve(t.from, of: context, allowed: [.source])
+            let listed = t.sources.isEmpty ? (t.from.map { [$0] } ?? []) : t.sources
+            var sources: [String] = []
+            for name in listed {
+                if sources.contains(name.value) {
+                    bag.error("\(context) lists source '\(name.value)' twice in 'from:'", at: name.location)
+                } else if let resolved = resolve(name, of: context, allowed: [.source]) {
+                    sources.append(resolved)
+                }
+            }
+            let from = sources.first
             if let format = t.format, !Compiler.formats.contains(format.value) {
                 bag.error("unknown format '\(format.value)' for \(context)\(Suggest.hint(for: format.value, in: Compiler.formats)); supported: json",
                           at: format.location)
@@ -264,7 +275,7 @@ public struct Compiler: Sendable {
             var properties: [String: String] = [:]
             for p in t.properties { properties[p.key.value] = p.value.value }
             return Topic(
-                name: t.name.value, from: from,
+                name: t.name.value, from: from, sources: sources,
                 brokers: t.brokers?.value ?? "127.0.0.1:9092",
                 partitions: t.partitions?.value ?? 1,
                 replicationFactor: t.replicationFactor?.value ?? 1,
@@ -276,6 +287,71 @@ public struct Compiler: Sendable {
                 batchBytes: t.batchBytes?.value ?? 1_000_000,
                 messageMaxBytes: t.messageMaxBytes?.value ?? 1_000_000,
                 properties: properties)
+        }
+
+        /// A source sends its file to one topic: its send checkpoint and record ids belong to
+        /// the file, so a second topic would find it already sent.
+        mutating func checkSourcesFeedOneTopic(_ topics: [Topic]) {
+            var fed: [String: String] = [:]
+            for (t, topic) in zip(spec.topics, topics) {
+                for source in topic.sources {
+                    if let first = fed[source] {
+                        let location = (t.sources.isEmpty ? t.from.map { [$0] } ?? [] : t.sources).first { $0.value == source }?.location
+                        bag.error("source '\(source)' feeds topic '\(first)' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under '\(first)' or add a second source",
+                                  at: location ?? t.location)
+                    } else {
+                        fed[source] = topic.name
+                    }
+                }
+            }
+        }
+
+        /// Sources sharing a topic must send the same fields: transforms reading the topic are
+        /// matched against one header, and every record must fit it.
+        mutating func checkSharedTopicHeaders(_ topics: [Topic]) {
+            for (t, topic) in zip(spec.topics, topics) where topic.sources.count > 1 {
+                guard let first = headers[topic.sources[0]] else { continue }
+                for other in topic.sources.dropFirst() {
+                    guard let header = headers[other], header.fields != first.fields else { continue }
+                    let location = t.sources.first { $0.value == other }?.location
+                    bag.error("sources '\(topic.sources[0])' and '\(other)' of topic '\(topic.name)' have different fields (\(first.fields.joined(separator: ", ")) and \(header.fields.joined(separator: ", "))); sources sharing a topic must have the same header",
+                              at: location ?? t.location)
+                }
+            }
+        }
+
+        /// Compiles the transforms upstream first, so a transform reading another one is
+        /// matched against that one's output columns; returns them in declaration order.
+        mutating func compileTransforms(schemas: [Schema], topics: [Topic]) -> [Transform] {
+            let names = Set(spec.transforms.map(\.name.value))
+            var done: [String: Transform] = [:]
+            var visited = Set<String>()
+            var order: [TransformSpec] = []
+            var pending = spec.transforms
+            // Upstream transforms first; a transform on a cycle (reported by `order()`) or reading
+            // an unknown stage is compiled as it comes.
+            while !pending.isEmpty {
+                let before = pending.count
+                pending.removeAll { t in
+                    guard let from = t.from?.value, names.contains(from), !visited.contains(from) else {
+                        visited.insert(t.name.value); order.append(t); return true
+                    }
+                    return false
+                }
+                if pending.count == before {
+                    order.append(contentsOf: pending)
+                    pending = []
+                }
+            }
+            for t in order {
+                let upstream = t.from.flatMap { done[$0.value] }
+                if let compiled = compileTransform(t, schemas: schemas, topics: topics, upstream: upstream), done[compiled.name] == nil {
+                    done[compiled.name] = compiled
+                }
+            }
+            // Duplicate names were reported by `declareNames`.
+            var seen = Set<String>()
+            return spec.transforms.compactMap { t in seen.insert(t.name.value).inserted ? done[t.name.value] : nil }
         }
 
         mutating func compileSchema(_ s: SchemaSpec) -> Schema? {
@@ -342,7 +418,9 @@ public struct Compiler: Sendable {
             return Schema(name: s.name.value, file: s.file, columns: columns)
         }
 
-        mutating func compileTransform(_ t: TransformSpec, schemas: [Schema], topics: [Topic]) -> Transform? {
+        /// - Parameter upstream: the transform this one reads, when it reads one: its output
+        ///   columns are this one's input fields (typed as its columns).
+        mutating func compileTransform(_ t: TransformSpec, schemas: [Schema], topics: [Topic], upstream: Transform? = nil) -> Transform? {
             let context = "transform '\(t.name.value)'"
             let from = resolve(t.from, of: context, allowed: [.topic, .transform])
             guard let schemaName = t.schema else { return nil }
@@ -356,7 +434,13 @@ public struct Compiler: Sendable {
             }
             let columnNames = schema.columns.map(\.name)
             let untyped = untypedColumns[schema.name] ?? []
-            let topic = from.flatMap { name in topics.first { $0.name == name } }
+            var topic = from.flatMap { name in topics.first { $0.name == name } }
+            if let upstream {
+                // The upstream's rows, as a topic: its columns are the fields, typed.
+                topic = Topic(name: upstream.name, from: nil, brokers: "", partitions: 1, replicationFactor: 1, format: "json", key: [],
+                              fieldTypes: Dictionary(upstream.bindings.map { ($0.column.name, $0.column.type) }, uniquingKeysWith: { a, _ in a }),
+                              lingerMs: 0, compression: "none", batchBytes: 0, messageMaxBytes: 0, properties: [:])
+            }
 
             var renames: [String: String] = [:]
             for r in t.rename {
@@ -435,7 +519,10 @@ public struct Compiler: Sendable {
             }
             // With the CSV header at hand, the matching rule (FieldMatching) is applied here, once:
             // each binding gets its exact key, and what does not match is reported before any run.
-            let header = topic?.from.flatMap { headers[$0] }
+            let header = upstream.map { up in
+                Header(file: "transform '\(up.name)'", fields: up.bindings.map(\.column.name),
+                       normalized: up.bindings.map { FieldMatching.normalized($0.column.name) })
+            } ?? topic?.from.flatMap { headers[$0] }
             var matcher = header.map { FieldMatcher(header: $0, transform: t) }
 
             var bindings: [ColumnBinding] = []
@@ -527,7 +614,8 @@ public struct Compiler: Sendable {
                 dbSchema: s.dbSchema?.value ?? "public", table: s.table?.value ?? "",
                 batchSize: s.batchSize?.value ?? 5000, maxDelayMs: s.maxDelayMs?.value ?? 200,
                 retryTimeoutMs: s.retryTimeoutMs?.value ?? 120_000,
-                mode: mode, key: s.key.map(\.value), schema: schema)
+                mode: mode, key: s.key.map(\.value), schema: schema,
+                columnList: (transform.bindings.map { SQL.quote($0.column.name) } + [SQL.quote(Sink.recordColumn)]).joined(separator: ", "))
         }
 
         /// A header read as one field holding `;`, a tab or `|` was split with the wrong delimiter.
@@ -547,12 +635,21 @@ public struct Compiler: Sendable {
         /// that does not determine the upsert key is an error once there is more than one partition.
         mutating func keyTopicsForUpserts(_ topics: inout [Topic], transforms: [Transform], sinks: [Sink]) {
             for sink in sinks where sink.mode == .upsert && !sink.key.isEmpty {
-                guard let transform = transforms.first(where: { $0.name == sink.from }),
-                      let index = topics.firstIndex(where: { $0.name == transform.from }) else { continue }
-                let inverse = Dictionary(transform.renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
-                let keyFields = sink.key.map { column in
-                    transform.bindings.first { $0.column.name == column }?.key ?? inverse[column] ?? column
+                guard var transform = transforms.first(where: { $0.name == sink.from }) else { continue }
+                /// The field of `transform`'s input that fills `column`.
+                func field(_ column: String, of transform: Transform) -> String {
+                    let inverse = Dictionary(transform.renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
+                    return transform.bindings.first { $0.column.name == column }?.key ?? inverse[column] ?? column
                 }
+                // Through a chain of transforms, back to the fields of the topic's records.
+                var keyFields = sink.key.map { field($0, of: transform) }
+                var seen: Set<String> = [transform.name]
+                while let up = transforms.first(where: { $0.name == transform.from }), !seen.contains(up.name) {
+                    seen.insert(up.name)
+                    keyFields = keyFields.map { field($0, of: up) }
+                    transform = up
+                }
+                guard let index = topics.firstIndex(where: { $0.name == transform.from }) else { continue }
                 guard let topicSpec = spec.topics.first(where: { $0.name.value == topics[index].name }) else { continue }
                 if topicSpec.key.isEmpty && topics[index].key == [Topic.recordKey] {
                     topics[index].key = keyFields
@@ -579,7 +676,10 @@ public struct Compiler: Sendable {
         mutating func order() -> [StageRef] {
             var nodes: [(ref: StageRef, location: SourceLocation)] = []
             for s in spec.sources { nodes.append((StageRef(kind: .source, name: s.name.value, inputs: []), s.name.location)) }
-            for t in spec.topics { nodes.append((StageRef(kind: .topic, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location)) }
+            for t in spec.topics {
+                let inputs = t.sources.isEmpty ? (t.from.map { [$0.value] } ?? []) : t.sources.map(\.value)
+                nodes.append((StageRef(kind: .topic, name: t.name.value, inputs: inputs), t.name.location))
+            }
             for t in spec.transforms { nodes.append((StageRef(kind: .transform, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location)) }
             for s in spec.sinks { nodes.append((StageRef(kind: .sink, name: s.name.value, inputs: s.from.map { [$0.value] } ?? []), s.name.location)) }
             let known = Set(nodes.map(\.ref.name))

@@ -23,29 +23,61 @@ public struct Pipeline: Sendable {
     public func schema(named name: String) -> Schema? { schemas.first { $0.name == name } }
     public func transform(named name: String) -> Transform? { transforms.first { $0.name == name } }
 
-    /// The chain feeding a sink, source to sink: what `run` executes.
+    /// The chain feeding a sink, sources to sink: what `run` executes for it. Each sink is read
+    /// by its own consumer group (`consumerGroup`), whichever other sinks read the same topic.
     public func flow(for sink: Sink) -> Flow {
         var chain: [Transform] = []
         var upstream = sink.from
-        while let t = transform(named: upstream) {
+        while let t = transform(named: upstream), !chain.contains(where: { $0.name == t.name }) {
             chain.insert(t, at: 0)
             upstream = t.from
         }
         let topic = topic(named: upstream)!
-        return Flow(source: topic.from.flatMap { source(named: $0) }, topic: topic, transforms: chain, sink: sink)
+        return Flow(sources: topic.sources.compactMap { source(named: $0) }, topic: topic, transforms: chain, sink: sink,
+                    consumerGroup: "pipectl.\(name).\(sink.name)")
     }
 
+    /// One flow per sink, in declaration order.
     public var flows: [Flow] { sinks.map { flow(for: $0) } }
+
+    /// What the producer side of `run` sends: each source file to its topic exactly once, however
+    /// many sinks read the topic. In topic order, then in the order of the topic's `from:`.
+    public var sends: [Send] {
+        topics.flatMap { topic in topic.sources.compactMap { source(named: $0) }.map { Send(source: $0, topic: topic) } }
+    }
 
     /// Namespaced bookkeeping tables of this pipeline, in schema `pipectl`.
     public var bookkeeping: Bookkeeping { Bookkeeping(pipeline: name) }
 }
 
+/// One sink's path through the DAG: the topic it consumes (and the sources feeding it), the
+/// chain of transforms applied in order (`transforms[0]` reads the topic's records, each next one
+/// the previous one's output columns), and the sink.
 public struct Flow: Sendable {
-    public var source: Source?
+    /// Every source feeding the topic (several sources may share one topic).
+    public var sources: [Source]
     public var topic: Topic
     public var transforms: [Transform]
     public var sink: Sink
+    /// The Kafka consumer group of this sink: `pipectl.<pipeline>.<sink>`.
+    public var consumerGroup: String
+
+    /// The first source feeding the topic; nil for a topic other programs write.
+    public var source: Source? { sources.first }
+
+    public init(sources: [Source], topic: Topic, transforms: [Transform], sink: Sink, consumerGroup: String) {
+        self.sources = sources
+        self.topic = topic
+        self.transforms = transforms
+        self.sink = sink
+        self.consumerGroup = consumerGroup
+    }
+}
+
+/// One source file sent to one topic: the unit of the producer side of `run`.
+public struct Send: Sendable {
+    public var source: Source
+    public var topic: Topic
 }
 
 public enum StageKind: String, Sendable, Codable { case source, topic, transform, sink }
@@ -53,7 +85,7 @@ public enum StageKind: String, Sendable, Codable { case source, topic, transform
 public struct StageRef: Hashable, Sendable {
     public var kind: StageKind
     public var name: String
-    /// The stages this one reads from (at most one today).
+    /// The stages this one reads from (several sources for a topic fed by more than one).
     public var inputs: [String]
 }
 
@@ -75,7 +107,11 @@ public struct Source: Sendable {
 
 public struct Topic: Sendable {
     public var name: String
+    /// The first source feeding the topic; nil for a topic other programs write.
     public var from: String?
+    /// Every source feeding the topic, in the order of `from:`; each is sent with its own
+    /// fingerprint, send checkpoint and record ids.
+    public var sources: [String] = []
     public var brokers: String
     public var partitions: Int
     public var replicationFactor: Int
@@ -184,6 +220,9 @@ public struct Sink: Sendable {
     public var key: [String]
     /// The schema of the rows arriving (the feeding transform's).
     public var schema: Schema
+    /// The COPY column list, quoted: the columns the feeding transform fills, in schema order,
+    /// then the record-id column (`recordColumn`).
+    public var columnList: String = ""
 
     /// Insert mode de-duplicates re-sent records on this bigint column: the source's number
     /// (from the `sources` bookkeeping table) in the high bits, the record's ordinal in the low 40.

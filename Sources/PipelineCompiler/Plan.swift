@@ -21,10 +21,32 @@ public struct Plan: Codable, Sendable, Equatable {
         }
     }
 
+    /// One source file sent to its topic by `run` (and `produce`): once, whatever reads it.
+    public struct SendPlan: Codable, Sendable, Equatable {
+        public var source: String
+        public var path: String
+        public var topic: String
+    }
+
+    /// One sink's consumer group: the topic it reads, the transforms applied in order, the
+    /// table it writes and the columns it fills (the COPY column list).
+    public struct ConsumerPlan: Codable, Sendable, Equatable {
+        public var group: String
+        public var topic: String
+        public var transforms: [String]
+        public var sink: String
+        public var table: String
+        public var columns: String
+    }
+
     public var pipeline: String
     public var file: String
     public var stages: [Stage]
     public var topics: [TopicPlan]
+    /// What `run` produces, each once.
+    public var sends: [SendPlan]
+    /// What `run` consumes: one consumer group per sink; groups run side by side.
+    public var consumers: [ConsumerPlan]
     public var ddl: [String]
 
     public init(_ pipeline: Pipeline) {
@@ -36,6 +58,11 @@ public struct Plan: Codable, Sendable, Equatable {
         self.topics = pipeline.topics.map {
             TopicPlan(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor,
                       format: $0.format, key: $0.key, brokers: $0.brokers)
+        }
+        self.sends = pipeline.sends.map { SendPlan(source: $0.source.name, path: $0.source.path, topic: $0.topic.name) }
+        self.consumers = pipeline.flows.map {
+            ConsumerPlan(group: $0.consumerGroup, topic: $0.topic.name, transforms: $0.transforms.map(\.name), sink: $0.sink.name,
+                         table: SQL.qualified($0.sink.dbSchema, $0.sink.table), columns: $0.sink.columnList)
         }
         self.ddl = DDL.all(for: pipeline)
     }
@@ -81,6 +108,15 @@ public struct Plan: Codable, Sendable, Equatable {
         for t in topics {
             out += "  \(e(t.name))  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(e(t.format)) key=\(e(t.key.joined(separator: "+"))) brokers=\(e(t.brokers))\n"
         }
+        out += "\nRun (each source sent once; one consumer group per sink, side by side):\n"
+        for s in sends {
+            out += "  send     \(e(s.path)) (\(e(s.source))) -> topic \(e(s.topic))\n"
+        }
+        for c in consumers {
+            let chain = c.transforms.map { " -> \(e($0))" }.joined()
+            out += "  consume  topic \(e(c.topic))\(chain) -> \(e(c.table)) in group \(e(c.group))\n"
+        }
+        if sends.isEmpty && consumers.isEmpty { out += "  (nothing)\n" }
         out += "\nDDL (each statement idempotent):\n"
         // Statements span lines on purpose; the names in them were refused at validate if they
         // held control characters, so only the line structure is kept and each line escaped.

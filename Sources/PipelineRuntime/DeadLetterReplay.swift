@@ -18,9 +18,9 @@ public struct DeadLetterReplay {
     public struct Result { public var attempted = 0, loaded = 0, stillFailing = 0 }
 
     public func run() throws -> Result {
-        guard let transform = flow.transforms.last else { return Result() }
-        var decoder = RecordDecoder(transform: transform)
-        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: decoder.columnList, url: url)
+        guard !flow.transforms.isEmpty else { return Result() }
+        var decoder = RecordDecoder(chain: flow.transforms)
+        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: flow.sink.columnList, url: url)
         try sink.applyDDL()
         let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
         let rows = try sink.query("""

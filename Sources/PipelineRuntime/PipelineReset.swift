@@ -72,7 +72,7 @@ public enum PipelineReset {
     public static func source(_ source: Source, pipeline: Pipeline, legacyFingerprint: String?, environment: [String: String]) throws -> SourceReport {
         let b = pipeline.bookkeeping
         let sources = SQL.qualified(Bookkeeping.schema, b.sources)
-        let sinks = pipeline.flows.filter { $0.source?.name == source.name }.map(\.sink)
+        let sinks = pipeline.flows.filter { $0.sources.contains { $0.name == source.name } }.map(\.sink)
         var report = SourceReport()
         let all = try databases(sinks, environment: environment)
         // The file's identity is kept (with its checkpoint) in one database, the first sink's;

@@ -6,7 +6,7 @@ import PostgresAdapter
 
 /// `pipectl run`: applies the plan (topics, tables), runs producer and consumer together and
 /// prints the summary.
-public final class PipelineRunner {
+public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is set before `run`; the threads only read
     let pipeline: Pipeline
     let environment: [String: String]
     let logger: Logger
@@ -44,7 +44,12 @@ public final class PipelineRunner {
         /// Upserts keep one row per key, so there every record read must be an insert, an
         /// update or a dead letter; inserts must each be a stored row of this file.
         public var reconciled: Bool {
-            mode == .upsert ? rowsRead == loaded + duplicates + deadLettered : rowsRead == storedRows + storedDeadLetters
+            mode == .upsert ? rowsRead == loaded + duplicates + deadLettered || loadedEarlier : rowsRead == storedRows + storedDeadLetters
+        }
+        /// Upsert: this run sent and stored nothing, and the table holds the file's rows or dead
+        /// letters: an earlier run loaded it (a second `run` of an unchanged file).
+        public var loadedEarlier: Bool {
+            rowsSent == 0 && loaded + duplicates + deadLettered == 0 && !interrupted && (storedRows + storedDeadLetters > 0 || rowsRead == 0)
         }
         /// In upsert mode `loaded` counts inserted rows and `duplicates` updated ones.
         public var mode: WriteMode = .insert
@@ -59,10 +64,11 @@ public final class PipelineRunner {
 
     /// Creates the topic and the tables (idempotent). Consumers starting together take turns
     /// (an advisory lock): two concurrent CreateTopics were seen to make two incarnations.
+    /// - Returns: the sink's writer, with the compiler's column list (`Sink.columnList`).
     public func prepare(_ flow: Flow) throws -> PostgresSink {
-        guard let transform = flow.transforms.last else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
+        guard !flow.transforms.isEmpty else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
         let url = try Self.databaseURL(for: flow.sink, environment: environment)
-        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: RecordDecoder(transform: transform).columnList, url: url)
+        let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: flow.sink.columnList, url: url)
         let lockKey = "pipectl prepare " + pipeline.name
         _ = try sink.query("SELECT pg_advisory_lock(hashtext($1))", [lockKey])
         defer { _ = try? sink.query("SELECT pg_advisory_unlock(hashtext($1))", [lockKey]) }
@@ -74,112 +80,172 @@ public final class PipelineRunner {
         return sink
     }
 
+    /// Runs the whole DAG: each topic's source files are sent once (`Pipeline.sends`, one
+    /// producer thread per topic, files in `from:` order), and each sink consumes its topic in
+    /// its own consumer group on a thread of its own, with its own `PostgresSink`. Without
+    /// `follow` every consumer stops at the end offsets its topic's producer reported.
+    /// - Returns: one summary per sink, in declaration order.
+    /// - Throws: the first error of a producer or consumer, once every thread has ended.
     public func run(follow: Bool = false) throws -> [Summary] {
-        var summaries: [Summary] = []
-        for flow in pipeline.flows {
-            guard let source = flow.source else {
-                throw PostgresError("sink '\(flow.sink.name)' reads topic '\(flow.topic.name)', which has no source in this spec; use `pipectl consume`")
-            }
-            let started = Date()
+        let flows = pipeline.flows
+        if let orphan = flows.first(where: { $0.sources.isEmpty }) {
+            throw PostgresError("sink '\(orphan.sink.name)' reads topic '\(orphan.topic.name)', which has no source in this spec; use `pipectl consume`")
+        }
+        let started = Date()
+        var sinks: [PostgresSink] = []
+        for flow in flows {
             let sink = try prepare(flow)
-            let url = sink.url
-            logger.info("\(source.path) -> topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(url))")
-            let box = ProducerBox()
-            let producerThread = Thread {
-                var result = self.produceWithRetries(source: source, flow: flow, onChecked: { box.checked = true })
-                box.set(result)
-                // Records sent but not yet stored can vanish with the topic (a broker that keeps
-                // topics in memory restarted): until the consumer is done, watch the topic and
-                // send the file again if its incarnation changed. Record ids drop the repeats.
-                let admin = try? KafkaAdmin(settings: CSVProducer.kafkaSettings(flow.topic))
-                while case let .success(report) = result, !box.consumerFinished, !StopSignal.requested {
-                    Thread.sleep(forTimeInterval: 0.5)
-                    guard let admin, !box.consumerFinished else { break }
-                    let current: String? = (try? admin.partitionCount(flow.topic.name)) ?? nil == nil ? nil : try? admin.topicID(flow.topic.name)
-                    if current != report.topicID {
-                        self.logger.info("topic \(flow.topic.name) was lost before every record was stored; sending \(source.path) again")
-                        box.clear()
-                        result = self.produceWithRetries(source: source, flow: flow)
-                        box.set(result)
-                    }
-                }
-                box.producerExited = true
+            let chain = ([flow.topic.name] + flow.transforms.map(\.name)).joined(separator: " -> ")
+            logger.info("\(flow.sources.map(\.path).joined(separator: ", ")) -> \(chain) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url)) (group \(flow.consumerGroup))")
+            sinks.append(sink)
+        }
+        // One production per produced topic, each file sent once however many sinks read it.
+        var productions: [String: TopicProduction] = [:]
+        var order: [TopicProduction] = []
+        for send in pipeline.sends where productions[send.topic.name] == nil {
+            let production = TopicProduction(topic: send.topic, sources: pipeline.sends.filter { $0.topic.name == send.topic.name }.map(\.source),
+                                              consumers: flows.filter { $0.topic.name == send.topic.name }.count)
+            productions[send.topic.name] = production
+            order.append(production)
+        }
+        for production in order {
+            startProducer(production)
+            // A topic no sink reads is sent all the same (as `plan` shows); nothing waits on it.
+            if production.consumerCount == 0 { production.consumersFinished(count: 0) }
+        }
+
+        let results = ConsumerResults(count: flows.count)
+        var firstError: Error?
+        var consumersStarted = 0
+        for production in order {
+            // The consumers start once the first file passed its checkpoint check: a consumer
+            // started and stopped while it joins its group was seen to hold Tansu's group back
+            // for the next run, and a refused file needs no consumer.
+            guard production.waitUntilConsumersMayStart() else {
+                production.consumersFinished(count: production.consumerCount)
+                continue
             }
-            producerThread.stackSize = 8 << 20
-            producerThread.start()
-            // The consumer starts once the file passed its checkpoint check: a consumer started
-            // and stopped while it joins its group was seen to hold Tansu's group back for the
-            // next run, and a refused file needs no consumer.
-            while !box.checked, box.get() == nil { Thread.sleep(forTimeInterval: 0.01) }
-            if case let .failure(error) = box.get() {
-                box.consumerFinished = true
-                while !box.producerExited { Thread.sleep(forTimeInterval: 0.01) }
-                throw error
+            for (index, flow) in flows.enumerated() where flow.topic.name == production.topic.name {
+                startConsumer(flow, sink: Handoff(sinks[index]), index: index, production: production, follow: follow, results: results)
+                consumersStarted += 1
             }
-            var options = TopicLoader.Options()
-            options.restartOnNewTopic = true
-            if !follow {
-                options.until = {
-                    guard let result = box.get() else { return nil }
-                    switch result {
-                    case let .success(report): return (report.endOffsets, report.topicID)
-                    case .failure: return ([:], nil)  // the producer failed: stop after what is there
-                    }
-                }
-            }
-            let load: LoadReport
-            do {
-                load = try TopicLoader(pipeline: pipeline, flow: flow, options: options, logger: logger).run(url: url, sink: sink)
-                box.consumerFinished = true
-            } catch {
-                box.consumerFinished = true
-                throw error
-            }
-            while !box.producerExited { Thread.sleep(forTimeInterval: 0.01) }
-            let produced: ProduceReport
-            switch box.get()! {
-            case let .success(report): produced = report
-            case let .failure(error): throw error
-            }
+        }
+        let loads = results.waitForAll(started: consumersStarted)
+        for production in order { production.waitForExit() }
+        for production in order {
+            if let error = production.error { firstError = firstError ?? error }
+        }
+        for load in loads { if case let .failure(error)? = load { firstError = firstError ?? error } }
+        if let firstError { throw firstError }
+
+        var summaries: [Summary] = []
+        for (index, flow) in flows.enumerated() {
+            guard let production = productions[flow.topic.name], case let .success(load)? = loads[index] else { continue }
+            let produced = production.reports.compactMap { $0 }
+            let sink = sinks[index]
             var summary = Summary(flow: flow.sink.name)
-            summary.rowsRead = produced.rowsRead
-            summary.rowsSent = produced.rowsSent
+            summary.rowsRead = produced.reduce(0) { $0 + $1.rowsRead }
+            summary.rowsSent = produced.reduce(0) { $0 + $1.rowsSent }
             summary.loaded = load.loaded
             summary.duplicates = load.duplicates
             summary.deadLettered = load.deadLettered
             summary.lag = load.lag
-            summary.fieldsNotLoaded = flow.transforms.last?.unknownFields ?? []
-            summary.interrupted = produced.interrupted || (load.interrupted && load.lag > 0)
+            summary.fieldsNotLoaded = flow.transforms.first?.unknownFields ?? []
+            summary.interrupted = produced.contains(where: \.interrupted) || produced.count < production.sources.count || (load.interrupted && load.lag > 0)
             summary.mode = flow.sink.mode
             summary.elapsed = Date().timeIntervalSince(started)
-            (summary.storedRows, summary.storedDeadLetters) = try storedCounts(fingerprint: produced.fingerprint, sink: sink)
+            for report in produced {
+                let (rows, dead) = try storedCounts(fingerprint: report.fingerprint, sink: sink)
+                summary.storedRows += rows
+                summary.storedDeadLetters += dead
+            }
             summary.check = try check(flow.sink, sink: sink)
             summaries.append(summary)
         }
         return summaries
     }
 
+    /// The producer thread of one topic: performs `ProducerLifecycle`'s actions (send a file,
+    /// watch the topic's ID every 0.5 s until its consumers are done) and feeds back the results.
+    func startProducer(_ production: TopicProduction) {
+        let topic = production.topic
+        // Started here, not on the thread: the lifecycle is sending before anyone can wait on it.
+        let first = production.handle(.start)
+        let thread = Thread {
+            var actions = first
+            let admin = try? KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
+            while !actions.isEmpty {
+                let action = actions.removeFirst()
+                switch action {
+                case let .send(index, again):
+                    if StopSignal.requested { actions += production.handle(.stopRequested); continue }
+                    let source = production.sources[index]
+                    if again { self.logger.info("topic \(topic.name) was lost before every record was stored; sending \(source.path) again") }
+                    let result = self.produceWithRetries(source: source, topic: topic, onChecked: { _ = production.handle(.sourceChecked) })
+                    switch result {
+                    case let .success(report):
+                        production.store(report, at: index)
+                        actions += production.handle(.sourceSent(endOffsets: report.endOffsets, topicID: report.topicID ?? ""))
+                    case let .failure(error):
+                        production.store(error)
+                        actions += production.handle(.sendFailed(message: "\(error)"))
+                    }
+                case .checkTopicLater:
+                    // Records sent but not yet stored can vanish with the topic (a broker that
+                    // keeps topics in memory restarted): until the consumers are done, watch it.
+                    guard production.waitWhileWatching(seconds: 0.5) else { continue }
+                    if StopSignal.requested { actions += production.handle(.stopRequested); continue }
+                    guard let admin else { continue }
+                    let current: String? = (try? admin.partitionCount(topic.name)) ?? nil == nil ? nil : try? admin.topicID(topic.name)
+                    actions += production.handle(.topicChecked(topicID: current))
+                case .startConsumers, .publish, .withdraw, .fail:
+                    break  // the production wakes its waiters on every transition
+                case .exit:
+                    actions = []
+                }
+            }
+            production.markExited()
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
+    /// One sink's consumer thread: consumes until its topic's producer's end offsets are stored
+    /// (or Ctrl-C with `follow`), then tells the production it is done.
+    func startConsumer(_ flow: Flow, sink: Handoff<PostgresSink>, index: Int, production: TopicProduction, follow: Bool, results: ConsumerResults) {
+        let thread = Thread {
+            var options = TopicLoader.Options()
+            options.restartOnNewTopic = true
+            if !follow { options.until = { production.consumerBound } }
+            let result = Result { try TopicLoader(pipeline: self.pipeline, flow: flow, options: options, logger: self.logger).run(url: sink.value.url, sink: sink.value) }
+            production.consumersFinished(count: 1)
+            results.set(result, at: index)
+        }
+        thread.stackSize = 8 << 20
+        thread.start()
+    }
+
     /// Sends the source from its checkpoint, again when the producer fails (for example a
     /// broker restart that lost the topic: the new topic ID makes it start from the first
     /// record, and record ids make the re-sent rows harmless).
-    func produceWithRetries(source: Source, flow: Flow, attempts: Int = 5, onChecked: (() -> Void)? = nil) -> Result<ProduceReport, Error> {
+    func produceWithRetries(source: Source, topic: Topic, attempts: Int = 5, onChecked: (() -> Void)? = nil) -> Result<ProduceReport, Error> {
         var lastError: Error?
         for attempt in 1...attempts {
             if StopSignal.requested { break }
             do {
-                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(flow.topic))
-                if try admin.ensureTopic(flow.topic.name, partitions: flow.topic.partitions, replicationFactor: flow.topic.replicationFactor) {
-                    logger.info("created topic \(flow.topic.name) again (the broker had lost it)")
+                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
+                if try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor) {
+                    logger.info("created topic \(topic.name) again (the broker had lost it)")
                 }
-                let topicID = try admin.topicID(flow.topic.name)
-                let store = try SourceCheckpointStore.forSource(source, topic: flow.topic, pipeline: pipeline, environment: environment, logger: logger)
-                let producer = CSVProducer(source: source, topic: flow.topic, checkpoints: store,
-                                           asNewSource: asNewSource || pipeline.onlyUpserts(topic: flow.topic.name), topicID: topicID, logger: logger)
+                let topicID = try admin.topicID(topic.name)
+                let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment, logger: logger)
+                let producer = CSVProducer(source: source, topic: topic, checkpoints: store,
+                                           asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger)
                 producer.onChecked = onChecked
                 var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.
-                if try admin.topicID(flow.topic.name) != topicID {
-                    throw KafkaError("topic \(flow.topic.name) was re-created while sending")
+                if try admin.topicID(topic.name) != topicID {
+                    throw KafkaError("topic \(topic.name) was re-created while sending")
                 }
                 report.topicID = topicID
                 return .success(report)
@@ -241,7 +307,9 @@ public final class PipelineRunner {
             s.mode == .upsert ? "  rows updated:       \(s.duplicates)  (a row with the same key existed, or a later version in the same batch replaced it)"
                 : "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
             "  dead-lettered:      \(s.deadLettered)",
-            s.mode == .upsert
+            s.mode == .upsert && s.loadedEarlier
+                ? "  reconciled:         yes (nothing sent: loaded by an earlier run; \(s.storedRows) rows + \(s.storedDeadLetters) dead letters of this file stored)"
+                : s.mode == .upsert
                 ? "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.loaded) inserted + \(s.duplicates) updated + \(s.deadLettered) dead-lettered)"
                 : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
@@ -258,27 +326,115 @@ public final class PipelineRunner {
     }
 }
 
-/// The producer thread's result, read by the consumer loop.
-final class ProducerBox: @unchecked Sendable {
-    private let lock = NSLock()
-    private var result: Result<ProduceReport, Error>?
-    private var finished = false
+/// One produced topic while `run` works: its `ProducerLifecycle`, the files' reports, and a
+/// condition signalled on every transition, on which the consumers' start, the watch interval
+/// and the end of the run wait (no polling).
+final class TopicProduction: @unchecked Sendable {  // every var is read and written under `condition`
+    let topic: Topic
+    let sources: [Source]
+    /// Sinks consuming the topic in this run.
+    let consumerCount: Int
+    private let condition = NSCondition()
+    private var lifecycle: ProducerLifecycle
+    private var _reports: [ProduceReport?]
+    private var _error: Error?
     private var exited = false
-    private var sourceChecked = false
-    /// The producer checked its file against the checkpoint and is about to send.
-    var checked: Bool {
-        get { lock.lock(); defer { lock.unlock() }; return sourceChecked }
-        set { lock.lock(); sourceChecked = newValue; lock.unlock() }
+    private var consumersLeft: Int
+
+    init(topic: Topic, sources: [Source], consumers: Int) {
+        self.topic = topic
+        self.sources = sources
+        consumerCount = consumers
+        consumersLeft = consumers
+        lifecycle = ProducerLifecycle(sourceCount: sources.count)
+        _reports = Array(repeating: nil, count: sources.count)
     }
-    func set(_ r: Result<ProduceReport, Error>) { lock.lock(); result = r; lock.unlock() }
-    func clear() { lock.lock(); result = nil; lock.unlock() }
-    func get() -> Result<ProduceReport, Error>? { lock.lock(); defer { lock.unlock() }; return result }
-    var consumerFinished: Bool {
-        get { lock.lock(); defer { lock.unlock() }; return finished }
-        set { lock.lock(); finished = newValue; lock.unlock() }
+
+    /// Changes under the lock, then wakes every waiter.
+    private func locked<T>(_ body: () -> T) -> T {
+        condition.lock()
+        defer { condition.broadcast(); condition.unlock() }
+        return body()
     }
-    var producerExited: Bool {
-        get { lock.lock(); defer { lock.unlock() }; return exited }
-        set { lock.lock(); exited = newValue; lock.unlock() }
+
+    private func reading<T>(_ body: () -> T) -> T {
+        condition.lock()
+        defer { condition.unlock() }
+        return body()
     }
+
+    /// Applies `event` to the lifecycle and wakes every waiter.
+    func handle(_ event: ProducerLifecycle.Event) -> [ProducerLifecycle.Action] { locked { lifecycle.handle(event) } }
+    func store(_ report: ProduceReport, at index: Int) { locked { _reports[index] = report } }
+    func store(_ error: Error) { locked { _error = error } }
+    func markExited() { locked { exited = true } }
+    var reports: [ProduceReport?] { reading { _reports } }
+    var error: Error? { reading { _error } }
+    /// `TopicLoader.Options.until`: the end offsets once every file is delivered.
+    var consumerBound: (offsets: [Int32: Int64], topicID: String?)? { reading { lifecycle.consumerBound } }
+
+    /// `count` consumers returned; the last one ends the watch.
+    func consumersFinished(count: Int) {
+        locked {
+            consumersLeft -= count
+            if consumersLeft <= 0 { _ = lifecycle.handle(.consumersFinished) }
+        }
+    }
+
+    /// Waits until the first file passed its check (true), or the producer ended without (false).
+    func waitUntilConsumersMayStart() -> Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        while !lifecycle.consumersStarted && !exited { condition.wait() }
+        return lifecycle.consumersStarted
+    }
+
+    /// Waits `seconds` while the lifecycle is watching the topic; false when it stopped
+    /// watching meanwhile (the consumers finished).
+    func waitWhileWatching(seconds: Double) -> Bool {
+        let deadline = Date().addingTimeInterval(seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while case .watching = lifecycle.state, Date() < deadline { _ = condition.wait(until: deadline) }
+        if case .watching = lifecycle.state { return true }
+        return false
+    }
+
+    func waitForExit() {
+        condition.lock()
+        defer { condition.unlock() }
+        while !exited { condition.wait() }
+    }
+}
+
+/// The consumer threads' results, by flow index; `waitForAll` waits on a condition.
+final class ConsumerResults: @unchecked Sendable {  // every var is read and written under `condition`
+    private let condition = NSCondition()
+    private var results: [Result<LoadReport, Error>?]
+    private var done = 0
+
+    init(count: Int) { results = Array(repeating: nil, count: count) }
+
+    func set(_ result: Result<LoadReport, Error>, at index: Int) {
+        condition.lock()
+        results[index] = result
+        done += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until `started` consumers have set their result; returns every slot.
+    func waitForAll(started: Int) -> [Result<LoadReport, Error>?] {
+        condition.lock()
+        defer { condition.unlock() }
+        while done < started { condition.wait() }
+        return results
+    }
+}
+
+/// A value lent to one other thread: the sender uses it again only after that thread reported
+/// its result (ordered by `ConsumerResults`' condition), so one thread at a time touches it.
+final class Handoff<Value>: @unchecked Sendable {  // one thread at a time, see above
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

@@ -35,9 +35,16 @@ public struct RejectedRecord: Sendable {
 }
 
 /// Turns one JSON message into one row of COPY text for the sink's table, applying the
-/// transform (flatten, renames, null_if, casts, defaults) and checking every value.
+/// transform (flatten, renames, null_if, casts, defaults) and checking every value. A chain of
+/// transforms (`init(chain:)`) applies each to the previous one's output columns.
 public struct RecordDecoder {
     let transform: Transform
+    /// Decoders of the transforms after the first, in chain order; empty for one transform,
+    /// which keeps the single-transform path byte for byte what it was.
+    var next: [RecordDecoder] = []
+    /// One stage's COPY text and the next stage's input record, reused between messages.
+    var stageRow: [UInt8] = []
+    var stageRecord: [UInt8] = []
     /// The record field each bound column reads, as bytes.
     let fieldKeys: [[UInt8]]
     /// Per bound column: whether the compiler resolved its key against the CSV header. When it
@@ -71,9 +78,21 @@ public struct RecordDecoder {
         nullIf = transform.nullIf.map { Array($0.utf8) }
     }
 
-    /// The COPY column list (quoted), the record-id column last.
+    /// The decoder of a chain of transforms, topic side first: `chain[0]` reads the topic's
+    /// records, each next transform reads the previous one's output columns (by column name,
+    /// with its own renames, drops, casts and defaults), and the last one's columns are the row.
+    /// - Precondition: `chain` is not empty (the compiler gives every sink a transform).
+    public init(chain: [Transform]) {
+        precondition(!chain.isEmpty, "a flow has at least one transform")
+        self.init(transform: chain[0])
+        next = chain.dropFirst().map { RecordDecoder(transform: $0) }
+    }
+
+    /// The COPY column list (quoted) of the chain's last transform, the record-id column last
+    /// (the compiler's `Sink.columnList`).
     public var columnList: String {
-        (transform.bindings.map { SQL.quote($0.column.name) } + [SQL.quote(Sink.recordColumn)]).joined(separator: ", ")
+        let last = next.last?.transform ?? transform
+        return (last.bindings.map { SQL.quote($0.column.name) } + [SQL.quote(Sink.recordColumn)]).joined(separator: ", ")
     }
 
     public enum Outcome {
@@ -83,7 +102,82 @@ public struct RecordDecoder {
     }
 
     /// Decodes `payload` and appends its row (without the record-id column and newline) to `out`.
+    /// A rejected record leaves `out` as it was; its payload is the message as it arrived.
     public mutating func decode(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Outcome {
+        if next.isEmpty { return decodeRecord(payload, into: &out) }
+        return decodeChain(payload, into: &out)
+    }
+
+    /// Runs the chain: each stage's row becomes the next stage's record, a JSON object of the
+    /// stage's output columns (COPY `\N` as null, every other value as a string) carrying the
+    /// record id and send time, so the last stage reports them as the first one read them.
+    mutating func decodeChain(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Outcome {
+        // Borrowed from `self` for the call (their capacity is kept for the next message).
+        var row: [UInt8] = []
+        var record: [UInt8] = []
+        swap(&row, &stageRow)
+        swap(&record, &stageRecord)
+        defer {
+            swap(&row, &stageRow)
+            swap(&record, &stageRecord)
+        }
+        row.removeAll(keepingCapacity: true)
+        let first = decodeRecord(payload, into: &row)
+        guard case let .row(id, sentAt) = first else { return first }
+        var columns = transform.bindings.map(\.column.name)
+        for i in next.indices {
+            record.removeAll(keepingCapacity: true)
+            Self.appendRecord(row: row, columns: columns, id: id, sentAt: sentAt, to: &record)
+            row.removeAll(keepingCapacity: true)
+            let outcome = record.withUnsafeBytes { next[i].decodeRecord($0, into: &row) }
+            if case let .rejected(_, rejected) = outcome {
+                let reason = "transform '\(next[i].transform.name)': \(rejected.reason)"
+                return .rejected(id, RejectedRecord(stage: rejected.stage, reason: reason, payload: Array(payload.bindMemory(to: UInt8.self))))
+            }
+            columns = next[i].transform.bindings.map(\.column.name)
+        }
+        out.append(contentsOf: row)
+        return .row(id, sentAtMicros: sentAt)
+    }
+
+    /// `{"_record":"<fingerprint>:<ordinal>","_sent_at":<µs>,"<column>":"<value>"|null,...}`
+    /// from one row of COPY text (tab-separated, `\N` for null, backslash escapes).
+    static func appendRecord(row: [UInt8], columns: [String], id: RecordID?, sentAt: Int64?, to out: inout [UInt8]) {
+        out.append(UInt8(ascii: "{"))
+        var first = true
+        func key(_ name: String) {
+            if !first { out.append(UInt8(ascii: ",")) }
+            first = false
+            JSONText.appendString(name, to: &out)
+            out.append(UInt8(ascii: ":"))
+        }
+        if let id {
+            key("_record")
+            JSONText.appendString("\(id.fingerprint):\(id.ordinal)", to: &out)
+        }
+        if let sentAt {
+            key("_sent_at")
+            JSONText.appendDecimal(sentAt, to: &out)
+        }
+        var start = row.startIndex
+        for (n, column) in columns.enumerated() {
+            let end = row[start...].firstIndex(of: 0x09) ?? row.endIndex
+            let value = row[start..<end]
+            key(column)
+            if value.elementsEqual([0x5C, UInt8(ascii: "N")]) {
+                out.append(contentsOf: "null".utf8)
+            } else if value.contains(0x5C) {
+                JSONText.appendString(ValueCaster.unescapeCopy(Array(value)), to: &out)
+            } else {
+                JSONText.appendString(value, to: &out)
+            }
+            start = n + 1 < columns.count ? min(end + 1, row.endIndex) : end
+        }
+        out.append(UInt8(ascii: "}"))
+    }
+
+    /// One transform: the message's fields to the columns' COPY text.
+    mutating func decodeRecord(_ payload: UnsafeRawBufferPointer, into out: inout [UInt8]) -> Outcome {
         let bytes = payload.bindMemory(to: UInt8.self)
         do {
             try JSONScanner.parse(bytes, flattenWith: separator, into: &json)

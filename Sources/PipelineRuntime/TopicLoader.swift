@@ -59,10 +59,8 @@ public final class TopicLoader {
     ///   consumer that may not restart it; `KafkaError`; `PostgresError` once the sink's
     ///   `retry_timeout_ms` has passed without a connection.
     public func run(url: String, sink existingSink: PostgresSink? = nil) throws -> LoadReport {
-        guard let transform = flow.transforms.last, flow.transforms.count == 1 else {
-            throw PostgresError("sink '\(flow.sink.name)': pipectl runs flows with exactly one transform between topic and sink")
-        }
-        var decoder = RecordDecoder(transform: transform)
+        guard !flow.transforms.isEmpty else { throw PostgresError("sink '\(flow.sink.name)' has no transform") }
+        var decoder = RecordDecoder(chain: flow.transforms)
         let sink = try existingSink ?? PostgresSink(pipeline: pipeline, flow: flow, columnList: decoder.columnList, url: url)
         let driver = try ConsumerDriver(loader: self, decoder: &decoder, sink: sink)
         return try driver.run()

@@ -65,6 +65,8 @@ public struct TopicSpec: Sendable {
     public var messageMaxBytes: Located<Int>?
     /// librdkafka properties passed through as they are (TLS, SASL, ...).
     public var properties: [(key: Located<String>, value: Located<String>)]
+    /// Every source feeding the topic (`from: [a_csv, b_csv]`); `from` is the first.
+    public var sources: [Located<String>] = []
 }
 
 /// A table definition, in its own file (`schemas/housing.yaml`).

@@ -158,9 +158,12 @@ public struct SpecParser: Sendable {
 
     func parseTopic(_ tree: YAMLTree, bag: inout DiagnosticBag) -> TopicSpec? {
         guard let f = FieldReader(tree, context: context("topic", tree), allowed: Self.topicKeys, bag: &bag) else { return nil }
-        return TopicSpec(
+        // `from:` names one source, or a list of sources sharing the topic.
+        var sources: [Located<String>] = []
+        if case .sequence = f["from"] { sources = f.strings("from", bag: &bag) } else if let one = f.string("from", bag: &bag) { sources = [one] }
+        var topic = TopicSpec(
             name: itemName(f, bag: &bag), location: f.location,
-            from: f.string("from", bag: &bag),
+            from: sources.first,
             brokers: f.string("brokers", bag: &bag),
             partitions: f.int("partitions", min: 1, bag: &bag),
             replicationFactor: f.int("replication_factor", min: 1, bag: &bag),
@@ -172,6 +175,8 @@ public struct SpecParser: Sendable {
             batchBytes: f.int("batch_bytes", min: 1, bag: &bag),
             messageMaxBytes: f.int("message_max_bytes", min: 1000, bag: &bag),
             properties: f.stringMap("properties", bag: &bag))
+        topic.sources = sources
+        return topic
     }
 
     /// `- ../schemas/housing.yaml` (a file, relative to the spec) or an inline schema mapping.
