@@ -47,6 +47,9 @@ TABLE_SQL = os.path.join(BENCH, "sql", "housing_table.sql")
 COLUMNS = "crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat,medv"
 IDLE_EXIT = 2.0
 MEASUREMENTS = os.path.join(RAW, "measurements.jsonl")
+# The bench specs (bench/specs, bench/data) read the repository's schemas/ and data/, outside
+# their project folder (bench/).
+OUTSIDE = "--allow-outside-project"
 SEED_SPEC = os.path.join(ROOT, "pipelines", "housing.yaml")
 SEED_CSV = os.path.join(ROOT, "data", "housing.csv")
 
@@ -221,7 +224,7 @@ def bench_e2e(i, csv=CSV_1M, kind="e2e"):
     rss_file = os.path.join(RAW, f"{name}.time.txt")
     env = spec_env(name, csv, name, name)
     checkpoint()
-    t = Timed(["/usr/bin/time", "-v", "-o", rss_file, PIPECTL, "run", SPEC], env=env, logfile=os.path.join(RAW, f"{name}.log"))
+    t = Timed(["/usr/bin/time", "-v", "-o", rss_file, PIPECTL, "run", SPEC, OUTSIDE], env=env, logfile=os.path.join(RAW, f"{name}.log"))
     run_checked(t, f"pipectl run ({name})", timeout=900)
     wall = t.t_exit - t.t_start
     loaded = int(t.grep(r"rows loaded:\s+(\d+)")[0].group(1))
@@ -334,7 +337,7 @@ def preload(topic, csv, pipeline):
     """pipectl produce into a 3-partition topic (consumed by pipectl consume and the peers)."""
     env = spec_env(pipeline, csv, topic, pipeline)
     time_file = os.path.join(RAW, f"produce_{topic}.time.txt")
-    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "produce", SPEC], env=env,
+    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "produce", SPEC, OUTSIDE], env=env,
               logfile=os.path.join(RAW, f"produce_{topic}.log"))
     run_checked(t, f"pipectl produce ({topic})", timeout=600)
     rows = int(t.grep(r"Produced (\d+) records")[0].group(1))
@@ -350,7 +353,7 @@ def bench_consume(i, topic, expected):
     env = spec_env(name, CSV_1M, topic, name)
     checkpoint()
     time_file = os.path.join(RAW, f"{name}.time.txt")
-    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "consume", SPEC, "--idle-exit", str(IDLE_EXIT)],
+    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "consume", SPEC, OUTSIDE, "--idle-exit", str(IDLE_EXIT)],
               env=env, logfile=os.path.join(RAW, f"{name}.log"))
     run_checked(t, f"pipectl consume ({name})", timeout=600)
     m = t.grep(r"Consumed (\d+) records: (\d+) loaded")
@@ -406,13 +409,13 @@ def bench_latency(i):
         os.remove(lat_log)
     env = spec_env(name, CSV_LAT, name, name, PIPECTL_LATENCY_LOG=lat_log)
     checkpoint()
-    consumer = Timed([PIPECTL, "consume", SPEC_LAT, "--idle-exit", "3"], env=env, logfile=os.path.join(RAW, f"{name}.consume.log"))
+    consumer = Timed([PIPECTL, "consume", SPEC_LAT, OUTSIDE, "--idle-exit", "3"], env=env, logfile=os.path.join(RAW, f"{name}.consume.log"))
     if consumer.wait_for(r"assigned partitions", timeout=90) is None:
         consumer.proc.kill()
         consumer.wait()
         raise RuntimeError(f"latency consumer never got its partitions:\n{consumer.tail()}")
     time.sleep(0.5)
-    producer = Timed([PIPECTL, "produce", SPEC_LAT], env=env, logfile=os.path.join(RAW, f"{name}.produce.log"))
+    producer = Timed([PIPECTL, "produce", SPEC_LAT, OUTSIDE], env=env, logfile=os.path.join(RAW, f"{name}.produce.log"))
     run_checked(producer, "pipectl produce (latency)", timeout=LAT_SECONDS * 3 + 60)
     run_checked(consumer, "pipectl consume (latency)", timeout=120)
     pairs = []
@@ -535,7 +538,7 @@ def bench_profile():
         name = f"prof_{side}_{TAG}"
         env = spec_env(name, CSV_50K, topic, name,
                        LD_LIBRARY_PATH=os.path.join(ROOT, ".deps", "rdkafka") + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
-        argv = [binary, side, SPEC] + (["--idle-exit", "3"] if side == "consume" else [])
+        argv = [binary, side, SPEC, OUTSIDE] + (["--idle-exit", "3"] if side == "consume" else [])
         if use_perf:
             out = os.path.join(RAW, f"{name}.perf.data")
             cmd = ["perf", "record", "-g", "-o", out, "--"] + argv
@@ -593,24 +596,24 @@ def gen_plan_spec(path, n=50):
 def bench_plan():
     spec = os.path.join(DATA, "plan-200.yaml")
     gen_plan_spec(spec)
-    check = subprocess.run([PIPECTL, "plan", spec], capture_output=True, text=True)
+    check = subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"pipectl plan failed on the 200-stage spec:\n{check.stdout[-2000:]}{check.stderr[-2000:]}")
     stages = len(re.findall(r"^\s+\d+\.\s+(source|topic|transform|sink)\s", check.stdout, re.M))
     hyperfine = shutil.which("hyperfine")
     if hyperfine:
         out = os.path.join(RAW, "plan.hyperfine.json")
-        subprocess.run([hyperfine, "--runs", "5", "--warmup", "1", "-N", "--export-json", out, f"{PIPECTL} plan {spec}"],
+        subprocess.run([hyperfine, "--runs", "5", "--warmup", "1", "-N", "--export-json", out, f"{PIPECTL} plan {spec} {OUTSIDE}"],
                        check=True, capture_output=True, text=True)
         with open(out) as f:
             times = json.load(f)["results"][0]["times"]
         tool = "hyperfine"
     else:
         times = []
-        subprocess.run([PIPECTL, "plan", spec], capture_output=True)  # warm-up
+        subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True)  # warm-up
         for _ in range(5):
             t0 = time.perf_counter()
-            subprocess.run([PIPECTL, "plan", spec], capture_output=True, check=True)
+            subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True, check=True)
             times.append(time.perf_counter() - t0)
         tool = "loop"
     return record("plan", stages=stages, runs=len(times), tool=tool, times_ms=[t * 1000 for t in times],

@@ -113,6 +113,15 @@ def main():
     lat_worst_p99 = max([r["p99_ms"] for r in lat_runs if r.get("p99_ms") is not None], default=None)
 
     m = lambda s: s["median"] if s else None
+
+    def per_round(kind):
+        """pipectl's time against `\\copy`'s in the same round (they ran minutes apart, so
+        load from outside the benchmark touches both): a ratio of rates, median over rounds."""
+        copies = {r["run"]: r["rows_per_s"] for r in of(rows, "copy")}
+        values = [r["rows_per_s"] / copies[r["run"]] for r in of(rows, kind) if copies.get(r["run"])]
+        return {"median": statistics.median(values), "runs": values} if values else None
+    round_e2e = per_round("e2e")
+    round_init = per_round("e2e_init")
     figures = {
         "copy_rows_per_s": m(copy),
         "copy_pipectl_table_rows_per_s": m(copy_rec),
@@ -123,6 +132,8 @@ def main():
         "e2e_vs_copy": ratio(m(e2e), m(copy)),
         "e2e_init_rows_per_s": m(e2e_init),
         "e2e_init_vs_copy": ratio(m(e2e_init), m(copy)),
+        "e2e_vs_copy_per_round": round_e2e,
+        "e2e_init_vs_copy_per_round": round_init,
         "e2e_init_vs_tuned": ratio(m(e2e_init), m(e2e)),
         "seed_first_row_s": m(seed_first),
         "consume_vs_peer_a": ratio(m(consume), m(peer_a)),
@@ -260,6 +271,11 @@ def main():
     line("peer (a): confluent-kafka + psycopg2 row-by-row INSERT", peer_a, f"consume side {fmt(figures['consume_vs_peer_a'], 2)}×",
          "assignment to the last commit, 1,000 rows per commit" + (", bounded slice: stops after 200,000 rows or 20 s" if bounded else ""))
     w("")
+    for label, r in (("`init` spec", round_init), ("tuned spec", round_e2e)):
+        if r:
+            w(f"Ratio to `\\copy` round by round ({label}: pipectl's rate over `\\copy`'s in the same round): "
+              f"{', '.join(fmt(v, 2) + '×' for v in r['runs'])}; median {fmt(r['median'], 2)}×.")
+            w("")
     if e2e_runs:
         w(f"pipectl's own summary reports a median `elapsed` of {fmt(m(e2e_reported), 2)} s for the end-to-end run "
           f"(from before the setup to the last commit, without process start and exit); the group join took a median of "
