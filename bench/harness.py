@@ -5,10 +5,11 @@ then runs this). Standard library only; the peers run in bench/data/venv.
 Every measurement appends one JSON object to bench/data/raw/measurements.jsonl; at the end
 bench/report.py turns them into bench/results.json and bench/results.md.
 
-Environment (set by run.sh): PIPECTL (release binary), KAFKA_BROKERS, DATABASE_URL (the
+Environment (set by run.sh): PIPECTL (the binary the README names, .build/debug/pipectl), KAFKA_BROKERS, DATABASE_URL (the
 benchmark database), BENCH_DATA, BENCH_PY (venv python), BENCH_RUNS (default 3),
 BENCH_LATENCY_RUNS (default 3), BENCH_LATENCY_SECONDS (default 60), BENCH_SKIP (comma list
-of steps to skip: copy,copy_pipectl_table,e2e,consume,peer_a,peer_b,mem5m,latency,profile,plan).
+of steps to skip: copy,copy_pipectl_table,e2e,e2e_init,seed,consume,peer_a,peer_b,mem5m,mem5m_init,
+latency,profile,plan).
 """
 import json
 import os
@@ -46,6 +47,11 @@ TABLE_SQL = os.path.join(BENCH, "sql", "housing_table.sql")
 COLUMNS = "crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat,medv"
 IDLE_EXIT = 2.0
 MEASUREMENTS = os.path.join(RAW, "measurements.jsonl")
+# The bench specs (bench/specs, bench/data) read the repository's schemas/ and data/, outside
+# their project folder (bench/).
+OUTSIDE = "--allow-outside-project"
+SEED_SPEC = os.path.join(ROOT, "pipelines", "housing.yaml")
+SEED_CSV = os.path.join(ROOT, "data", "housing.csv")
 
 
 def log(msg):
@@ -218,7 +224,7 @@ def bench_e2e(i, csv=CSV_1M, kind="e2e"):
     rss_file = os.path.join(RAW, f"{name}.time.txt")
     env = spec_env(name, csv, name, name)
     checkpoint()
-    t = Timed(["/usr/bin/time", "-v", "-o", rss_file, PIPECTL, "run", SPEC], env=env, logfile=os.path.join(RAW, f"{name}.log"))
+    t = Timed(["/usr/bin/time", "-v", "-o", rss_file, PIPECTL, "run", SPEC, OUTSIDE], env=env, logfile=os.path.join(RAW, f"{name}.log"))
     run_checked(t, f"pipectl run ({name})", timeout=900)
     wall = t.t_exit - t.t_start
     loaded = int(t.grep(r"rows loaded:\s+(\d+)")[0].group(1))
@@ -235,11 +241,103 @@ def bench_e2e(i, csv=CSV_1M, kind="e2e"):
                   **time_v(rss_file))
 
 
+def init_project():
+    """A project folder for `pipectl init` (bench/data/init): the CSVs are hard links inside it,
+    since a spec may not read files outside its project."""
+    proj = os.path.join(DATA, "init")
+    os.makedirs(os.path.join(proj, "data"), exist_ok=True)
+    for csv in (CSV_1M, CSV_5M):
+        link = os.path.join(proj, "data", os.path.basename(csv))
+        if os.path.exists(link) and os.stat(link).st_ino == os.stat(csv).st_ino:
+            continue
+        if os.path.exists(link):
+            os.remove(link)
+        try:
+            os.link(csv, link)
+        except OSError:
+            shutil.copyfile(csv, link)
+    return proj
+
+
+def bench_e2e_init(i, csv=CSV_1M, kind="e2e_init"):
+    """What a user does: `pipectl init NAME --csv FILE` (untimed), then `pipectl run` of the
+    spec it wrote, unedited, from process start to exit, under /usr/bin/time -v."""
+    proj = init_project()
+    name = f"{kind}_{TAG}_{i}"
+    init = subprocess.run([PIPECTL, "init", name, "--csv", os.path.join("data", os.path.basename(csv)), "--project", proj, "--force"],
+                          cwd=proj, capture_output=True, text=True)
+    if init.returncode != 0:
+        raise RuntimeError(f"pipectl init failed:\n{init.stdout[-2000:]}{init.stderr[-2000:]}")
+    spec = os.path.join(proj, "pipelines", f"{name}.yaml")
+    rss_file = os.path.join(RAW, f"{name}.time.txt")
+    env = dict(os.environ, KAFKA_BROKERS=BROKERS, DATABASE_URL=DB)
+    checkpoint()
+    t = Timed(["/usr/bin/time", "-v", "-o", rss_file, PIPECTL, "run", spec], env=env, logfile=os.path.join(RAW, f"{name}.log"))
+    run_checked(t, f"pipectl run ({name})", timeout=900)
+    wall = t.t_exit - t.t_start
+    loaded = int(t.grep(r"rows loaded:\s+(\d+)")[0].group(1))
+    reported = float(t.grep(r"elapsed:\s+([\d.]+) s")[0].group(1))
+    reconciled = bool(t.grep(r"reconciled:\s+yes"))
+    count = int(psql(f'SELECT count(*) FROM "{name}"'))
+    t_assigned = t.first(r"assigned partitions")
+    drop_table(name)
+    delete_topic(f"{name}-data")
+    for folder in ("pipelines", "schemas"):
+        path = os.path.join(proj, folder, f"{name}.yaml")
+        if os.path.exists(path):
+            os.remove(path)
+    return record(kind, run=i, rows=count, rows_loaded=loaded, reconciled=reconciled, seconds=wall,
+                  rows_per_s=count / wall, reported_elapsed=reported,
+                  join_seconds=(t_assigned - t.t_start) if t_assigned else None, **time_v(rss_file))
+
+
+def bench_seed(i):
+    """The seed pipeline (pipelines/housing.yaml, 506 rows) under a fresh name, stack already up:
+    from `pipectl run` start to the first committed row (the COMMIT's return, from
+    PIPECTL_LATENCY_LOG), and to process exit."""
+    proj = os.path.join(DATA, "seed")
+    for folder in ("pipelines", "schemas", "data"):
+        os.makedirs(os.path.join(proj, folder), exist_ok=True)
+    shutil.copyfile(SEED_CSV, os.path.join(proj, "data", "housing.csv"))
+    shutil.copyfile(os.path.join(ROOT, "schemas", "housing.yaml"), os.path.join(proj, "schemas", "housing.yaml"))
+    name = f"seed_{TAG}_{i}"
+    with open(SEED_SPEC) as f:
+        text = f.read()
+    text = re.sub(r"(?m)^name: housing$", f"name: {name}", text)
+    text = re.sub(r"(?m)^(\s+table:) housing$", rf"\1 {name}", text)
+    text = re.sub(r"(?m)^(\s+(?:- name|from):) housing-data$", rf"\1 {name}-data", text)
+    spec = os.path.join(proj, "pipelines", f"{name}.yaml")
+    with open(spec, "w") as f:
+        f.write(text)
+    lat_log = os.path.join(RAW, f"{name}.latency.txt")
+    if os.path.exists(lat_log):
+        os.remove(lat_log)
+    env = dict(os.environ, KAFKA_BROKERS=BROKERS, DATABASE_URL=DB, PIPECTL_LATENCY_LOG=lat_log)
+    checkpoint()
+    t = Timed([PIPECTL, "run", spec], env=env, logfile=os.path.join(RAW, f"{name}.log"))
+    run_checked(t, f"pipectl run ({name})", timeout=120)
+    commits = []
+    with open(lat_log) as f:
+        for line in f:
+            parts = line.split()
+            if len(parts) == 2:
+                commits.append(int(parts[1]) / 1e6)
+    count = int(psql(f'SELECT count(*) FROM "{name}"'))
+    t_assigned = t.first(r"assigned partitions")
+    drop_table(name)
+    delete_topic(f"{name}-data")
+    os.remove(spec)
+    return record("seed", run=i, rows=count, first_row_seconds=(min(commits) - t.t_start) if commits else None,
+                  last_row_seconds=(max(commits) - t.t_start) if commits else None,
+                  commits=len(set(commits)), seconds=t.t_exit - t.t_start,
+                  join_seconds=(t_assigned - t.t_start) if t_assigned else None)
+
+
 def preload(topic, csv, pipeline):
     """pipectl produce into a 3-partition topic (consumed by pipectl consume and the peers)."""
     env = spec_env(pipeline, csv, topic, pipeline)
     time_file = os.path.join(RAW, f"produce_{topic}.time.txt")
-    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "produce", SPEC], env=env,
+    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "produce", SPEC, OUTSIDE], env=env,
               logfile=os.path.join(RAW, f"produce_{topic}.log"))
     run_checked(t, f"pipectl produce ({topic})", timeout=600)
     rows = int(t.grep(r"Produced (\d+) records")[0].group(1))
@@ -255,7 +353,7 @@ def bench_consume(i, topic, expected):
     env = spec_env(name, CSV_1M, topic, name)
     checkpoint()
     time_file = os.path.join(RAW, f"{name}.time.txt")
-    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "consume", SPEC, "--idle-exit", str(IDLE_EXIT)],
+    t = Timed(["/usr/bin/time", "-v", "-o", time_file, PIPECTL, "consume", SPEC, OUTSIDE, "--idle-exit", str(IDLE_EXIT)],
               env=env, logfile=os.path.join(RAW, f"{name}.log"))
     run_checked(t, f"pipectl consume ({name})", timeout=600)
     m = t.grep(r"Consumed (\d+) records: (\d+) loaded")
@@ -311,13 +409,13 @@ def bench_latency(i):
         os.remove(lat_log)
     env = spec_env(name, CSV_LAT, name, name, PIPECTL_LATENCY_LOG=lat_log)
     checkpoint()
-    consumer = Timed([PIPECTL, "consume", SPEC_LAT, "--idle-exit", "3"], env=env, logfile=os.path.join(RAW, f"{name}.consume.log"))
+    consumer = Timed([PIPECTL, "consume", SPEC_LAT, OUTSIDE, "--idle-exit", "3"], env=env, logfile=os.path.join(RAW, f"{name}.consume.log"))
     if consumer.wait_for(r"assigned partitions", timeout=90) is None:
         consumer.proc.kill()
         consumer.wait()
         raise RuntimeError(f"latency consumer never got its partitions:\n{consumer.tail()}")
     time.sleep(0.5)
-    producer = Timed([PIPECTL, "produce", SPEC_LAT], env=env, logfile=os.path.join(RAW, f"{name}.produce.log"))
+    producer = Timed([PIPECTL, "produce", SPEC_LAT, OUTSIDE], env=env, logfile=os.path.join(RAW, f"{name}.produce.log"))
     run_checked(producer, "pipectl produce (latency)", timeout=LAT_SECONDS * 3 + 60)
     run_checked(consumer, "pipectl consume (latency)", timeout=120)
     pairs = []
@@ -440,7 +538,7 @@ def bench_profile():
         name = f"prof_{side}_{TAG}"
         env = spec_env(name, CSV_50K, topic, name,
                        LD_LIBRARY_PATH=os.path.join(ROOT, ".deps", "rdkafka") + ":" + os.environ.get("LD_LIBRARY_PATH", ""))
-        argv = [binary, side, SPEC] + (["--idle-exit", "3"] if side == "consume" else [])
+        argv = [binary, side, SPEC, OUTSIDE] + (["--idle-exit", "3"] if side == "consume" else [])
         if use_perf:
             out = os.path.join(RAW, f"{name}.perf.data")
             cmd = ["perf", "record", "-g", "-o", out, "--"] + argv
@@ -498,24 +596,24 @@ def gen_plan_spec(path, n=50):
 def bench_plan():
     spec = os.path.join(DATA, "plan-200.yaml")
     gen_plan_spec(spec)
-    check = subprocess.run([PIPECTL, "plan", spec], capture_output=True, text=True)
+    check = subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True, text=True)
     if check.returncode != 0:
         raise RuntimeError(f"pipectl plan failed on the 200-stage spec:\n{check.stdout[-2000:]}{check.stderr[-2000:]}")
     stages = len(re.findall(r"^\s+\d+\.\s+(source|topic|transform|sink)\s", check.stdout, re.M))
     hyperfine = shutil.which("hyperfine")
     if hyperfine:
         out = os.path.join(RAW, "plan.hyperfine.json")
-        subprocess.run([hyperfine, "--runs", "5", "--warmup", "1", "-N", "--export-json", out, f"{PIPECTL} plan {spec}"],
+        subprocess.run([hyperfine, "--runs", "5", "--warmup", "1", "-N", "--export-json", out, f"{PIPECTL} plan {spec} {OUTSIDE}"],
                        check=True, capture_output=True, text=True)
         with open(out) as f:
             times = json.load(f)["results"][0]["times"]
         tool = "hyperfine"
     else:
         times = []
-        subprocess.run([PIPECTL, "plan", spec], capture_output=True)  # warm-up
+        subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True)  # warm-up
         for _ in range(5):
             t0 = time.perf_counter()
-            subprocess.run([PIPECTL, "plan", spec], capture_output=True, check=True)
+            subprocess.run([PIPECTL, "plan", spec, OUTSIDE], capture_output=True, check=True)
             times.append(time.perf_counter() - t0)
         tool = "loop"
     return record("plan", stages=stages, runs=len(times), tool=tool, times_ms=[t * 1000 for t in times],
@@ -563,7 +661,7 @@ def machine():
         librdkafka=sh(f"{PY} -c 'import confluent_kafka as c; print(c.libversion()[0])'"),
         python=sh(f"{PY} --version"),
         peer_packages=sh(f"{PY} -m pip freeze 2>/dev/null | grep -i -E 'confluent|psycopg'").replace("\n", ", "),
-        pipectl_binary=PIPECTL, pipectl_commit=sh(f"git -C {ROOT} rev-parse --short HEAD"),
+        pipectl_binary=os.path.relpath(PIPECTL, ROOT), pipectl_commit=sh(f"git -C {ROOT} rev-parse --short HEAD"),
         sources_modified=sh(f"git -C {ROOT} status --porcelain -- Sources Package.swift | wc -l"),
     )
 
@@ -584,11 +682,14 @@ def main():
         step("copy", bench_copy, i)
         step("copy_pipectl_table", bench_copy_pipectl_table, i)
         step("e2e", bench_e2e, i)
+        step("e2e_init", bench_e2e_init, i)
+        step("seed", bench_seed, i)
         step("consume", bench_consume, i, pre_topic, expected)
         step("peer_b", bench_peer, i, "peer_b", pre_topic, expected)
         step("peer_a", bench_peer, i, "peer_a", pre_topic, expected)
     delete_topic(pre_topic)
     step("mem5m", bench_e2e, 1, CSV_5M, "e2e5m")
+    step("mem5m_init", bench_e2e_init, 1, CSV_5M, "e2e5m_init")
     for i in range(1, LAT_RUNS + 1):
         step("latency", bench_latency, i)
     step("profile", bench_profile)

@@ -12,14 +12,28 @@ DATA = os.environ.get("BENCH_DATA", os.path.join(BENCH, "data"))
 RAW = os.path.join(DATA, "raw")
 MIB = 1024  # time -v reports KiB
 
+# Issue #12's goals (the earlier ones where it sets none).
 GOALS = {
-    "e2e_vs_copy": 0.5,
+    "e2e_init_vs_copy": 0.5,
+    "e2e_vs_copy": 0.6,
     "consume_vs_peer_a": 10.0,
-    "consume_vs_peer_b": 1.5,
-    "p99_ms": 250.0,
-    "rss_mib": 150.0,
+    "consume_vs_peer_b": 3.0,
+    "p99_ms": 50.0,
+    "seed_first_row_s": 1.0,
+    "rss_mib": 120.0,
     "rss_5m_vs_1m": 1.1,
 }
+
+
+def relative(value):
+    """results.json carries no absolute paths of the machine that wrote it."""
+    if isinstance(value, str):
+        return value.replace(ROOT + "/", "").replace(ROOT, ".")
+    if isinstance(value, list):
+        return [relative(v) for v in value]
+    if isinstance(value, dict):
+        return {k: relative(v) for k, v in value.items()}
+    return value
 
 
 def load():
@@ -73,6 +87,11 @@ def main():
     e2e_runs = of(rows, "e2e")
     e2e = summary(e2e_runs)
     e2e_reported = summary(e2e_runs, "reported_elapsed")
+    init_runs = of(rows, "e2e_init")
+    e2e_init = summary(init_runs)
+    seed_runs = of(rows, "seed")
+    seed_first = summary(seed_runs, "first_row_seconds")
+    mem5m_init = (of(rows, "e2e5m_init") or [None])[0]
     consume_runs = of(rows, "consume")
     consume = summary(consume_runs)
     peer_a = summary(of(rows, "peer_a"))
@@ -85,10 +104,24 @@ def main():
 
     rss_1m_kb = med([r.get("max_rss_kb") for r in e2e_runs])
     rss_5m_kb = mem5m.get("max_rss_kb") if mem5m else None
+    rss_init_1m_kb = med([r.get("max_rss_kb") for r in init_runs])
+    rss_init_5m_kb = mem5m_init.get("max_rss_kb") if mem5m_init else None
+    # The goal holds for what users run: the larger of the two specs' peaks.
+    rss_1m_worst = max([v for v in (rss_1m_kb, rss_init_1m_kb) if v], default=None)
+    rss_5m_worst = max([v for v in (rss_5m_kb, rss_init_5m_kb) if v], default=None)
     lat = {k: med([r.get(k) for r in lat_runs]) for k in ("p50_ms", "p95_ms", "p99_ms", "max_ms", "mean_ms")}
     lat_worst_p99 = max([r["p99_ms"] for r in lat_runs if r.get("p99_ms") is not None], default=None)
 
     m = lambda s: s["median"] if s else None
+
+    def per_round(kind):
+        """pipectl's time against `\\copy`'s in the same round (they ran minutes apart, so
+        load from outside the benchmark touches both): a ratio of rates, median over rounds."""
+        copies = {r["run"]: r["rows_per_s"] for r in of(rows, "copy")}
+        values = [r["rows_per_s"] / copies[r["run"]] for r in of(rows, kind) if copies.get(r["run"])]
+        return {"median": statistics.median(values), "runs": values} if values else None
+    round_e2e = per_round("e2e")
+    round_init = per_round("e2e_init")
     figures = {
         "copy_rows_per_s": m(copy),
         "copy_pipectl_table_rows_per_s": m(copy_rec),
@@ -97,6 +130,12 @@ def main():
         "peer_a_rows_per_s": m(peer_a),
         "peer_b_rows_per_s": m(peer_b),
         "e2e_vs_copy": ratio(m(e2e), m(copy)),
+        "e2e_init_rows_per_s": m(e2e_init),
+        "e2e_init_vs_copy": ratio(m(e2e_init), m(copy)),
+        "e2e_vs_copy_per_round": round_e2e,
+        "e2e_init_vs_copy_per_round": round_init,
+        "e2e_init_vs_tuned": ratio(m(e2e_init), m(e2e)),
+        "seed_first_row_s": m(seed_first),
         "consume_vs_peer_a": ratio(m(consume), m(peer_a)),
         "consume_vs_peer_b": ratio(m(consume), m(peer_b)),
         "consume_vs_copy": ratio(m(consume), m(copy)),
@@ -104,16 +143,22 @@ def main():
         "latency_worst_run_p99_ms": lat_worst_p99,
         "rss_1m_mib": rss_1m_kb / MIB if rss_1m_kb else None,
         "rss_5m_mib": rss_5m_kb / MIB if rss_5m_kb else None,
-        "rss_5m_vs_1m": ratio(rss_5m_kb, rss_1m_kb),
+        "rss_5m_vs_1m": ratio(rss_5m_worst, rss_1m_worst),
+        "rss_init_1m_mib": rss_init_1m_kb / MIB if rss_init_1m_kb else None,
+        "rss_init_5m_mib": rss_init_5m_kb / MIB if rss_init_5m_kb else None,
+        "rss_1m_worst_mib": rss_1m_worst / MIB if rss_1m_worst else None,
+        "rss_5m_worst_mib": rss_5m_worst / MIB if rss_5m_worst else None,
         "plan_200_median_ms": plan["median_ms"] if plan else None,
     }
     goals = [
-        ("End-to-end ≥ 0.5 × `\\copy`", "e2e_vs_copy", GOALS["e2e_vs_copy"], True, "×"),
+        ("`init` spec end-to-end ≥ 0.5 × `\\copy`", "e2e_init_vs_copy", GOALS["e2e_init_vs_copy"], True, "×"),
+        ("Tuned spec end-to-end ≥ 0.6 × `\\copy`", "e2e_vs_copy", GOALS["e2e_vs_copy"], True, "×"),
         ("Consume side ≥ 10 × peer (a)", "consume_vs_peer_a", GOALS["consume_vs_peer_a"], True, "×"),
-        ("Consume side ≥ 1.5 × peer (b)", "consume_vs_peer_b", GOALS["consume_vs_peer_b"], True, "×"),
-        ("p99 latency ≤ 250 ms at 1,000 rows/s", "p99", GOALS["p99_ms"], False, " ms"),
-        ("Peak RSS ≤ 150 MiB (1M rows)", "rss_1m_mib", GOALS["rss_mib"], False, " MiB"),
-        ("Peak RSS ≤ 150 MiB (5M rows)", "rss_5m_mib", GOALS["rss_mib"], False, " MiB"),
+        ("Consume side ≥ 3 × peer (b)", "consume_vs_peer_b", GOALS["consume_vs_peer_b"], True, "×"),
+        ("p99 latency ≤ 50 ms at 1,000 rows/s", "p99", GOALS["p99_ms"], False, " ms"),
+        ("Seed: first rows committed ≤ 1 s after `run` starts", "seed_first_row_s", GOALS["seed_first_row_s"], False, " s"),
+        ("Peak RSS ≤ 120 MiB (1M rows, larger of both specs)", "rss_1m_worst_mib", GOALS["rss_mib"], False, " MiB"),
+        ("Peak RSS ≤ 120 MiB (5M rows, larger of both specs)", "rss_5m_worst_mib", GOALS["rss_mib"], False, " MiB"),
         ("5M-row peak ≤ 1.1 × 1M-row peak", "rss_5m_vs_1m", GOALS["rss_5m_vs_1m"], False, "×"),
     ]
     goal_rows = []
@@ -145,7 +190,7 @@ def main():
         "errors": errors,
     }
     with open(os.path.join(BENCH, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(relative(results), f, indent=2)
         f.write("\n")
 
     md = []
@@ -165,7 +210,7 @@ def main():
     w("| Goal | Measured | Status | Gap |")
     w("|---|---|---|---|")
     for g in goal_rows:
-        unit = " ms" if "latency" in g["goal"] else (" MiB" if "RSS ≤" in g["goal"] else "×")
+        unit = " ms" if "latency" in g["goal"] else (" MiB" if "RSS ≤" in g["goal"] else (" s" if "Seed" in g["goal"] else "×"))
         w(f"| {g['goal']} | {fmt(g['value'], 2 if unit == '×' else 1)}{unit if g['value'] is not None else ''} | {status(g['met'])} | {g['gap']} |")
     w("")
 
@@ -213,7 +258,11 @@ def main():
          "psql process start to exit")
     line("`psql \\copy` into pipectl's table definition (for comparison)", copy_rec, "",
          "same, with `_pipectl_record` filled under its unique index")
-    line("**pipectl end-to-end** (`pipectl run`)", e2e, "", "process start to exit: topic/table setup, group join, produce and consume in parallel, every row committed")
+    line("**pipectl end-to-end, `init` spec** (`pipectl init`, then `pipectl run` of its spec)", e2e_init,
+         f"end-to-end {fmt(figures['e2e_init_vs_copy'], 2)}× `\\copy`, {fmt(figures['e2e_init_vs_tuned'], 2)}× the tuned spec",
+         "process start to exit, the spec `init` wrote, unedited (micro-batches of 100, 1 partition, sink batch 10,000)")
+    line("**pipectl end-to-end, tuned spec** (`pipectl run bench/specs/housing.yaml`)", e2e, f"end-to-end {fmt(figures['e2e_vs_copy'], 2)}× `\\copy`",
+         "process start to exit: topic/table setup, group join, produce and consume in parallel, every row committed")
     line("**pipectl consume side** (`pipectl consume`)", consume, "",
          "`assigned partitions` line to the last commit (exit minus the 2 s idle-exit), preloaded 3-partition topic")
     line("peer (b): confluent-kafka + psycopg 3 COPY per batch", peer_b, f"consume side {fmt(figures['consume_vs_peer_b'], 2)}×",
@@ -222,6 +271,11 @@ def main():
     line("peer (a): confluent-kafka + psycopg2 row-by-row INSERT", peer_a, f"consume side {fmt(figures['consume_vs_peer_a'], 2)}×",
          "assignment to the last commit, 1,000 rows per commit" + (", bounded slice: stops after 200,000 rows or 20 s" if bounded else ""))
     w("")
+    for label, r in (("`init` spec", round_init), ("tuned spec", round_e2e)):
+        if r:
+            w(f"Ratio to `\\copy` round by round ({label}: pipectl's rate over `\\copy`'s in the same round): "
+              f"{', '.join(fmt(v, 2) + '×' for v in r['runs'])}; median {fmt(r['median'], 2)}×.")
+            w("")
     if e2e_runs:
         w(f"pipectl's own summary reports a median `elapsed` of {fmt(m(e2e_reported), 2)} s for the end-to-end run "
           f"(from before the setup to the last commit, without process start and exit); the group join took a median of "
@@ -234,6 +288,23 @@ def main():
         w(f"Preloading the consume-side topic with `pipectl produce` ({fmt(p['rows'])} rows, 3 partitions): "
           f"{fmt(p['seconds'], 2)} s, {fmt(p['rows_per_s'])} rows/s (one run, for information).")
         w("")
+
+    w("## Seed pipeline: first rows visible")
+    w("")
+    if seed_runs:
+        w("`pipectl run pipelines/housing.yaml` (506 rows, micro-batches of 100), a fresh pipeline name each run, stack already up: "
+          "from process start to the return of the first COMMIT that stored rows (`PIPECTL_LATENCY_LOG`), and to exit.")
+        w("")
+        w("| Run | First rows committed (s) | Last row committed (s) | Commits | Group join (s) | Exit (s) |")
+        w("|---|---|---|---|---|---|")
+        for r in seed_runs:
+            w(f"| {r['run']} | {fmt(r.get('first_row_seconds'), 2)} | {fmt(r.get('last_row_seconds'), 2)} | {fmt(r.get('commits'))} | "
+              f"{fmt(r.get('join_seconds'), 2)} | {fmt(r.get('seconds'), 2)} |")
+        w(f"| **median** | **{fmt(m(seed_first), 2)}** | | | {fmt(med([r.get('join_seconds') for r in seed_runs]), 2)} | "
+          f"{fmt(med([r.get('seconds') for r in seed_runs]), 2)} |")
+    else:
+        w("Not measured in this run.")
+    w("")
 
     w("## Latency (1,000 rows/s for 60 s)")
     w("")
@@ -265,11 +336,16 @@ def main():
     w("")
     w("| Input | Peak RSS | Rows/s | Source |")
     w("|---|---|---|---|")
+    if init_runs:
+        w(f"| 1,000,000 rows, `init` spec | {fmt(rss_init_1m_kb / MIB if rss_init_1m_kb else None, 1)} MiB (runs: "
+          f"{', '.join(fmt(r.get('max_rss_kb', 0) / MIB, 1) for r in init_runs)}) | {fmt(m(e2e_init))} | the `init` end-to-end runs above |")
+    if mem5m_init:
+        w(f"| 5,000,000 rows, `init` spec | {fmt(rss_init_5m_kb / MIB if rss_init_5m_kb else None, 1)} MiB | {fmt(mem5m_init['rows_per_s'])} | one run |")
     if e2e_runs:
-        w(f"| 1,000,000 rows | {fmt(rss_1m_kb / MIB if rss_1m_kb else None, 1)} MiB (runs: "
+        w(f"| 1,000,000 rows, tuned spec | {fmt(rss_1m_kb / MIB if rss_1m_kb else None, 1)} MiB (runs: "
           f"{', '.join(fmt(r.get('max_rss_kb', 0) / MIB, 1) for r in e2e_runs)}) | {fmt(m(e2e))} | the end-to-end runs above |")
     if mem5m:
-        w(f"| 5,000,000 rows | {fmt(rss_5m_kb / MIB if rss_5m_kb else None, 1)} MiB | {fmt(mem5m['rows_per_s'])} | one run |")
+        w(f"| 5,000,000 rows, tuned spec | {fmt(rss_5m_kb / MIB if rss_5m_kb else None, 1)} MiB | {fmt(mem5m['rows_per_s'])} | one run |")
     for p in produce:
         if p.get("max_rss_kb"):
             w(f"| `pipectl produce` alone, {fmt(p['rows'])} rows | {fmt(p['max_rss_kb'] / MIB, 1)} MiB | {fmt(p['rows_per_s'])} | the preload (for information) |")
@@ -323,7 +399,7 @@ def main():
     w("## `pipectl plan` on a 200-stage spec")
     w("")
     if plan:
-        w(f"Release binary, a generated spec of 50 sources, 50 topics, 50 transforms and 50 sinks "
+        w(f"The README's binary, a generated spec of 50 sources, 50 topics, 50 transforms and 50 sinks "
           f"(`bench/data/plan-200.yaml`, {plan['stages']} stages in the plan): median **{fmt(plan['median_ms'], 1)} ms** "
           f"over {plan['runs']} runs ({plan['tool']}; runs: {', '.join(fmt(t, 1) for t in plan['times_ms'])} ms), "
           f"process start to exit.")
@@ -358,8 +434,13 @@ def main():
     w("- **Reference**: `psql -c \"\\copy T (crim,...,medv) FROM 'housing-1m.csv' WITH (FORMAT csv, HEADER true)\"` into "
       "[the seed's table](sql/housing_table.sql). The second `\\copy` line loads the same rows plus a record number into a table with "
       "pipectl's extra `_pipectl_record bigint` column and unique index, i.e. the table pipectl itself writes.")
+    w(f"- **Binary**: `{machine.get('pipectl_binary', '.build/debug/pipectl')}`, the one the README names, built by `swift build` as a user "
+      "builds it (its hot modules are compiled with -O in every configuration: Package.swift).")
     w("- **End-to-end**: `pipectl run bench/specs/housing.yaml` on the 1M CSV under `/usr/bin/time -v`; rows/s = rows in the table / "
-      "(process exit - process start).")
+      "(process exit - process start). **`init` spec**: `pipectl init NAME --csv data/housing-1m.csv` in `bench/data/init` (untimed), "
+      "then `pipectl run` of the spec it wrote, unedited, timed the same way; it runs right after the tuned spec in each round.")
+    w("- **Seed first rows**: the seed spec under a fresh pipeline/topic/table name (`bench/data/seed`), `PIPECTL_LATENCY_LOG` set; "
+      "the first commit stamp minus the process start.")
     w("- **Consume side**: the topic is preloaded once with `pipectl produce` (3 partitions); each run is a fresh pipeline (consumer group, "
       "bookkeeping tables, table) running `pipectl consume --idle-exit 2`. Window: from the `assigned partitions` line (stdout, time-stamped "
       "as it arrives) to the last commit, taken as process exit - 2 s: the consumer commits as soon as it reaches the end of its partitions "
@@ -373,13 +454,20 @@ def main():
     w("- **Latency**: `pipectl consume` of a fresh pipeline starts first with `PIPECTL_LATENCY_LOG=FILE` (after each COMMIT returns "
       "the consumer appends `sent_at_micros committed_at_micros` per stored row); once it logged `assigned partitions`, "
       "`pipectl produce` sends 60,000 rows at `rate_limit: 1000`. Percentiles per run over all rows, then the median over runs.")
-    w("- **Memory**: peak RSS from `/usr/bin/time -v pipectl run` (1M: the end-to-end runs; 5M: one run).")
+    w("- **Memory**: peak RSS from `/usr/bin/time -v pipectl run` (1M: the end-to-end runs of both specs; 5M: one run of each).")
     w("- **Profile**: perf when `perf stat -e instructions true` counts instructions, else `valgrind --tool=callgrind` "
-      "(Valgrind 3.19 cannot read Swift 6's DWARF 5, so it profiles a copy of the release binary without debug info; names "
+      "(Valgrind 3.19 cannot read Swift 6's DWARF 5, so it profiles a copy of the binary without debug info; names "
       "come from the symbol table, demangled with `swift-demangle --simplified`): `pipectl produce` of 50,000 rows into a "
       "3-partition topic, then `pipectl consume --idle-exit 3` of it.")
     w("- **plan**: `hyperfine --runs 5 --warmup 1 -N` when installed, else a loop of 5 timed runs after one warm-up.")
     w("")
+
+    # Hand-written notes (what changed and why, figures before and after) follow the measured part.
+    notes = os.path.join(BENCH, "notes.md")
+    if os.path.exists(notes):
+        with open(notes) as f:
+            w(f.read().rstrip("\n"))
+        w("")
 
     with open(os.path.join(BENCH, "results.md"), "w") as f:
         f.write("\n".join(md))

@@ -199,7 +199,7 @@ public struct SchemaInference {
             path: \(yamlQuoted(csvPath))
             header: true
             delimiter: \(delim)\(encodingLine)
-            batch_size: 100
+            batch_size: 100         # rows per micro-batch (checkpointed as delivered; many in flight)
 
         topics:
           - name: \(name)-data
@@ -221,7 +221,8 @@ public struct SchemaInference {
             from: \(name)_rows
             url: ${DATABASE_URL:-postgresql://postgres@127.0.0.1:55432/postgres}
             table: \(name)
-            batch_size: 5000
+            batch_size: 10000       # rows per transaction at most; fewer commit within max_delay_ms
+            max_delay_ms: 200
 
         """
     }

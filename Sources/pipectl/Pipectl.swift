@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PipelineCompiler
+import PipelineRuntime
 import KafkaAdapter
 import PipelineSpec
 import PostgresAdapter
@@ -10,6 +11,7 @@ struct Pipectl: ParsableCommand {
     static func main() {
         // Progress lines ("Sent batch of ...") must show as they happen, also in a file or pipe.
         setvbuf(stdout, nil, _IOLBF, 0)
+        ProcessMemory.bound(environment: ProcessInfo.processInfo.environment)
         var command: ParsableCommand
         if CommandLine.arguments.dropFirst().first == "--version" {
             print(versionText())
