@@ -90,19 +90,10 @@ struct Produce: PipectlCommand {
         Observability.startProgress()
         defer { Observability.stopProgress() }
         var errorRecords = 0
-        for topic in pipeline.topics {
-            guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
-            let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
-            try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
-            // The checkpoint lives in the database of the topic's first sink and belongs to
-            // this incarnation of the topic.
-            let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline,
-                                                            environment: ProcessInfo.processInfo.environment)
-            let topicID = try admin.topicID(topic.name)
-            let report = try CSVProducer(source: source, topic: topic, checkpoints: store,
-                                         asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID).run()
+        try SourceSend.run(pipeline, asNewSource: asNewSource, environment: ProcessInfo.processInfo.environment) { sent in
+            let (source, report) = (sent.source, sent.report)
             let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
-            print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
+            print("Produced \(report.rowsSent) records from \(source.path) to \(sent.topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
             if report.interrupted {
                 print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
                 throw CommandFailure.interrupted
