@@ -82,8 +82,10 @@ func parseLSN(_ text: String?) -> UInt64 {
 
 /// This consumer no longer owns a partition it was about to commit: another member of the
 /// group claimed it. The batch is dropped; the new owner reads it again.
-public struct FencedError: Error, CustomStringConvertible {
+public struct FencedError: Error, CustomStringConvertible, Sendable {
+    /// The partitions another member of the group now owns.
     public var partitions: [Int32]
+    public init(partitions: [Int32]) { self.partitions = partitions }
     public var description: String { "partitions \(partitions.map(String.init).joined(separator: ", ")) now belong to another consumer; batch dropped" }
 }
 

@@ -29,6 +29,11 @@ public enum SchemaCheck {
         public var sink: String
         /// One sentence per refused difference, as `plan --live` shows them.
         public var reasons: [String]
+        public init(table: String, sink: String, reasons: [String]) {
+            self.table = table
+            self.sink = sink
+            self.reasons = reasons
+        }
         public var description: String { "table \(table) does not fit sink '\(sink)': \(reasons.joined(separator: "; "))" }
     }
 
