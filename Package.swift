@@ -25,6 +25,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
     ],
     targets: [
         .target(name: "RecordFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: hotPath),
@@ -45,6 +46,8 @@ let package = Package(
             // Threads, C callbacks and signal handlers: checked by hand, not by Swift 6's model.
             swiftSettings: [.swiftLanguageMode(.v5)] + hotPath
         ),
+        // The embedded dev stack (`pipectl dev`, the integration tests): Tansu and PostgreSQL.
+        .target(name: "LocalStack", dependencies: [.product(name: "Subprocess", package: "swift-subprocess")]),
         // The window on a running pipeline: Prometheus /metrics, /status and the status page.
         .target(
             name: "StatusServer",
@@ -59,10 +62,9 @@ let package = Package(
         .executableTarget(
             name: "pipectl",
             dependencies: [
-                "PipelineSpec", "PipelineCompiler", "PipelineCodegen", "PipelineRuntime", "StatusServer",
+                "PipelineSpec", "PipelineCompiler", "PipelineCodegen", "PipelineRuntime", "StatusServer", "LocalStack",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
-            swiftSettings: [.swiftLanguageMode(.v5)],
             // librdkafka 2.16 from PyPI lives in .deps/rdkafka (see Makefile); the rpath makes
             // the binary load it instead of Debian's 2.0.2, which cannot talk to Tansu.
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
@@ -86,7 +88,7 @@ let package = Package(
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
-                "pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats",
+                "pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats", "LocalStack",
                 .product(name: "Yams", package: "Yams"),
             ],
             swiftSettings: [.swiftLanguageMode(.v5)],

@@ -2,8 +2,42 @@ import CRdKafka
 import Foundation
 
 /// A failure talking to Kafka, with librdkafka's reason.
+///
+/// `KafkaError("text")` is a failure pipectl found itself (code -1, `Kind.local`); errors from
+/// librdkafka carry its `rd_kafka_resp_err_t` in `code`, and callers switch on `kind`.
 public struct KafkaError: Error, Sendable, CustomStringConvertible {
+    /// The librdkafka error codes pipectl acts on (`rdkafka.h`, `rd_kafka_resp_err_t`).
+    public enum Kind: Sendable, Hashable {
+        /// `MSG_SIZE_TOO_LARGE`: the record is larger than the broker or the producer accepts.
+        case messageTooLarge
+        /// `UNKNOWN_TOPIC_OR_PART` / `_UNKNOWN_TOPIC` / `_UNKNOWN_PARTITION`: no such topic.
+        case unknownTopic
+        /// `_TRANSPORT` / `_ALL_BROKERS_DOWN`: the broker cannot be reached.
+        case brokerUnreachable
+        /// `_TIMED_OUT` / `REQUEST_TIMED_OUT` / `_MSG_TIMED_OUT`: no answer in time.
+        case timedOut
+        /// Another librdkafka code (the raw `rd_kafka_resp_err_t`).
+        case other(Int32)
+        /// pipectl's own error, not librdkafka's (code -1).
+        case local
+
+        public init(code: Int32) {
+            switch code {
+            case -1: self = .local
+            case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue: self = .messageTooLarge
+            case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC.rawValue,
+                 RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION.rawValue: self = .unknownTopic
+            case RD_KAFKA_RESP_ERR__TRANSPORT.rawValue, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN.rawValue: self = .brokerUnreachable
+            case RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT.rawValue,
+                 RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue: self = .timedOut
+            default: self = .other(code)
+            }
+        }
+    }
+
+    /// The text shown (tests and users match on it).
     public var message: String
+    /// librdkafka's `rd_kafka_resp_err_t`, or -1 for pipectl's own errors.
     public var code: Int32
     public init(_ message: String, code: Int32 = -1) {
         self.message = message
@@ -11,8 +45,11 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
     }
     public var description: String { message }
 
+    /// What kind of failure `code` is.
+    public var kind: Kind { Kind(code: code) }
+
     /// The record is larger than the broker or the producer accepts.
-    public var isMessageTooLarge: Bool { code == RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue }
+    public var isMessageTooLarge: Bool { kind == .messageTooLarge }
 }
 
 /// The librdkafka actually loaded (not the one compiled against).

@@ -40,7 +40,7 @@ public struct DeadLetterReplay {
                 batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, holder: CopiedPayload(Array(payload))))
                 if try sink.replay(batch, deadLetterID: idText, table: table) { result.loaded += 1 } else { result.stillFailing += 1 }
             case let .rejected(_, rejected):
-                try sink.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [idText, rejected.reason])
+                _ = try sink.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [idText, rejected.reason])
                 result.stillFailing += 1
             }
         }
@@ -49,24 +49,24 @@ public struct DeadLetterReplay {
 }
 
 extension PostgresSink {
-    /// Loads one replayed row and deletes its dead letter, together; false if it still fails.
+    /// Thrown inside the replay's transaction to roll it back: the row still fails.
+    private struct StillFailing: Error { var reason: String }
+
+    /// Loads one replayed row and deletes its dead letter, together; false if it still fails
+    /// (then nothing it wrote stays, and the dead letter's reason is brought up to date).
     func replay(_ batch: RowBatch, deadLetterID: String, table: String) throws -> Bool {
         let keyed = batch
-        try conn.execute("BEGIN")
         do {
-            var dead: [(RowOrigin, RejectedRecord)] = []
-            _ = try writeRows(keyed, indices: [0], dead: &dead)
-            if let (_, rejected) = dead.first {
-                try conn.execute("ROLLBACK")
-                try conn.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [deadLetterID, rejected.reason])
-                return false
+            try conn.withTransaction {
+                var dead: [(RowOrigin, RejectedRecord)] = []
+                _ = try writeRows(keyed, indices: [0], dead: &dead)
+                if let (_, rejected) = dead.first { throw StillFailing(reason: rejected.reason) }
+                try conn.query("DELETE FROM \(table) WHERE \"id\" = $1", [deadLetterID])
             }
-            try conn.query("DELETE FROM \(table) WHERE \"id\" = $1", [deadLetterID])
-            try conn.execute("COMMIT")
             return true
-        } catch {
-            try? conn.execute("ROLLBACK")
-            throw error
+        } catch let failing as StillFailing {
+            try conn.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [deadLetterID, failing.reason])
+            return false
         }
     }
 }

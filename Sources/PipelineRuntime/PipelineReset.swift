@@ -25,17 +25,13 @@ public enum PipelineReset {
         return out
     }
 
+    /// One durable transaction under the DDL lock.
     static func inTransaction(_ conn: PostgresConnection, _ body: () throws -> Void) throws {
-        try conn.execute("BEGIN")
-        do {
+        try conn.withTransaction {
             try conn.execute("SET LOCAL synchronous_commit = on")
             // The same lock as every DDL change: the checkpoint columns may be added here.
             try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
             try body()
-            try conn.execute("COMMIT")
-        } catch {
-            if conn.isConnected { try? conn.execute("ROLLBACK") }
-            throw error
         }
     }
 

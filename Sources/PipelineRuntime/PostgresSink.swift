@@ -82,15 +82,40 @@ func parseLSN(_ text: String?) -> UInt64 {
 
 /// This consumer no longer owns a partition it was about to commit: another member of the
 /// group claimed it. The batch is dropped; the new owner reads it again.
-public struct FencedError: Error, CustomStringConvertible {
+public struct FencedError: Error, CustomStringConvertible, Sendable {
+    /// The partitions another member of the group now owns.
     public var partitions: [Int32]
+    public init(partitions: [Int32]) { self.partitions = partitions }
     public var description: String { "partitions \(partitions.map(String.init).joined(separator: ", ")) now belong to another consumer; batch dropped" }
 }
 
 /// The topic's stored offsets belong to an earlier incarnation of the topic.
-public struct TopicIncarnationError: Error, CustomStringConvertible {
+public struct TopicIncarnationError: Error, CustomStringConvertible, Sendable {
+    /// What was found.
+    public enum Reason: Sendable, Equatable {
+        /// The offsets stored for `partition` were written for topic ID `storedID`, but the
+        /// topic now has `currentID`: it was deleted and created again.
+        case recreated(topic: String, partition: Int32, storedID: String?, currentID: String)
+        /// The consumer saw the topic vanish or change; the text says how.
+        case detected
+    }
+
+    public var reason: Reason
+    /// The line shown (tests match on it).
     public var message: String
     public var description: String { message }
+
+    /// A topic change the consumer detected itself (`Reason.detected`), told by `message`.
+    public init(message: String) {
+        self.reason = .detected
+        self.message = message
+    }
+
+    /// Stored offsets of another incarnation, found while claiming `partition`.
+    init(recreated topic: String, partition: Int32, storedID: String?, currentID: String) {
+        self.reason = .recreated(topic: topic, partition: partition, storedID: storedID, currentID: currentID)
+        self.message = "stored offsets of topic '\(topic)' partition \(partition) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(currentID): it was deleted and created again (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
+    }
 }
 
 /// Writes batches into the sink's table together with the consumer's offsets and dead letters,
@@ -146,18 +171,13 @@ public final class PostgresSink {
 
     /// Applies the plan's DDL, serialised across consumers by an advisory lock.
     public func applyDDL() throws {
-        try conn.execute("BEGIN")
-        do {
+        try conn.withTransaction {
             // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
             // concurrent create of the same schema.
             try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
             for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
             // Compare first, then change: an existing table gets its columns before its indexes.
             for each in pipeline.sinks { try SchemaCheck.apply(sink: each, on: conn) }
-            try conn.execute("COMMIT")
-        } catch {
-            try? conn.execute("ROLLBACK")
-            throw error
         }
     }
 
@@ -210,7 +230,7 @@ public final class PostgresSink {
     /// consumer's offsets rows so that it writes WAL and so waits for the flush; holding no
     /// partitions, it waits for the WAL writer to pass the current insert position instead.
     func syncDurable() throws {
-        try withTransaction {
+        try conn.withTransaction {
             try conn.execute("SET LOCAL synchronous_commit = on")
             let touched = try conn.query(
                 "UPDATE \(offsetsTable) SET \"updated_at\" = now() WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"owner\" = $3 RETURNING 1",
@@ -231,20 +251,6 @@ public final class PostgresSink {
         return (parseLSN(row?[0] ?? nil), parseLSN(row?[1] ?? nil))
     }
 
-    /// Runs `body` in a transaction: COMMIT when it returns, ROLLBACK when it throws (on a
-    /// connection that is still there).
-    func withTransaction<T>(_ body: () throws -> T) throws -> T {
-        try conn.execute("BEGIN")
-        do {
-            let value = try body()
-            try conn.execute("COMMIT")
-            return value
-        } catch {
-            if conn.isConnected { try? conn.execute("ROLLBACK") }
-            throw error
-        }
-    }
-
     // MARK: sources
 
     /// Source numbers for record keys; used by the consumer thread while it decodes, on a
@@ -260,10 +266,9 @@ public final class PostgresSink {
     public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool) throws -> [Int32: Int64] {
         ownerToken = UUID().uuidString
         var starts: [Int32: Int64] = [:]
-        try conn.execute("BEGIN")
-        // A lost claim would leave this consumer fenced out of its own partitions.
-        try conn.execute("SET LOCAL synchronous_commit = on")
-        do {
+        try conn.withTransaction {
+            // A lost claim would leave this consumer fenced out of its own partitions.
+            try conn.execute("SET LOCAL synchronous_commit = on")
             for p in partitions {
                 let rows = try conn.query("""
                     INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner", "claimed_at")
@@ -273,13 +278,9 @@ public final class PostgresSink {
                     """, [sink.name, topic.name, String(p), topicID, ownerToken])
                 let storedID = rows.first?[0] ?? ""
                 let next = Int64(rows.first?[1] ?? "-1") ?? -1
-                var stale: String?
                 if storedID != topicID {
-                    stale = "stored offsets of topic '\(topic.name)' partition \(p) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(topicID): it was deleted and created again (a broker restart loses in-memory topics)"
-                }
-                if let stale {
                     guard restartOnNewTopic else {
-                        throw TopicIncarnationError(message: "\(stale). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.")
+                        throw TopicIncarnationError(recreated: topic.name, partition: p, storedID: storedID, currentID: topicID)
                     }
                     try conn.query("UPDATE \(offsetsTable) SET \"topic_id\" = $4, \"next_offset\" = -1 WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
                                    [sink.name, topic.name, String(p), topicID])
@@ -287,10 +288,6 @@ public final class PostgresSink {
                 }
                 if next >= 0 { starts[p] = next }
             }
-            try conn.execute("COMMIT")
-        } catch {
-            try? conn.execute("ROLLBACK")
-            throw error
         }
         return starts
     }
@@ -301,12 +298,11 @@ public final class PostgresSink {
     /// - Throws: `FencedError` when another consumer owns one of the batch's partitions;
     ///   `CommitOutcomeUnknown` when the connection broke during COMMIT; `PostgresError` otherwise.
     public func commit(_ batch: RowBatch) throws -> CommitResult {
-        var result = CommitResult()
         batchesCommitted += 1
         let partitions = batch.nextOffsets.keys.sorted()
         let keyed = batch
-        try conn.execute("BEGIN")
-        do {
+        let result = try conn.withTransaction {
+            var result = CommitResult()
             // The WAL positions ride along, so the writer learns which earlier (asynchronous)
             // commits are on disk without another round trip.
             let owners = try conn.query(
@@ -342,21 +338,17 @@ public final class PostgresSink {
                 """, [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}",
                       "{" + partitions.map { String(batch.nextOffsets[$0]!) }.joined(separator: ",") + "}"])
             StopSignal.crashIfAsked("before-commit", batch: batchesCommitted)
-            do {
-                try conn.execute("COMMIT")
-            } catch let error as PostgresError where error.connectionLost {
-                throw CommitOutcomeUnknown(result: result, cause: error)
-            }
-            StopSignal.crashIfAsked("after-commit", batch: batchesCommitted)
-        } catch {
-            if conn.isConnected { try? conn.execute("ROLLBACK") }
-            throw error
+            return result
+        } commitFailed: { result, error in
+            // The server may or may not have committed; the stored offsets tell which.
+            error.connectionLost ? CommitOutcomeUnknown(result: result, cause: error) as any Error : error
         }
+        StopSignal.crashIfAsked("after-commit", batch: batchesCommitted)
         return result
     }
 
     func isDuplicateRecord(_ error: PostgresError) -> Bool {
-        error.sqlState == "23505" && error.constraint?.hasSuffix("__pipectl_record") == true
+        error.code == .uniqueViolation && error.constraint?.hasSuffix("__pipectl_record") == true
     }
 
     /// Writes the rows at `indices`; rows PostgreSQL refuses go to `dead` with its reason.

@@ -5,7 +5,7 @@ import PostgresAdapter
 /// Compares a sink's table with the database: what exists, what would be added, what is refused.
 /// pipectl never drops, narrows or retypes a column.
 public enum SchemaCheck {
-    public enum Change: Equatable, CustomStringConvertible {
+    public enum Change: Equatable, CustomStringConvertible, Sendable {
         case createTable
         case matches
         case addColumn(String, SQLType)
@@ -21,6 +21,23 @@ public enum SchemaCheck {
         }
     }
 
+    /// The table exists but differs in a way pipectl does not change (a column's type, a
+    /// narrower width, a missing NOT NULL column); nothing was changed.
+    public struct Refusal: Error, CustomStringConvertible, Sendable, Equatable {
+        /// The table, quoted (`"public"."sales"`).
+        public var table: String
+        public var sink: String
+        /// One sentence per refused difference, as `plan --live` shows them.
+        public var reasons: [String]
+        public init(table: String, sink: String, reasons: [String]) {
+            self.table = table
+            self.sink = sink
+            self.reasons = reasons
+        }
+        public var description: String { "table \(table) does not fit sink '\(sink)': \(reasons.joined(separator: "; "))" }
+    }
+
+    /// Compares the sink's table with the database's `information_schema`, read-only.
     public static func diff(sink: Sink, on conn: PostgresConnection) throws -> [Change] {
         let rows = try conn.query("""
             SELECT column_name, data_type, is_nullable, character_maximum_length, numeric_precision, numeric_scale
@@ -60,11 +77,12 @@ public enum SchemaCheck {
     /// are created, or the missing nullable columns added; the indexes come last, because on a
     /// table made by hand they index a column (`_pipectl_record`) that only now exists.
     /// Runs inside the caller's transaction, so a failure leaves the database as it was.
+    /// - Throws: `Refusal` before any change, `PostgresError` from the statements.
     public static func apply(sink: Sink, on conn: PostgresConnection) throws {
         let changes = try diff(sink: sink, on: conn)
         let refused = changes.compactMap { if case let .incompatible(r) = $0 { return r } else { return nil } }
         if !refused.isEmpty {
-            throw PostgresError("table \(SQL.qualified(sink.dbSchema, sink.table)) does not fit sink '\(sink.name)': \(refused.joined(separator: "; "))")
+            throw Refusal(table: SQL.qualified(sink.dbSchema, sink.table), sink: sink.name, reasons: refused)
         }
         for statement in DDL.schema(for: sink) { try conn.execute(statement) }
         if changes.contains(.createTable) {
@@ -74,5 +92,36 @@ public enum SchemaCheck {
             try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
         }
         for statement in DDL.indexes(for: sink) { try conn.execute(statement) }
+    }
+}
+
+/// `plan --live`: every sink's table compared with its database, read-only.
+public enum LiveComparison {
+    /// One difference (or `matches`) for one sink, with where it was found.
+    public struct Entry: Sendable {
+        public var sink: Sink
+        /// The sink's connection string with its password masked (`ConnectionString.redacted`).
+        public var redactedURL: String
+        public var change: SchemaCheck.Change
+        /// `apply` and `run` would stop on this change.
+        public var isRefused: Bool {
+            if case .incompatible = change { return true }
+            return false
+        }
+    }
+
+    /// Compares each sink of `pipeline` with its database (the sink's `url`, else
+    /// `DATABASE_URL` from `environment`), in spec order; changes nothing.
+    /// - Throws: `PostgresError` when a database cannot be reached or read, or a sink has no url.
+    public static func compare(_ pipeline: Pipeline, environment: [String: String]) throws -> [Entry] {
+        var entries: [Entry] = []
+        for sink in pipeline.sinks {
+            let url = try PipelineRunner.databaseURL(for: sink, environment: environment)
+            let conn = try PostgresConnection(url: url)
+            for change in try SchemaCheck.diff(sink: sink, on: conn) {
+                entries.append(Entry(sink: sink, redactedURL: ConnectionString.redacted(url), change: change))
+            }
+        }
+        return entries
     }
 }

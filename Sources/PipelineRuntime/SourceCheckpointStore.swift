@@ -84,14 +84,9 @@ public final class SourceCheckpointStore {
     /// under the lock `PostgresSink.applyDDL` takes).
     public func prepare() throws {
         try withConnection { conn in
-            try conn.execute("BEGIN")
-            do {
+            try conn.withTransaction {
                 try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
                 for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
-                try conn.execute("COMMIT")
-            } catch {
-                try? conn.execute("ROLLBACK")
-                throw error
             }
         }
     }

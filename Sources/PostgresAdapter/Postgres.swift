@@ -2,22 +2,95 @@ import CLibPQ
 import Foundation
 
 /// A PostgreSQL error with the fields pipectl acts on.
+///
+/// Callers switch on `code` (built once, from the SQLSTATE the server sent, `PG_DIAG_SQLSTATE`,
+/// or from the connection's state), never on the message text. `PostgresError("text")` is an
+/// error of pipectl's own (code `.other(nil)`): its message is the whole story.
 public struct PostgresError: Error, Sendable, CustomStringConvertible {
+    /// What went wrong, in the terms pipectl acts on. SQLSTATE classes and codes are
+    /// PostgreSQL's (Appendix A, "PostgreSQL Error Codes").
+    public enum Code: Sendable, Hashable {
+        /// The connection is gone (server stopped, network) or could not be made: libpq's
+        /// status is no longer `CONNECTION_OK`, or SQLSTATE class 08. The work can be retried
+        /// on a new connection.
+        case connectionFailure
+        /// 23505: a unique index refused a key (e.g. a record id already loaded).
+        case uniqueViolation
+        /// 23502: NULL in a NOT NULL column.
+        case notNullViolation
+        /// 23503: a foreign key has no matching row.
+        case foreignKeyViolation
+        /// 23514: a CHECK constraint refused the row.
+        case checkViolation
+        /// Another code of class 23 (integrity constraint violation), e.g. 23P01.
+        case otherConstraintViolation(String)
+        /// Class 22: the data itself is bad (value out of range, invalid text); the SQLSTATE.
+        case dataException(String)
+        /// 42P01: the table does not exist.
+        case undefinedTable
+        /// 42703: the column does not exist.
+        case undefinedColumn
+        /// 57014: `statement_timeout` or a cancel request ended the statement.
+        case queryCanceled
+        /// 25P03: `idle_in_transaction_session_timeout` ended the session.
+        case idleInTransactionTimeout
+        /// Any other SQLSTATE, or nil for an error pipectl raised itself.
+        case other(String?)
+
+        /// The code for a SQLSTATE (`23505`, `08006`, …); `connectionLost` wins over it.
+        public init(sqlState: String?, connectionLost: Bool = false) {
+            if connectionLost { self = .connectionFailure; return }
+            guard let sqlState else { self = .other(nil); return }
+            switch sqlState {
+            case "23505": self = .uniqueViolation
+            case "23502": self = .notNullViolation
+            case "23503": self = .foreignKeyViolation
+            case "23514": self = .checkViolation
+            case "42P01": self = .undefinedTable
+            case "42703": self = .undefinedColumn
+            case "57014": self = .queryCanceled
+            case "25P03": self = .idleInTransactionTimeout
+            case _ where sqlState.hasPrefix("08"): self = .connectionFailure
+            case _ where sqlState.hasPrefix("23"): self = .otherConstraintViolation(sqlState)
+            case _ where sqlState.hasPrefix("22"): self = .dataException(sqlState)
+            default: self = .other(sqlState)
+            }
+        }
+
+        /// Class 23: the data broke a constraint; other rows of the batch may be fine.
+        public var isConstraintViolation: Bool {
+            switch self {
+            case .uniqueViolation, .notNullViolation, .foreignKeyViolation, .checkViolation, .otherConstraintViolation: true
+            default: false
+            }
+        }
+
+        /// Class 22: the data itself is bad.
+        public var isDataException: Bool {
+            if case .dataException = self { return true }
+            return false
+        }
+    }
+
+    /// The text the server (`PG_DIAG_MESSAGE_PRIMARY`) or pipectl wrote.
     public var message: String
-    /// SQLSTATE, e.g. `23505` (unique violation), `23502` (not null violation).
-    public var sqlState: String?
+    /// SQLSTATE as the server sent it, e.g. `23505`; nil for pipectl's own errors.
+    public let sqlState: String?
+    /// What kind of failure this is, from `sqlState` and the connection's state.
+    public let code: Code
     /// The constraint at fault, for constraint violations.
     public var constraint: String?
     public var detail: String?
-    /// The connection is gone (server stopped, network); the work can be retried on a new one.
-    public var connectionLost: Bool
 
+    /// - Parameters:
+    ///   - message: the text shown (tests and users match on it).
+    ///   - connectionLost: the connection is gone; makes `code` `.connectionFailure`.
     public init(_ message: String, sqlState: String? = nil, constraint: String? = nil, detail: String? = nil, connectionLost: Bool = false) {
         self.message = message
         self.sqlState = sqlState
+        self.code = Code(sqlState: sqlState, connectionLost: connectionLost)
         self.constraint = constraint
         self.detail = detail
-        self.connectionLost = connectionLost
     }
 
     public var description: String {
@@ -26,10 +99,12 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         return text
     }
 
+    /// The connection is gone (server stopped, network); the work can be retried on a new one.
+    public var connectionLost: Bool { code == .connectionFailure }
     /// Class 23: the data broke a constraint; other rows of the batch may be fine.
-    public var isConstraintViolation: Bool { sqlState?.hasPrefix("23") == true }
+    public var isConstraintViolation: Bool { code.isConstraintViolation }
     /// Class 22: the data itself is bad (value out of range, invalid text).
-    public var isDataException: Bool { sqlState?.hasPrefix("22") == true }
+    public var isDataException: Bool { code.isDataException }
 }
 
 /// Connection strings with their passwords masked, for anything printed or logged.
@@ -116,6 +191,8 @@ public enum PostgresLibrary {
 }
 
 /// One libpq connection. Not thread-safe: one owner at a time.
+// @unchecked: libpq connections may move between threads but not be shared; every owner
+// (sink, store, registry) uses its connection from one thread at a time.
 public final class PostgresConnection: @unchecked Sendable {
     let conn: OpaquePointer
     public let url: String
@@ -193,6 +270,38 @@ public final class PostgresConnection: @unchecked Sendable {
             out.append(row)
         }
         return out
+    }
+
+    /// Runs `body` in one transaction: `BEGIN`, the body, `COMMIT`; when the body (or COMMIT)
+    /// throws, `ROLLBACK` on a connection that is still there, and the error is rethrown
+    /// unchanged. Statements the transaction needs first (`SET LOCAL …`, a lock) go at the
+    /// start of `body`.
+    ///
+    ///     try conn.withTransaction {
+    ///         try conn.execute("SET LOCAL synchronous_commit = on")
+    ///         try conn.query("DELETE FROM ...")
+    ///     }
+    ///
+    /// - Parameter commitFailed: turns a failed `COMMIT` into the error thrown, given what the
+    ///   body returned (when the connection broke during COMMIT the server may or may not have
+    ///   committed: the caller may need the body's result to find out). By default the
+    ///   `PostgresError` itself.
+    /// - Throws: the body's error, `commitFailed`'s, or `PostgresError` from BEGIN.
+    public func withTransaction<T>(_ body: () throws -> T,
+                                   commitFailed: (T, PostgresError) -> any Error = { $1 }) throws -> T {
+        try execute("BEGIN")
+        do {
+            let value = try body()
+            do {
+                try execute("COMMIT")
+            } catch let error as PostgresError {
+                throw commitFailed(value, error)
+            }
+            return value
+        } catch {
+            if isConnected { try? execute("ROLLBACK") }
+            throw error
+        }
     }
 
     /// Sends `data` (COPY text format) through `COPY ... FROM STDIN`; returns rows copied.

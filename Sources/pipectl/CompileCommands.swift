@@ -5,7 +5,7 @@ import PipelineCompiler
 import PipelineSpec
 import RecordFormats
 
-struct Plan: ParsableCommand {
+struct Plan: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show the stage graph, the topics and the DDL a spec needs (offline by default).")
     @OptionGroup var spec: SpecArgument
@@ -13,18 +13,16 @@ struct Plan: ParsableCommand {
     @Flag(help: "Compare with the live database and show what would change.") var live = false
 
     func run() throws {
-        try reportingErrors {
-            let pipeline = try compile(spec)
-            let plan = PipelineCompiler.Plan(pipeline)
-            if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
-                print(String(decoding: try encoder.encode(plan), as: UTF8.self))
-            } else {
-                print(plan.text, terminator: "")
-            }
-            if live { try LivePlan.show(pipeline) }
+        let pipeline = try compile(spec)
+        let plan = PipelineCompiler.Plan(pipeline)
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+            print(String(decoding: try encoder.encode(plan), as: UTF8.self))
+        } else {
+            print(plan.text, terminator: "")
         }
+        if live { try LivePlan.show(pipeline) }
     }
 }
 
@@ -36,7 +34,7 @@ enum GenerateTarget: String, ExpressibleByArgument, CaseIterable {
     case spark
 }
 
-struct Generate: ParsableCommand {
+struct Generate: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift), or with --target spark a PySpark job per sink (DIR/spark/<sink>_job.py).")
     @OptionGroup var spec: SpecArgument
@@ -45,41 +43,39 @@ struct Generate: ParsableCommand {
     var target: GenerateTarget = .swift
 
     func run() throws {
-        try reportingErrors {
-            let pipeline = try compile(spec)
-            let fm = FileManager.default
-            var written: [String] = []
-            if target == .spark {
-                let files: [(name: String, text: String)]
-                do {
-                    files = try SparkJob.files(for: pipeline)
-                } catch let error as SparkJobError {
-                    throw ValidationError(error.message)
-                }
-                try fm.createDirectory(atPath: SpecParser.join(out, "spark"), withIntermediateDirectories: true)
-                for file in files {
-                    let path = SpecParser.join(out, file.name)
-                    try file.text.write(toFile: path, atomically: true, encoding: .utf8)
-                    written.append(path)
-                }
-                for path in written { print("wrote \(path)") }
-                return
+        let pipeline = try compile(spec)
+        let fm = FileManager.default
+        var written: [String] = []
+        if target == .spark {
+            let files: [(name: String, text: String)]
+            do {
+                files = try SparkJob.files(for: pipeline)
+            } catch let error as SparkJobError {
+                throw ValidationError(error.message)
             }
-            let sqlDir = SpecParser.join(out, "sql")
-            try fm.createDirectory(atPath: sqlDir, withIntermediateDirectories: true)
-            for file in SQLFiles.files(for: pipeline) {
-                let path = SpecParser.join(sqlDir, file.name)
+            try fm.createDirectory(atPath: SpecParser.join(out, "spark"), withIntermediateDirectories: true)
+            for file in files {
+                let path = SpecParser.join(out, file.name)
                 try file.text.write(toFile: path, atomically: true, encoding: .utf8)
                 written.append(path)
             }
-            let module = SwiftRecords.typeName(pipeline.name) + "Records"
-            let swiftDir = SpecParser.join(out, "Sources/\(module)")
-            try fm.createDirectory(atPath: swiftDir, withIntermediateDirectories: true)
-            let swiftPath = SpecParser.join(swiftDir, "Records.swift")
-            try SwiftRecords.generate(for: pipeline).write(toFile: swiftPath, atomically: true, encoding: .utf8)
-            written.append(swiftPath)
             for path in written { print("wrote \(path)") }
+            return
         }
+        let sqlDir = SpecParser.join(out, "sql")
+        try fm.createDirectory(atPath: sqlDir, withIntermediateDirectories: true)
+        for file in SQLFiles.files(for: pipeline) {
+            let path = SpecParser.join(sqlDir, file.name)
+            try file.text.write(toFile: path, atomically: true, encoding: .utf8)
+            written.append(path)
+        }
+        let module = SwiftRecords.typeName(pipeline.name) + "Records"
+        let swiftDir = SpecParser.join(out, "Sources/\(module)")
+        try fm.createDirectory(atPath: swiftDir, withIntermediateDirectories: true)
+        let swiftPath = SpecParser.join(swiftDir, "Records.swift")
+        try SwiftRecords.generate(for: pipeline).write(toFile: swiftPath, atomically: true, encoding: .utf8)
+        written.append(swiftPath)
+        for path in written { print("wrote \(path)") }
     }
 }
 
@@ -117,27 +113,25 @@ struct CSVOptions: ParsableArguments {
     }
 }
 
-struct Infer: ParsableCommand {
+struct Infer: PipectlCommand {
     static let configuration = CommandConfiguration(abstract: "Print the schema inferred from a CSV file.")
     @Argument(help: "The CSV file.") var file: String
     @Option(help: "The schema's name (default: the file's base name).") var name: String?
     @OptionGroup var csv: CSVOptions
 
     func run() throws {
-        try reportingErrors {
-            let inference = try csv.inference(for: file)
-            let columns = try inference.infer(path: file)
-            let schemaName = name ?? CSVReader.normalizeHeader([((file as NSString).lastPathComponent as NSString).deletingPathExtension])[0]
-            var yaml = SchemaInference.schemaYAML(name: schemaName, columns: columns, from: file)
-            if inference.encoding != .utf8 {
-                yaml = "# The file is \(inference.encoding.rawValue): its source needs 'encoding: \(inference.encoding.rawValue)'.\n" + yaml
-            }
-            print(yaml, terminator: "")
+        let inference = try csv.inference(for: file)
+        let columns = try inference.infer(path: file)
+        let schemaName = name ?? CSVReader.normalizeHeader([((file as NSString).lastPathComponent as NSString).deletingPathExtension])[0]
+        var yaml = SchemaInference.schemaYAML(name: schemaName, columns: columns, from: file)
+        if inference.encoding != .utf8 {
+            yaml = "# The file is \(inference.encoding.rawValue): its source needs 'encoding: \(inference.encoding.rawValue)'.\n" + yaml
         }
+        print(yaml, terminator: "")
     }
 }
 
-struct Init: ParsableCommand {
+struct Init: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Infer a schema from a CSV and write schemas/NAME.yaml and pipelines/NAME.yaml, ready to run.")
     @Argument(help: "The pipeline and table name (a-z, 0-9, _).") var name: String
@@ -147,47 +141,45 @@ struct Init: ParsableCommand {
     @OptionGroup var options: CSVOptions
 
     func run() throws {
-        try reportingErrors {
-            guard !name.isEmpty, name.count <= 40,
-                  name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }),
-                  !("0"..."9").contains(name.unicodeScalars.first!) else {
-                throw ValidationError("NAME '\(name)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit")
-            }
-            let inference = try options.inference(for: csv)
-            let columns = try inference.infer(path: csv)
-            let schemaPath = SpecParser.join(project, "schemas/\(name).yaml")
-            let pipelinePath = SpecParser.join(project, "pipelines/\(name).yaml")
-            let fm = FileManager.default
-            for path in [schemaPath, pipelinePath] where fm.fileExists(atPath: path) && !force {
-                throw ValidationError("\(path) already exists; pass --force to overwrite it")
-            }
-            // The CSV path as the pipeline file will see it (relative to pipelines/).
-            let absoluteCSV = csv.hasPrefix("/") ? csv : fm.currentDirectoryPath + "/" + csv
-            let absoluteProject = project.hasPrefix("/") ? project : fm.currentDirectoryPath + "/" + project
-            let relative = Self.relativePath(from: SpecParser.normalize(absoluteProject + "/pipelines"), to: SpecParser.normalize(absoluteCSV))
-            let schemaText = SchemaInference.schemaYAML(name: name, columns: columns, from: csv)
-            let pipelineText = SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!,
-                                                            encoding: inference.encoding, columns: columns)
-            // The result must compile, and is compiled before anything is written: a failing
-            // init leaves no half-made files behind.
-            let texts = [SpecParser.normalize(schemaPath): schemaText, SpecParser.normalize(pipelinePath): pipelineText]
-            // The user named this CSV, so reading it is allowed here; later commands need the
-            // opt-in when it lies outside the project, and the hint says so.
-            let outside = !ProjectFolder(path: project).contains(csv)
-            let parser = SpecParser(allowOutsideProject: outside, readFile: { path in
-                if let text = texts[SpecParser.normalize(path)] { return text }
-                return try String(contentsOfFile: path, encoding: .utf8)
-            })
-            let pipeline = try Compiler().compile(try parser.parse(path: pipelinePath))
-            for warning in pipeline.warnings { printError(warning.description) }
-            try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
-            try fm.createDirectory(atPath: SpecParser.join(project, "pipelines"), withIntermediateDirectories: true)
-            try schemaText.write(toFile: schemaPath, atomically: true, encoding: .utf8)
-            try pipelineText.write(toFile: pipelinePath, atomically: true, encoding: .utf8)
-            print("wrote \(schemaPath) (\(columns.count) columns)")
-            print("wrote \(pipelinePath)")
-            print("next: pipectl plan \(pipelinePath)\(outside ? " " + SpecParser.outsideProjectFlag : "")")
+        guard !name.isEmpty, name.count <= 40,
+              name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }),
+              !("0"..."9").contains(name.unicodeScalars.first!) else {
+            throw ValidationError("NAME '\(name)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit")
         }
+        let inference = try options.inference(for: csv)
+        let columns = try inference.infer(path: csv)
+        let schemaPath = SpecParser.join(project, "schemas/\(name).yaml")
+        let pipelinePath = SpecParser.join(project, "pipelines/\(name).yaml")
+        let fm = FileManager.default
+        for path in [schemaPath, pipelinePath] where fm.fileExists(atPath: path) && !force {
+            throw ValidationError("\(path) already exists; pass --force to overwrite it")
+        }
+        // The CSV path as the pipeline file will see it (relative to pipelines/).
+        let absoluteCSV = csv.hasPrefix("/") ? csv : fm.currentDirectoryPath + "/" + csv
+        let absoluteProject = project.hasPrefix("/") ? project : fm.currentDirectoryPath + "/" + project
+        let relative = Self.relativePath(from: SpecParser.normalize(absoluteProject + "/pipelines"), to: SpecParser.normalize(absoluteCSV))
+        let schemaText = SchemaInference.schemaYAML(name: name, columns: columns, from: csv)
+        let pipelineText = SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!,
+                                                        encoding: inference.encoding, columns: columns)
+        // The result must compile, and is compiled before anything is written: a failing
+        // init leaves no half-made files behind.
+        let texts = [SpecParser.normalize(schemaPath): schemaText, SpecParser.normalize(pipelinePath): pipelineText]
+        // The user named this CSV, so reading it is allowed here; later commands need the
+        // opt-in when it lies outside the project, and the hint says so.
+        let outside = !ProjectFolder(path: project).contains(csv)
+        let parser = SpecParser(allowOutsideProject: outside, readFile: { path in
+            if let text = texts[SpecParser.normalize(path)] { return text }
+            return try String(contentsOfFile: path, encoding: .utf8)
+        })
+        let pipeline = try Compiler().compile(try parser.parse(path: pipelinePath))
+        for warning in pipeline.warnings { printError(warning.description) }
+        try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
+        try fm.createDirectory(atPath: SpecParser.join(project, "pipelines"), withIntermediateDirectories: true)
+        try schemaText.write(toFile: schemaPath, atomically: true, encoding: .utf8)
+        try pipelineText.write(toFile: pipelinePath, atomically: true, encoding: .utf8)
+        print("wrote \(schemaPath) (\(columns.count) columns)")
+        print("wrote \(pipelinePath)")
+        print("next: pipectl plan \(pipelinePath)\(outside ? " " + SpecParser.outsideProjectFlag : "")")
     }
 
     static func relativePath(from directory: String, to file: String) -> String {

@@ -1,3 +1,8 @@
+#if canImport(Glibc)
+// `stdout` is a C global, set up once in `main` before any thread starts. (This import must
+// come before Foundation's, which would otherwise bring the variable in without it.)
+@preconcurrency import Glibc
+#endif
 import ArgumentParser
 import Foundation
 import PipelineCompiler
@@ -8,19 +13,29 @@ import PostgresAdapter
 
 @main
 struct Pipectl: ParsableCommand {
+    /// Parses, runs the command, and is the one place where an error becomes its message on
+    /// standard error and an exit status (`CommandFailure.report`).
     static func main() {
         // Progress lines ("Sent batch of ...") must show as they happen, also in a file or pipe.
         setvbuf(stdout, nil, _IOLBF, 0)
         ProcessMemory.bound(environment: ProcessInfo.processInfo.environment)
-        var command: ParsableCommand
         if CommandLine.arguments.dropFirst().first == "--version" {
             print(versionText())
             return
         }
+        var command: any ParsableCommand
         do {
             command = try parseAsRoot()
-            try command.run()
         } catch {
+            // Usage errors (64), --help and friends: swift-argument-parser's own texts.
+            exit(withError: error)
+        }
+        do {
+            try command.run()
+        } catch where command is any PipectlCommand && !(error is CleanExit) {
+            Foundation.exit(CommandFailure.report(error))
+        } catch {
+            // The parser's own commands (help, a command group run without a subcommand).
             exit(withError: error)
         }
     }
@@ -54,16 +69,82 @@ enum ExitStatus {
     static let unhealthy: Int32 = 6
 }
 
+/// A command of pipectl's own (not the parser's `help`): its errors are reported by
+/// `CommandFailure.report`.
+protocol PipectlCommand: ParsableCommand {}
+
+/// How a command ends other than with success or a plain error: each case has its exit
+/// status (`ExitStatus`) and, where the command has not said it on standard output, its line
+/// for standard error.
+enum CommandFailure: Error, Equatable {
+    /// `plan --live`: this many changes are marked 'refused' (status 2).
+    case planRefused(changes: Int)
+    /// The load finished with dead-lettered rows (status 3); `spec` is the spec's path as given.
+    case deadLettered(rows: Int, spec: String)
+    /// Ctrl-C / SIGTERM before everything was sent or stored (status 4); the command already
+    /// printed how far it got and what to run.
+    case interrupted
+    /// `dev status`: a server of the stack is down or it was never set up (status 5); the
+    /// status lines say which.
+    case stackDown
+    /// `status`: the pipeline is unhealthy (status 6); the report says why.
+    case unhealthy
+
+    var exitStatus: Int32 {
+        switch self {
+        case .planRefused: ExitStatus.refused
+        case .deadLettered: ExitStatus.deadLetters
+        case .interrupted: ExitStatus.interrupted
+        case .stackDown: ExitStatus.unavailable
+        case .unhealthy: ExitStatus.unhealthy
+        }
+    }
+
+    /// The line on standard error, if the command has not already said why on standard output.
+    var message: String? {
+        switch self {
+        case let .planRefused(changes):
+            "the live database refuses this plan (\(changes) change\(changes == 1 ? "" : "s") marked 'refused'); apply and run would stop"
+        case let .deadLettered(rows, spec):
+            "finished with \(rows) dead-lettered row\(rows == 1 ? "" : "s"): see `pipectl dlq list \(spec)` (exit status 3; --allow-dead-letters exits 0)"
+        case .interrupted, .stackDown, .unhealthy:
+            nil
+        }
+    }
+
+    /// Prints what `error` means for the person at the terminal (one line, or a spec's
+    /// diagnostics) and returns the exit status: the only place errors are turned into both.
+    /// Errors quote paths and names the user or a spec supplied: no raw control characters
+    /// reach the terminal (line structure kept).
+    static func report(_ error: any Error) -> Int32 {
+        switch error {
+        case let failure as CommandFailure:
+            if let message = failure.message { printError(message) }
+            return failure.exitStatus
+        case let error as DiagnosticError:
+            printError(error.description)
+            let count = error.diagnostics.filter { $0.severity == .error }.count
+            if count > 1 { printError("\(count) errors") }
+            return ExitStatus.error
+        case let code as ExitCode:
+            return code.rawValue
+        default:
+            let text = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { Excerpt.escaped(String($0)) }.joined(separator: "\n")
+            printError("error: \(text)")
+            return ExitStatus.error
+        }
+    }
+}
+
 /// `--allow-dead-letters` for the commands that load data.
 struct DeadLetterPolicy: ParsableArguments {
     @Flag(help: "Exit with status 0 even when rows were dead-lettered (default: status 3).")
     var allowDeadLetters = false
 
-    /// Throws exit status 3 after saying why, unless dead letters are allowed.
+    /// Throws `CommandFailure.deadLettered` (exit status 3), unless dead letters are allowed.
     func check(deadLetters: Int, spec: String) throws {
         guard deadLetters > 0, !allowDeadLetters else { return }
-        printError("finished with \(deadLetters) dead-lettered row\(deadLetters == 1 ? "" : "s"): see `pipectl dlq list \(spec)` (exit status 3; --allow-dead-letters exits 0)")
-        throw ExitCode(ExitStatus.deadLetters)
+        throw CommandFailure.deadLettered(rows: deadLetters, spec: spec)
     }
 }
 
@@ -77,29 +158,6 @@ let pipectlVersion = "0.4.0"
 /// Prints to standard error.
 func printError(_ text: String) {
     FileHandle.standardError.write(Data((text.hasSuffix("\n") ? text : text + "\n").utf8))
-}
-
-/// Runs a command body, turning known failures into one clear line each and exit status 1
-/// (never a stack trace).
-func reportingErrors(_ body: () throws -> Void) throws {
-    do {
-        try body()
-    } catch let error as DiagnosticError {
-        printError(error.description)
-        let count = error.diagnostics.filter { $0.severity == .error }.count
-        if count > 1 { printError("\(count) errors") }
-        throw ExitCode(1)
-    } catch let error as ExitCode {
-        throw error
-    } catch let error as CleanExit {
-        throw error
-    } catch {
-        // Errors quote paths and names the user or a spec supplied: no raw control characters
-        // reach the terminal (line structure kept).
-        let text = "\(error)".split(separator: "\n", omittingEmptySubsequences: false).map { Excerpt.escaped(String($0)) }.joined(separator: "\n")
-        printError("error: \(text)")
-        throw ExitCode(1)
-    }
 }
 
 /// Loads and compiles a spec: the front half of every command.
@@ -127,14 +185,12 @@ struct SpecArgument: ParsableArguments {
     var allowOutsideProject = false
 }
 
-struct Validate: ParsableCommand {
+struct Validate: PipectlCommand {
     static let configuration = CommandConfiguration(abstract: "Check a spec; print 'ok' or every error with its file:line:col.")
     @OptionGroup var spec: SpecArgument
 
     func run() throws {
-        try reportingErrors {
-            _ = try compile(spec)
-            print("ok")
-        }
+        _ = try compile(spec)
+        print("ok")
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import KafkaAdapter
+import LocalStack
 import Logging
 import PipelineCompiler
 import PipelineRuntime
@@ -28,7 +29,7 @@ func checkSourcesReadable(_ pipeline: Pipeline) throws {
     }
 }
 
-struct Run: ParsableCommand {
+struct Run: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Apply the plan (topics, tables) and run producer and consumer until every row is stored.")
     @OptionGroup var spec: SpecArgument
@@ -40,44 +41,40 @@ struct Run: ParsableCommand {
     var asNewSource = false
 
     func run() throws {
-        try reportingErrors {
-            logging.bootstrap()
-            let pipeline = try compileForKafka(spec)
-            try checkSourcesReadable(pipeline)
-            let server = try http.start(pipeline)
-            defer { server?.stop() }
-            let runner = PipelineRunner(pipeline: pipeline)
-            runner.asNewSource = asNewSource
-            let summaries = try runner.run(follow: follow)
-            Observability.stopProgress()
-            for s in summaries { print(PipelineRunner.format(s)) }
-            if summaries.contains(where: \.interrupted) { throw ExitCode(ExitStatus.interrupted) }
-            if let s = summaries.first(where: { !$0.reconciled }) {
-                throw ValidationError("sink '\(s.flow)': the load does not reconcile (\(s.rowsRead) read, \(s.storedRows) rows and \(s.storedDeadLetters) dead letters stored for this file); run again, or see docs/reliability.md")
-            }
-            try deadLetters.check(deadLetters: summaries.map { max($0.deadLettered, $0.storedDeadLetters) }.reduce(0, +), spec: spec.file)
+        logging.bootstrap()
+        let pipeline = try compileForKafka(spec)
+        try checkSourcesReadable(pipeline)
+        let server = try http.start(pipeline)
+        defer { server?.stop() }
+        let runner = PipelineRunner(pipeline: pipeline)
+        runner.asNewSource = asNewSource
+        let summaries = try runner.run(follow: follow)
+        Observability.stopProgress()
+        for s in summaries { print(PipelineRunner.format(s)) }
+        if summaries.contains(where: \.interrupted) { throw CommandFailure.interrupted }
+        if let s = summaries.first(where: { !$0.reconciled }) {
+            throw ValidationError("sink '\(s.flow)': the load does not reconcile (\(s.rowsRead) read, \(s.storedRows) rows and \(s.storedDeadLetters) dead letters stored for this file); run again, or see docs/reliability.md")
         }
+        try deadLetters.check(deadLetters: summaries.map { max($0.deadLettered, $0.storedDeadLetters) }.reduce(0, +), spec: spec.file)
     }
 }
 
-struct Apply: ParsableCommand {
+struct Apply: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Create the topics and tables a spec needs (idempotent; never drops or narrows anything).")
     @OptionGroup var spec: SpecArgument
     @OptionGroup var logging: LogOptions
 
     func run() throws {
-        try reportingErrors {
-            logging.bootstrap()
-            let pipeline = try compileForKafka(spec, handleSignals: false)
-            let runner = PipelineRunner(pipeline: pipeline)
-            for flow in pipeline.flows { _ = try runner.prepare(flow) }
-            print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
-        }
+        logging.bootstrap()
+        let pipeline = try compileForKafka(spec, handleSignals: false)
+        let runner = PipelineRunner(pipeline: pipeline)
+        for flow in pipeline.flows { _ = try runner.prepare(flow) }
+        print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
     }
 }
 
-struct Produce: ParsableCommand {
+struct Produce: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run only the producer: send the CSV sources to their topics, each from where an earlier send stopped.")
     @OptionGroup var spec: SpecArgument
@@ -87,39 +84,28 @@ struct Produce: ParsableCommand {
     var asNewSource = false
 
     func run() throws {
-        try reportingErrors {
-            logging.bootstrap()
-            let pipeline = try compileForKafka(spec)
-            try checkSourcesReadable(pipeline)
-            Observability.startProgress()
-            defer { Observability.stopProgress() }
-            var errorRecords = 0
-            for topic in pipeline.topics {
-                guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
-                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
-                try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
-                // The checkpoint lives in the database of the topic's first sink and belongs to
-                // this incarnation of the topic.
-                let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline,
-                                                                environment: ProcessInfo.processInfo.environment)
-                let topicID = try admin.topicID(topic.name)
-                let report = try CSVProducer(source: source, topic: topic, checkpoints: store,
-                                             asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID).run()
-                let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
-                print("Produced \(report.rowsSent) records from \(source.path) to \(topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
-                if report.interrupted {
-                    print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
-                    throw ExitCode(ExitStatus.interrupted)
-                }
-                errorRecords += report.rowsSentAsErrors
+        logging.bootstrap()
+        let pipeline = try compileForKafka(spec)
+        try checkSourcesReadable(pipeline)
+        Observability.startProgress()
+        defer { Observability.stopProgress() }
+        var errorRecords = 0
+        try SourceSend.run(pipeline, asNewSource: asNewSource, environment: ProcessInfo.processInfo.environment) { sent in
+            let (source, report) = (sent.source, sent.report)
+            let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
+            print("Produced \(report.rowsSent) records from \(source.path) to \(sent.topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
+            if report.interrupted {
+                print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
+                throw CommandFailure.interrupted
             }
-            // Error records (malformed CSV rows) will be dead-lettered by the consumer.
-            try deadLetters.check(deadLetters: errorRecords, spec: spec.file)
+            errorRecords += report.rowsSentAsErrors
         }
+        // Error records (malformed CSV rows) will be dead-lettered by the consumer.
+        try deadLetters.check(deadLetters: errorRecords, spec: spec.file)
     }
 }
 
-struct Consume: ParsableCommand {
+struct Consume: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Run only the consumer: load the topics into PostgreSQL (several can share one consumer group).")
     @OptionGroup var spec: SpecArgument
@@ -132,36 +118,34 @@ struct Consume: ParsableCommand {
     @OptionGroup var http: HTTPOption
 
     func run() throws {
-        try reportingErrors {
-            logging.bootstrap()
-            let pipeline = try compileForKafka(spec)
-            guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
-                throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
-            }
-            let server = try http.start(pipeline)
-            defer { server?.stop() }
-            let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
-            Logger(label: "pipectl.consumer").info("topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url))")
-            var options = TopicLoader.Options()
-            options.restartOnNewTopic = restartOnNewTopic
-            options.idleExit = idleExit
-            let report = try TopicLoader(pipeline: pipeline, flow: flow, options: options).run(url: sink.url, sink: sink)
-            Observability.stopProgress()
-            if flow.sink.mode == .upsert {
-                print("Consumed \(report.consumed) records: \(report.loaded) inserted, \(report.duplicates) updated, \(report.deadLettered) dead-lettered")
-            } else {
-                print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
-            }
-            if report.interrupted, report.lag > 0 {
-                print("Interrupted with \(report.lag) records on the topic not yet stored; start `pipectl consume \(spec.file)` again to finish.")
-                throw ExitCode(ExitStatus.interrupted)
-            }
-            try deadLetters.check(deadLetters: report.deadLettered, spec: spec.file)
+        logging.bootstrap()
+        let pipeline = try compileForKafka(spec)
+        guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
+            throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
         }
+        let server = try http.start(pipeline)
+        defer { server?.stop() }
+        let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
+        Logger(label: "pipectl.consumer").info("topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url))")
+        var options = TopicLoader.Options()
+        options.restartOnNewTopic = restartOnNewTopic
+        options.idleExit = idleExit
+        let report = try TopicLoader(pipeline: pipeline, flow: flow, options: options).run(url: sink.url, sink: sink)
+        Observability.stopProgress()
+        if flow.sink.mode == .upsert {
+            print("Consumed \(report.consumed) records: \(report.loaded) inserted, \(report.duplicates) updated, \(report.deadLettered) dead-lettered")
+        } else {
+            print("Consumed \(report.consumed) records: \(report.loaded) loaded, \(report.duplicates) already loaded, \(report.deadLettered) dead-lettered")
+        }
+        if report.interrupted, report.lag > 0 {
+            print("Interrupted with \(report.lag) records on the topic not yet stored; start `pipectl consume \(spec.file)` again to finish.")
+            throw CommandFailure.interrupted
+        }
+        try deadLetters.check(deadLetters: report.deadLettered, spec: spec.file)
     }
 }
 
-struct Reset: ParsableCommand {
+struct Reset: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Forget where consumers and producers stopped (the next run sends and reads everything again; stored rows are not loaded twice), or with --source delete everything one file loaded.")
     @OptionGroup var spec: SpecArgument
@@ -186,34 +170,32 @@ struct Reset: ParsableCommand {
     }
 
     func run() throws {
-        try reportingErrors {
-            let pipeline = try compile(spec)
-            let environment = ProcessInfo.processInfo.environment
-            if let text = source {
-                let source = try Self.matchingSource(text, in: pipeline)
-                if !yes {
-                    print("This deletes the rows, dead letters and send checkpoint that \(source.path) loaded into pipeline '\(pipeline.name)'; the next run loads it again. Continue? [y/N] ", terminator: "")
-                    guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
-                        print("nothing changed")
-                        return
-                    }
-                }
-                let report = try PipelineReset.source(source, pipeline: pipeline, legacyFingerprint: try? Fingerprint.ofFile(atPath: source.resolvedPath),
-                                                      environment: environment)
-                let rows = report.rows.map { "\($0.count) row\($0.count == 1 ? "" : "s") from \($0.table)" }.joined(separator: ", ")
-                print("reset source '\(source.name)' (\(source.path)): deleted \(rows.isEmpty ? "no rows" : rows), \(report.deadLetters) dead letter\(report.deadLetters == 1 ? "" : "s") and \(report.lives == 0 ? "no send checkpoint (it was never sent)" : "its send checkpoint"); the next run loads it again")
-                return
-            }
+        let pipeline = try compile(spec)
+        let environment = ProcessInfo.processInfo.environment
+        if let text = source {
+            let source = try Self.matchingSource(text, in: pipeline)
             if !yes {
-                print("This forgets the stored offsets and send checkpoints of pipeline '\(pipeline.name)'; the next run reads topics from the start and sends every source again (rows already stored are not loaded twice). Continue? [y/N] ", terminator: "")
+                print("This deletes the rows, dead letters and send checkpoint that \(source.path) loaded into pipeline '\(pipeline.name)'; the next run loads it again. Continue? [y/N] ", terminator: "")
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     print("nothing changed")
                     return
                 }
             }
-            try PipelineReset.forgetPositions(pipeline: pipeline, environment: environment)
-            print("reset pipeline '\(pipeline.name)': stored offsets and send checkpoints forgotten; rows already stored stay and are not loaded twice")
+            let report = try PipelineReset.source(source, pipeline: pipeline, legacyFingerprint: try? Fingerprint.ofFile(atPath: source.resolvedPath),
+                                                  environment: environment)
+            let rows = report.rows.map { "\($0.count) row\($0.count == 1 ? "" : "s") from \($0.table)" }.joined(separator: ", ")
+            print("reset source '\(source.name)' (\(source.path)): deleted \(rows.isEmpty ? "no rows" : rows), \(report.deadLetters) dead letter\(report.deadLetters == 1 ? "" : "s") and \(report.lives == 0 ? "no send checkpoint (it was never sent)" : "its send checkpoint"); the next run loads it again")
+            return
         }
+        if !yes {
+            print("This forgets the stored offsets and send checkpoints of pipeline '\(pipeline.name)'; the next run reads topics from the start and sends every source again (rows already stored are not loaded twice). Continue? [y/N] ", terminator: "")
+            guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
+                print("nothing changed")
+                return
+            }
+        }
+        try PipelineReset.forgetPositions(pipeline: pipeline, environment: environment)
+        print("reset pipeline '\(pipeline.name)': stored offsets and send checkpoints forgotten; rows already stored stay and are not loaded twice")
     }
 }
 
@@ -221,45 +203,33 @@ struct DeadLetters: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "dlq", abstract: "Inspect and replay dead-lettered rows.", subcommands: [List.self, Replay.self])
 
-    struct List: ParsableCommand {
+    struct List: PipectlCommand {
         static let configuration = CommandConfiguration(abstract: "Show dead-lettered rows with their reasons.")
         @OptionGroup var spec: SpecArgument
         @Option(help: "At most this many rows.") var limit = 50
 
         func run() throws {
-            try reportingErrors {
-                let pipeline = try compile(spec)
-                let sink = pipeline.sinks[0]
-                let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment))
-                let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
-                let total = try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0"
-                let rows = try conn.query("""
-                    SELECT "id", "stage", "sink", coalesce("topic", ''), coalesce("partition"::text, ''), coalesce("offset"::text, ''),
-                           coalesce("source_ordinal"::text, ''), "reason", length("payload")
-                    FROM \(table) ORDER BY "id" LIMIT $1
-                    """, [String(limit)])
-                print("\(total) dead-lettered row\(total == "1" ? "" : "s") in \(table)")
-                for r in rows {
-                    let v = r.map { $0 ?? "" }
-                    print("#\(v[0]) [\(v[1])] sink=\(v[2]) \(v[3])[\(v[4])]@\(v[5]) record=\(v[6]) payload=\(v[8]) bytes: \(v[7])")
-                }
+            let pipeline = try compile(spec)
+            let listing = try DeadLetterList.read(pipeline, limit: limit, environment: ProcessInfo.processInfo.environment)
+            print("\(listing.total) dead-lettered row\(listing.total == 1 ? "" : "s") in \(listing.table)")
+            for e in listing.entries {
+                let partition = e.partition.map(String.init) ?? "", offset = e.offset.map(String.init) ?? ""
+                print("#\(e.id) [\(e.stage)] sink=\(e.sink) \(e.topic ?? "")[\(partition)]@\(offset) record=\(e.sourceOrdinal.map(String.init) ?? "") payload=\(e.payloadBytes.map(String.init) ?? "") bytes: \(e.reason)")
             }
         }
     }
 
-    struct Replay: ParsableCommand {
+    struct Replay: PipectlCommand {
         static let configuration = CommandConfiguration(
             abstract: "Load dead-lettered rows again with the current spec; rows that now load leave the dead-letter table.")
         @OptionGroup var spec: SpecArgument
 
         func run() throws {
-            try reportingErrors {
-                let pipeline = try compile(spec)
-                for flow in pipeline.flows {
-                    let url = try PipelineRunner.databaseURL(for: flow.sink, environment: ProcessInfo.processInfo.environment)
-                    let result = try DeadLetterReplay(pipeline: pipeline, flow: flow, url: url).run()
-                    print("replayed \(result.attempted) dead-lettered rows of sink '\(flow.sink.name)': \(result.loaded) loaded and removed, \(result.stillFailing) still failing")
-                }
+            let pipeline = try compile(spec)
+            for flow in pipeline.flows {
+                let url = try PipelineRunner.databaseURL(for: flow.sink, environment: ProcessInfo.processInfo.environment)
+                let result = try DeadLetterReplay(pipeline: pipeline, flow: flow, url: url).run()
+                print("replayed \(result.attempted) dead-lettered rows of sink '\(flow.sink.name)': \(result.loaded) loaded and removed, \(result.stillFailing) still failing")
             }
         }
     }
@@ -296,58 +266,49 @@ struct Dev: ParsableCommand {
         return nearest(holding: ".pipectl") ?? nearest(holding: "pipelines") ?? start
     }
 
-    struct Up: ParsableCommand {
+    struct Up: PipectlCommand {
         static let configuration = CommandConfiguration(abstract: "Start the broker and the database and wait until both answer.")
         func run() throws {
-            try reportingErrors {
-                let state = try Dev.stack().up()
-                print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
-            }
+            let state = try Dev.stack().up()
+            print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
         }
     }
 
-    struct Down: ParsableCommand {
+    struct Down: PipectlCommand {
         static let configuration = CommandConfiguration(abstract: "Stop the stack (the database files are kept).")
-        func run() throws { try reportingErrors { try Dev.stack().down() } }
+        func run() throws { try Dev.stack().down() }
     }
 
-    struct Status: ParsableCommand {
+    struct Status: PipectlCommand {
         static let configuration = CommandConfiguration(abstract: "Show whether the broker and the database are up.")
         /// Exit status 5 (`ExitStatus.unavailable`) when a server is down or the stack was never set up.
         func run() throws {
-            let lines = Dev.stack().status()
-            lines.forEach { print($0) }
-            if lines.contains(where: { $0.contains(": down") || $0.contains("not set up") }) { throw ExitCode(ExitStatus.unavailable) }
+            let status = Dev.stack().status()
+            status.lines.forEach { print($0) }
+            if !status.isUp { throw CommandFailure.stackDown }
         }
     }
 
-    struct Env: ParsableCommand {
+    struct Env: PipectlCommand {
         static let configuration = CommandConfiguration(abstract: "Print the environment that points pipectl at the stack.")
         func run() throws {
-            try reportingErrors {
-                guard let state = Dev.stack().loadState() else { throw ValidationError("no local stack: run `pipectl dev up` first") }
-                print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
-            }
+            guard let state = Dev.stack().loadState() else { throw ValidationError("no local stack: run `pipectl dev up` first") }
+            print("export KAFKA_BROKERS=\(state.kafkaBrokers) DATABASE_URL=\(state.databaseURL)")
         }
     }
 }
 
 /// `plan --live`: the plan compared with the database. Exit status 2 when it refuses a change.
 enum LivePlan {
+    /// Prints the comparison (`LiveComparison`) under the plan.
+    /// - Throws: `CommandFailure.planRefused` when a change is refused.
     static func show(_ pipeline: Pipeline) throws {
         print("\nLive comparison:")
-        var refused = 0
-        for sink in pipeline.sinks {
-            let url = try PipelineRunner.databaseURL(for: sink, environment: ProcessInfo.processInfo.environment)
-            let conn = try PostgresConnection(url: url)
-            for change in try SchemaCheck.diff(sink: sink, on: conn) {
-                print(GeneratedText.comment("  \(SQL.qualified(sink.dbSchema, sink.table)) (\(ConnectionString.redacted(url))): \(change)"))
-                if case .incompatible = change { refused += 1 }
-            }
+        let entries = try LiveComparison.compare(pipeline, environment: ProcessInfo.processInfo.environment)
+        for entry in entries {
+            print(GeneratedText.comment("  \(SQL.qualified(entry.sink.dbSchema, entry.sink.table)) (\(entry.redactedURL)): \(entry.change)"))
         }
-        if refused > 0 {
-            printError("the live database refuses this plan (\(refused) change\(refused == 1 ? "" : "s") marked 'refused'); apply and run would stop")
-            throw ExitCode(ExitStatus.refused)
-        }
+        let refused = entries.filter(\.isRefused).count
+        if refused > 0 { throw CommandFailure.planRefused(changes: refused) }
     }
 }

@@ -55,7 +55,7 @@ struct HTTPOption: ParsableArguments {
     }
 }
 
-struct Status: ParsableCommand {
+struct Status: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show where each sink's consumer stands: stored and end offsets, lag, rows per source, dead letters by reason.",
         discussion: "Exit status 0 when healthy, 6 when unhealthy (a topic missing, records waiting with no commit for 60 s), 1 when the database cannot be read.")
@@ -65,25 +65,23 @@ struct Status: ParsableCommand {
     @Flag(help: "Print it again every 2 seconds until Ctrl-C.") var watch = false
 
     func run() throws {
-        try reportingErrors {
-            logging.bootstrap()
-            let pipeline = try compile(spec)
-            try KafkaLibrary.checkVersion()
-            if watch { StopSignal.install() }
-            var report: PipelineStatusReport
-            repeat {
-                report = try PipelineStatusReader.read(pipeline)
-                if watch, isatty(STDOUT_FILENO) != 0 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
-                if json {
-                    let encoder = JSONEncoder()
-                    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                    print(String(decoding: try encoder.encode(report), as: UTF8.self))
-                } else {
-                    print(PipelineStatusReader.format(report))
-                }
-                if watch { for _ in 0..<20 where !StopSignal.requested { Thread.sleep(forTimeInterval: 0.1) } }
-            } while watch && !StopSignal.requested
-            if !report.isHealthy { throw ExitCode(ExitStatus.unhealthy) }
-        }
+        logging.bootstrap()
+        let pipeline = try compile(spec)
+        try KafkaLibrary.checkVersion()
+        if watch { StopSignal.install() }
+        var report: PipelineStatusReport
+        repeat {
+            report = try PipelineStatusReader.read(pipeline)
+            if watch, isatty(STDOUT_FILENO) != 0 { print("\u{1B}[H\u{1B}[2J", terminator: "") }
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(PipelineStatusReader.format(report))
+            }
+            if watch { for _ in 0..<20 where !StopSignal.requested { Thread.sleep(forTimeInterval: 0.1) } }
+        } while watch && !StopSignal.requested
+        if !report.isHealthy { throw CommandFailure.unhealthy }
     }
 }

@@ -1,4 +1,5 @@
 import PipelineCompiler
+import RecordFormats
 import XCTest
 
 /// Reasons quote the refused value; control characters in it are escaped, so a NUL cannot cut

@@ -1,6 +1,7 @@
 import Foundation
 import PipelineCodegen
 import PipelineCompiler
+import RecordFormats
 import XCTest
 
 /// The Spark job `pipectl generate --target spark` writes for pipelines/housing.yaml, compared

@@ -1,4 +1,5 @@
 import PipelineCompiler
+import RecordFormats
 import XCTest
 
 /// Per-value checks done in Swift before rows reach PostgreSQL: the canonical text a value

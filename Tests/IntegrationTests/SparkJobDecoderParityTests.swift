@@ -2,6 +2,7 @@ import Foundation
 import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
+import RecordFormats
 import XCTest
 
 /// The generated job's record decoder (Python, run without Spark) against pipectl's own

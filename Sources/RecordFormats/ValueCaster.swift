@@ -23,16 +23,33 @@ public enum DateOrder: String, Sendable, Codable, CaseIterable {
     case ymd
 }
 
+/// The column types a value is cast to: PostgreSQL's, as far as casting tells them apart.
+/// PipelineCompiler's `SQLType` maps onto it (`serial` is `integer`, `jsonb` is `json`), so
+/// this module needs nothing from the compiler.
+public enum CastTarget: Hashable, Sendable {
+    case smallint, integer, bigint
+    case real, doublePrecision
+    /// `numeric(p,s)`, `numeric(p)` or plain `numeric`.
+    case numeric(precision: Int?, scale: Int?)
+    case boolean
+    case text
+    /// `varchar(n)` (at most n characters) or plain `varchar`.
+    case varchar(Int?)
+    case date, timestamp, timestamptz
+    /// `json` and `jsonb`: passed through as text (PostgreSQL checks them).
+    case json
+}
+
 /// Checks a value against a column type in Swift, before it reaches PostgreSQL, and writes the
 /// form PostgreSQL's COPY text format expects. Works on bytes: it runs once per cell.
 public enum ValueCaster {
     /// Validates `value` as `type` and appends its escaped COPY text to `out`; dates with the
     /// year last are read in `dateOrder`. On failure nothing is appended.
-    public static func append(_ value: UnsafeBufferPointer<UInt8>, as type: SQLType, dateOrder: DateOrder = .mdy,
+    public static func append(_ value: UnsafeBufferPointer<UInt8>, castingTo type: CastTarget, dateOrder: DateOrder = .mdy,
                               to out: inout [UInt8]) -> CastError? {
         var v = value[...]
-        switch type.family {
-        case .text, .json:
+        switch type {
+        case .text, .varchar, .json:
             break
         default:
             // Surrounding blanks are not part of a number or date.
@@ -41,8 +58,8 @@ public enum ValueCaster {
         }
         switch type {
         case .smallint: return appendInteger(v, min: Int64(Int16.min), max: Int64(Int16.max), name: "smallint", to: &out)
-        case .integer, .serial: return appendInteger(v, min: Int64(Int32.min), max: Int64(Int32.max), name: "integer", to: &out)
-        case .bigint, .bigserial: return appendInteger(v, min: Int64.min, max: Int64.max, name: "bigint", to: &out)
+        case .integer: return appendInteger(v, min: Int64(Int32.min), max: Int64(Int32.max), name: "integer", to: &out)
+        case .bigint: return appendInteger(v, min: Int64.min, max: Int64.max, name: "bigint", to: &out)
         case .real: return appendFloat(v, single: true, to: &out)
         case .doublePrecision: return appendFloat(v, single: false, to: &out)
         case let .numeric(p, s): return appendNumeric(v, precision: p, scale: s ?? 0, to: &out)
@@ -52,15 +69,15 @@ public enum ValueCaster {
         case .date: return appendDate(v, order: dateOrder, to: &out)
         case .timestamp: return appendTimestamp(v, zoned: false, order: dateOrder, to: &out)
         case .timestamptz: return appendTimestamp(v, zoned: true, order: dateOrder, to: &out)
-        case .json, .jsonb: return appendText(v, limit: nil, to: &out)
+        case .json: return appendText(v, limit: nil, to: &out)
         }
     }
 
     /// The same for a `String`, returning the unescaped canonical text (for checks and tests).
-    public static func cast(_ text: String, to type: SQLType, dateOrder: DateOrder = .mdy) -> Result<String, CastError> {
+    public static func cast(_ text: String, castingTo type: CastTarget, dateOrder: DateOrder = .mdy) -> Result<String, CastError> {
         var out: [UInt8] = []
         var copy = Array(text.utf8)
-        let error = copy.withUnsafeMutableBufferPointer { append(UnsafeBufferPointer($0), as: type, dateOrder: dateOrder, to: &out) }
+        let error = copy.withUnsafeMutableBufferPointer { append(UnsafeBufferPointer($0), castingTo: type, dateOrder: dateOrder, to: &out) }
         if let error { return .failure(error) }
         return .success(unescapeCopy(out))
     }

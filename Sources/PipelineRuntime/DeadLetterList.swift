@@ -1,0 +1,53 @@
+import Foundation
+import PipelineCompiler
+import PostgresAdapter
+
+/// `pipectl dlq list`: the dead-letter table of a pipeline, oldest first.
+public enum DeadLetterList {
+    /// One dead-lettered row, as stored (`"pipectl"."<pipeline>__dead_letters"`).
+    public struct Entry: Sendable, Equatable {
+        /// The row's number in the dead-letter table (what `dlq replay` removes).
+        public var id: Int64
+        /// Where it failed: `source`, `parse`, `cast` or `constraint`.
+        public var stage: String
+        public var sink: String
+        /// The Kafka position of the record; nil for rows refused before they were sent.
+        public var topic: String?
+        public var partition: Int32?
+        public var offset: Int64?
+        /// The record's ordinal in its source file (1-based), when it has a record id.
+        public var sourceOrdinal: Int64?
+        /// Why it was refused, as the stage wrote it.
+        public var reason: String
+        /// Length of the stored payload in bytes (nil: no payload stored).
+        public var payloadBytes: Int?
+    }
+
+    /// The first `limit` dead letters and how many there are in all.
+    public struct Listing: Sendable {
+        /// The table read, quoted (`"pipectl"."housing__dead_letters"`).
+        public var table: String
+        public var total: Int
+        public var entries: [Entry]
+    }
+
+    /// Reads the dead-letter table in the database of the pipeline's first sink (the sink's
+    /// `url`, else `DATABASE_URL` from `environment`), ordered by id.
+    /// - Throws: `PostgresError` (no database, no table, connection refused).
+    public static func read(_ pipeline: Pipeline, limit: Int, environment: [String: String]) throws -> Listing {
+        let sink = pipeline.sinks[0]
+        let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: environment))
+        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
+        let total = Int(try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0") ?? 0
+        let rows = try conn.query("""
+            SELECT "id", "stage", "sink", "topic", "partition", "offset", "source_ordinal", "reason", length("payload")
+            FROM \(table) ORDER BY "id" LIMIT $1
+            """, [String(limit)])
+        let entries = rows.map { r in
+            Entry(id: Int64(r[0] ?? "") ?? 0, stage: r[1] ?? "", sink: r[2] ?? "", topic: r[3],
+                  partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
+                  sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
+        }
+        return Listing(table: table, total: total, entries: entries)
+    }
+}

@@ -1,0 +1,37 @@
+import Foundation
+import KafkaAdapter
+import PipelineCompiler
+
+/// `pipectl produce`: every CSV source sent to its topic, each from its send checkpoint.
+public enum SourceSend {
+    /// What one source's send did.
+    public struct Sent: Sendable {
+        public var source: Source
+        public var topic: Topic
+        public var report: ProduceReport
+    }
+
+    /// Creates each source's topic if needed and sends the source to it, in spec order, with
+    /// its checkpoint in the database of the topic's first sink (`url` or `DATABASE_URL` from
+    /// `environment`). `sent` is called after each source; the sends stop after one that was
+    /// interrupted (Ctrl-C / SIGTERM), since the next would stop at once too.
+    /// - Parameter asNewSource: a file changed where it was already sent is sent as a new
+    ///   file instead of refused (always so for topics only upsert sinks read).
+    /// - Throws: `KafkaError`, `PostgresError`, `SourceChangedError`; or what `sent` throws.
+    public static func run(_ pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
+                           sent: (Sent) throws -> Void) throws {
+        for topic in pipeline.topics {
+            guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
+            let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
+            try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
+            // The checkpoint lives in the database of the topic's first sink and belongs to
+            // this incarnation of the topic.
+            let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment)
+            let topicID = try admin.topicID(topic.name)
+            let report = try CSVProducer(source: source, topic: topic, checkpoints: store,
+                                         asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID).run()
+            try sent(Sent(source: source, topic: topic, report: report))
+            if report.interrupted { return }
+        }
+    }
+}
