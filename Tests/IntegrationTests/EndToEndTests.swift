@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// CSV -> Kafka (Tansu) -> PostgreSQL through the real pipectl binary.
@@ -58,7 +59,7 @@ final class EndToEndTests: XCTestCase {
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         defer { a.kill9(); b.kill9() }
         let deadline = Date().addingTimeInterval(60)
-        func assignedCount(_ r: RunningPipectl) -> Int {
+        func assignedCount(_ r: ChildProcess) -> Int {
             // The latest assignment line tells how many partitions this consumer holds now.
             guard let line = r.output().split(separator: "\n").last(where: { $0.hasPrefix("assigned partitions") }) else { return 0 }
             return line.split(separator: ",").count
@@ -75,7 +76,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_group\""), 20_000)
         XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"it_group\""), 20_000)
         XCTAssertEqual(try db.int("SELECT max(\"_pipectl_record\" & ((1::bigint << 40) - 1)) FROM \"it_group\""), 20_000)
-        func consumed(_ r: RunningPipectl) -> Int {
+        func consumed(_ r: ChildProcess) -> Int {
             guard let line = r.output().split(separator: "\n").last(where: { $0.hasPrefix("Consumed ") }) else { return -1 }
             return Int(line.split(separator: " ")[1]) ?? -1
         }

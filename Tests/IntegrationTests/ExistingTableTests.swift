@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// A table that exists before pipectl first runs (the seed stack made `housing` by hand) is

@@ -1,18 +1,10 @@
 import Foundation
+import PipectlTestSupport
 import XCTest
 
 /// The documented exit statuses (docs/operations.md, "Exit codes"): a run never looks like
 /// success when it is not.
 final class ExitCodeTests: XCTestCase {
-    func waitFor(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) rethrows {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return }
-            usleep(50_000)
-        }
-        XCTFail("timed out waiting for \(what)")
-    }
-
     /// A file with one row that cannot be cast: `run`, `consume` and `produce` finish with status 3
     /// unless `--allow-dead-letters` is given; the good rows land either way.
     func testDeadLettersGiveStatus3UnlessAllowed() throws {
@@ -57,9 +49,9 @@ final class ExitCodeTests: XCTestCase {
         let run = try startPipectl(["run", p.specPath])
         defer { run.kill9() }
         waitFor("the first rows") { (try? TestStack.connect().int("SELECT count(*) FROM \"it_exit4\"")) ?? 0 > 1_000 }
-        kill(run.process.processIdentifier, SIGINT)
+        run.send(SIGINT)
         guard run.wait(timeout: 60) else { return XCTFail("run did not stop: \(run.output())") }
-        XCTAssertEqual(run.process.terminationStatus, 4, run.output())
+        XCTAssertEqual(run.terminationStatus, 4, run.output())
         XCTAssertTrue(run.output().contains("Interrupted: "), run.output())
         XCTAssertTrue(run.output().contains("Run the same command again to finish: records already stored are skipped by record id."), run.output())
         let again = try pipectl(["run", p.specPath])

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Dead-letter replay, safe schema changes, secrets, and a consumer joining mid-load.
@@ -104,8 +105,8 @@ final class OperationsTests: XCTestCase {
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
         defer { b.kill9() }
         guard a.wait(timeout: 180), b.wait(timeout: 180) else { return XCTFail("a: \(a.output())\nb: \(b.output())") }
-        XCTAssertEqual(a.process.terminationStatus, 0, a.output())
-        XCTAssertEqual(b.process.terminationStatus, 0, b.output())
+        XCTAssertEqual(a.terminationStatus, 0, a.output())
+        XCTAssertEqual(b.terminationStatus, 0, b.output())
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_join\""), 120_000)
         XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"it_join\""), 120_000)
         XCTAssertTrue(a.output().contains("revoked"), a.output())

@@ -4,6 +4,7 @@ import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Issue 8, "right values or a loud refusal": real-world files against the real broker and
