@@ -8,9 +8,7 @@ final class EndToEndTests: XCTestCase {
     /// Every CSV value of housing.csv lands exactly, row by row keyed by the source ordinal;
     /// a second run loads nothing new.
     func testHousingPipelineLandsEveryValueExactlyAndOnce() throws {
-        var p = try TestPipeline("it_housing", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.sinkBatch = 200
-        try p.write()
+        let p = try TestPipeline.written("it_housing", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", sinkBatch: 200)
         // --verbose: the seed's "Sent batch" line per micro-batch (detail, not the default output).
         let first = try pipectl(["run", p.specPath, "--verbose"])
         XCTAssertEqual(first.status, 0, first.output)
@@ -47,11 +45,7 @@ final class EndToEndTests: XCTestCase {
 
     /// Two consumers in one group over a 3-partition topic share the work and land every row once.
     func testTwoConsumersInOneGroupLandEveryRowOnce() throws {
-        var p = try TestPipeline("it_group", csv: repeatedHousingCSV(20_000))
-        p.partitions = 3
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_group", csv: repeatedHousingCSV(20_000), partitions: 3, sourceBatch: 1000, sinkBatch: 500)
         let apply = try pipectl(["apply", p.specPath])
         XCTAssertEqual(apply.status, 0, apply.output)
         // Tables and topic first, so both consumers start from the same place.
@@ -125,10 +119,7 @@ final class EndToEndTests: XCTestCase {
     /// crash points, then at three seeded random moments) and restarted: every row is in the
     /// table exactly once, checked by count, distinct record ids and per-column checksums.
     func testConsumerKilledMidRunStillLoadsEveryRowExactlyOnce() throws {
-        var p = try TestPipeline("it_crash", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_crash", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 1000)
         let produce = try pipectl(["produce", p.specPath])
         XCTAssertEqual(produce.status, 0, produce.output)
         for point in ["during-copy", "before-commit", "after-commit"] {

@@ -11,8 +11,7 @@ final class ExitCodeTests: XCTestCase {
         let rows = Array(housingRows.prefix(20))
         var bad = rows
         bad[4] = bad[4].replacingOccurrences(of: "^[^,]*", with: "abc", options: .regularExpression)
-        var p = try TestPipeline("it_exit3", csv: ([housingHeader] + bad).joined(separator: "\n") + "\n")
-        try p.write()
+        var p = try TestPipeline.written("it_exit3", csv: ([housingHeader] + bad).joined(separator: "\n") + "\n")
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 3, run.output)
         XCTAssertTrue(run.output.contains("dead-lettered:      1"), run.output)
@@ -43,9 +42,7 @@ final class ExitCodeTests: XCTestCase {
     /// Ctrl-C in the middle of a `run`: status 4 and a line saying what to do; running again
     /// finishes and the table is exact.
     func testInterruptedRunGivesStatus4AndRunningAgainFinishes() throws {
-        var p = try TestPipeline("it_exit4", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_exit4", csv: repeatedHousingCSV(200_000), sourceBatch: 500)
         let run = try startPipectl(["run", p.specPath])
         defer { run.kill9() }
         waitFor("the first rows") { (try? TestStack.connect().int("SELECT count(*) FROM \"it_exit4\"")) ?? 0 > 1_000 }

@@ -8,10 +8,7 @@ final class FaultTests: XCTestCase {
     /// PostgreSQL stopped and started in the middle of a load: the consumer retries with
     /// backoff and the result is exact.
     func testPostgresRestartMidLoadStillLoadsEveryRowOnce() throws {
-        var p = try TestPipeline("it_pgrestart", csv: repeatedHousingCSV(100_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_pgrestart", csv: repeatedHousingCSV(100_000), sourceBatch: 1000, sinkBatch: 1000)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
         defer { consumer.kill9() }
@@ -42,10 +39,7 @@ final class FaultTests: XCTestCase {
                 _ = try? db.query("SELECT pg_reload_conf()")
             }
         }
-        var p = try TestPipeline("it_pgcrash", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 2000
-        try p.write()
+        let p = try TestPipeline.written("it_pgcrash", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 2000)
         let run = try startPipectl(["run", p.specPath])
         defer { run.kill9() }
         for threshold in [10_000, 60_000, 120_000] {
@@ -69,11 +63,7 @@ final class FaultTests: XCTestCase {
     /// PostgreSQL away for longer than the sink's `retry_timeout_ms`: the consumer says once how
     /// long it keeps trying, then stops with an error naming the setting; nothing is lost.
     func testPostgresDownLongerThanRetryTimeoutStopsWithTheSetting() throws {
-        var p = try TestPipeline("it_pgwindow", csv: repeatedHousingCSV(150_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        p.sinkExtra = ", retry_timeout_ms: 3000"
-        try p.write()
+        let p = try TestPipeline.written("it_pgwindow", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 500, sinkExtra: ", retry_timeout_ms: 3000")
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "5"])
         defer { consumer.kill9() }
@@ -100,10 +90,7 @@ final class FaultTests: XCTestCase {
     /// The broker restarted under a running `consume --idle-exit`: the in-memory topic is gone,
     /// and the consumer stops with that error instead of idling out with exit status 0.
     func testConsumeStopsWhenTheTopicVanishesUnderIt() throws {
-        var p = try TestPipeline("it_topicgone", csv: repeatedHousingCSV(100_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_topicgone", csv: repeatedHousingCSV(100_000), sourceBatch: 1000, sinkBatch: 500)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "20"])
         defer { consumer.kill9() }
@@ -129,9 +116,7 @@ final class FaultTests: XCTestCase {
     /// the source was fingerprinted from (one read of the same bytes), so no record travels
     /// under the id of other content. The appended rows wait for the next run.
     func testRowsAppendedWhileProducingAreNotSentUnderTheOldFingerprint() throws {
-        var p = try TestPipeline("it_inflight", csv: repeatedHousingCSV(300_000))
-        p.sourceBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_inflight", csv: repeatedHousingCSV(300_000), sourceBatch: 1000)
         let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         defer { producer.kill9() }
         waitFor("the first batches") { producer.output().contains("Sent batch") }
@@ -153,9 +138,7 @@ final class FaultTests: XCTestCase {
     /// belong to another incarnation and stops with a clear error instead of skipping data;
     /// `run`, which owns the producer, re-sends and ends exact.
     func testBrokerRestartIsDetectedByConsumeAndHealedByRun() throws {
-        var p = try TestPipeline("it_brokerrestart", csv: repeatedHousingCSV(3_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_brokerrestart", csv: repeatedHousingCSV(3_000), sourceBatch: 500)
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         try TestStack.stack!.stopBroker()
@@ -172,10 +155,7 @@ final class FaultTests: XCTestCase {
 
         // A restart in the middle of `run`: the producer sends again, the consumer starts the
         // new incarnation from the beginning, record ids drop what was already stored.
-        var q = try TestPipeline("it_runrestart", csv: repeatedHousingCSV(150_000))
-        q.sourceBatch = 1000
-        q.sinkBatch = 2000
-        try q.write()
+        let q = try TestPipeline.written("it_runrestart", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 2000)
         let run = try startPipectl(["run", q.specPath])
         defer { run.kill9() }
         waitFor("the first rows") { rowCount("it_runrestart") > 2_000 }
@@ -191,11 +171,7 @@ final class FaultTests: XCTestCase {
     /// A consumer that is paused until its partitions move to another member cannot commit
     /// rows or offsets for them afterwards; the load ends exact.
     func testPausedConsumerIsFencedAfterItsPartitionsMoved() throws {
-        var p = try TestPipeline("it_fence", csv: repeatedHousingCSV(100_000))
-        p.partitions = 2
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_fence", csv: repeatedHousingCSV(100_000), partitions: 2, sourceBatch: 1000, sinkBatch: 500)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let a = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         defer { a.kill9() }
@@ -214,10 +190,7 @@ final class FaultTests: XCTestCase {
 
     /// The producer killed mid-send and run again: the consumer stores each record once.
     func testProducerKilledAndRerunLeavesNoDuplicates() throws {
-        var p = try TestPipeline("it_prodkill", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 5000
-        try p.write()
+        let p = try TestPipeline.written("it_prodkill", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 5000)
         XCTAssertEqual(try pipectl(["apply", p.specPath]).status, 0)
         let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         waitFor("some batches") { producer.output().components(separatedBy: "Sent batch").count > 20 }

@@ -19,9 +19,7 @@ final class GrowingFileTests: XCTestCase {
     /// sent (its ordinal continues the file's, so its id is new); the table holds 2,001 rows.
     /// A second append is sent by `run` itself, which also reconciles the whole file.
     func testAppendedRowIsTheOnlyRecordSentAndLoadsOnce() throws {
-        var p = try TestPipeline("it_grow", csv: repeatedHousingCSV(2_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_grow", csv: repeatedHousingCSV(2_000), sourceBatch: 500)
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         XCTAssertTrue(first.output.contains("rows sent:          2000\n"), first.output)
@@ -50,9 +48,7 @@ final class GrowingFileTests: XCTestCase {
     func testFileWithoutAFinalLineEndGrowsByNewRecords() throws {
         var csv = repeatedHousingCSV(300)
         csv.removeLast()
-        var p = try TestPipeline("it_grow_open", csv: csv)
-        p.sourceBatch = 100
-        try p.write()
+        let p = try TestPipeline.written("it_grow_open", csv: csv, sourceBatch: 100)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         try append(["", housingRows[300 % housingRows.count]].map { $0 }, to: p.csvPath)
         let second = try pipectl(["run", p.specPath])
@@ -65,11 +61,7 @@ final class GrowingFileTests: XCTestCase {
     /// next run resumes after the delivered records instead of sending the whole file again,
     /// and the table ends exact.
     func testInterruptedRunResumesFromItsCheckpoint() throws {
-        var p = try TestPipeline("it_resume", csv: repeatedHousingCSV(60_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 2000
-        p.sourceExtra = ", rate_limit: 5000"
-        try p.write()
+        let p = try TestPipeline.written("it_resume", csv: repeatedHousingCSV(60_000), sourceBatch: 1000, sinkBatch: 2000, sourceExtra: ", rate_limit: 5000")
         for signal in [SIGINT, SIGKILL] {
             // --verbose: the "Sent batch" line per micro-batch, to interrupt after a few.
             let run = try startPipectl(["run", p.specPath, "--verbose"])
@@ -116,9 +108,7 @@ final class GrowingFileTests: XCTestCase {
     /// deletes what the file's current life loaded, after which `run` loads it exactly.
     func testChangedRecordIsRefusedThenLoadedAsNewSourceOrAfterResetSource() throws {
         let original = repeatedHousingCSV(2_000)
-        var p = try TestPipeline("it_changed", csv: original)
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_changed", csv: original, sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
 
         // Record 1200's tax (field 10) goes from its value to 1.
@@ -174,9 +164,7 @@ final class GrowingFileTests: XCTestCase {
     /// identity, so the re-sent file is recognised; `reset --source` deletes the rows with the
     /// identity, so the file loads once more, exactly.
     func testResetThenRunNeverDoublesTheTable() throws {
-        var p = try TestPipeline("it_reset", csv: repeatedHousingCSV(2_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_reset", csv: repeatedHousingCSV(2_000), sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
 
         let reset = try pipectl(["reset", p.specPath, "--yes"])
@@ -207,9 +195,7 @@ final class GrowingFileTests: XCTestCase {
     /// checkpoint columns filled. The next run takes that row over (same number, same ids),
     /// sends the file once more and stores nothing twice; the run after that sends nothing.
     func testSourceRegisteredBeforeCheckpointsKeepsItsRowsSingle() throws {
-        var p = try TestPipeline("it_legacy", csv: repeatedHousingCSV(1_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_legacy", csv: repeatedHousingCSV(1_000), sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         let db = try TestStack.connect()
         _ = try db.query("""

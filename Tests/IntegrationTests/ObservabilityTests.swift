@@ -36,10 +36,7 @@ final class ObservabilityTests: XCTestCase {
     func testMetricsPageAndStatusMatchTheDatabaseDuringAndAfterARun() throws {
         var lines = repeatedHousingCSV(100_000).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for i in [10, 50_000, 99_990] { lines[i] = lines[i].replacingOccurrences(of: "^[^,]*", with: "bad", options: .regularExpression) }
-        var p = try TestPipeline("it_observe", csv: lines.joined(separator: "\n"))
-        p.sourceBatch = 500
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_observe", csv: lines.joined(separator: "\n"), sourceBatch: 500, sinkBatch: 1000)
         let port = TestStack.freePort()
         let base = "http://127.0.0.1:\(port)"
         let run = try startPipectl(["run", p.specPath, "--follow", "--http", "127.0.0.1:\(port)"])

@@ -98,9 +98,7 @@ final class SparkJobTests: XCTestCase {
     func int(_ sql: String) throws -> Int { try TestStack.connect().int(sql) }
 
     func housingPipeline(_ name: String) throws -> TestPipeline {
-        var p = try TestPipeline(name, csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.sinkBatch = 100
-        try p.write()
+        let p = try TestPipeline.written(name, csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", sinkBatch: 100)
         return p
     }
 
@@ -239,9 +237,7 @@ final class SparkJobTests: XCTestCase {
     /// A 3-partition topic: the job reads every partition, stores all 506 rows once, and keeps
     /// one offsets row per partition whose next offsets add up to the topic's 506 records.
     func testThreePartitionTopicIsLoadedExactly() throws {
-        var p = try TestPipeline("it_spark_parts", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.partitions = 3
-        try p.write()
+        let p = try TestPipeline.written("it_spark_parts", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", partitions: 3)
         try produce(p)
         let run = try submit(try generateJob(p))
         XCTAssertEqual(run.status, 0, run.output)
@@ -259,17 +255,7 @@ final class SparkJobTests: XCTestCase {
         for version in 1...20 { for sku in 1...5 { lines.append("S\(sku),\(version),\(sku * 100 + version).50") } }
         let csv = lines.joined(separator: "\n") + "\n"
         func pipeline(_ name: String) throws -> TestPipeline {
-            var p = try TestPipeline(name, csv: csv)
-            p.partitions = 3
-            p.sourceBatch = 7
-            p.sinkBatch = 9
-            p.schemaColumns = """
-              - { name: sku, type: text, primary_key: true }
-              - { name: version, type: integer, nullable: false }
-              - { name: price, type: "numeric(10,2)", nullable: false }
-            """
-            p.sinkExtra = ", mode: upsert, key: [sku]"
-            try p.write()
+            let p = try TestPipeline.written(name, csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns, sinkExtra: ", mode: upsert, key: [sku]")
             return p
         }
         let swift = try pipeline("it_spark_upsert_swift")

@@ -119,6 +119,30 @@ public struct TestPipeline {
         try csv.write(toFile: csvPath, atomically: true, encoding: .utf8)
     }
 
+    /// A pipeline with its CSV and its spec written: the one-line form of `init` plus settings plus `write()`.
+    public static func written(_ name: String, csv: String, partitions: Int = 1, sourceBatch: Int = 100, sinkBatch: Int = 2000,
+                               schemaColumns: String = housingColumns, transformExtra: String = "", sinkExtra: String = "",
+                               sourceExtra: String = "", topicExtra: String = "") throws -> TestPipeline {
+        var p = try TestPipeline(name, csv: csv)
+        p.partitions = partitions
+        p.sourceBatch = sourceBatch
+        p.sinkBatch = sinkBatch
+        p.schemaColumns = schemaColumns
+        p.transformExtra = transformExtra
+        p.sinkExtra = sinkExtra
+        p.sourceExtra = sourceExtra
+        p.topicExtra = topicExtra
+        try p.write()
+        return p
+    }
+
+    /// A keyed product table for the upsert tests: `sku` (the key), `version`, `price`.
+    public static let skuVersionPriceColumns = """
+      - { name: sku, type: text, primary_key: true }
+      - { name: version, type: integer, nullable: false }
+      - { name: price, type: "numeric(10,2)", nullable: false }
+    """
+
     public var specPath: String { dir + "/\(name).yaml" }
     public var table: String { name }
     public var topic: String { "\(name)-data" }
