@@ -12,7 +12,12 @@ import XCTest
 /// closure runs in a detached task for the whole life of the child: it reads standard output
 /// (and standard error) until end of file and serves signal requests sent from the test
 /// thread. XCTest test methods here stay synchronous: they block on the child, never on the
-/// cooperative pool.
+/// cooperative pool (so call this from synchronous code only: `init` blocks until the spawn).
+///
+/// What swift-subprocess 1.0 does not do, and how this fills in: it has no wait with a timeout
+/// (the test thread polls `isRunning`), and no `Execution` outside the closure (signals are
+/// handed to the closure; `send` falls back to kill(2) in the short window after the child
+/// closed its output and before it is reaped).
 public final class ChildProcess: Sendable {
     /// What a finished child left: its status and output.
     public struct Outcome: Sendable {
