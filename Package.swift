@@ -25,7 +25,9 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics.git", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.0"),
         .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.0"),
+        // Starting processes: initdb/pg_ctl in LocalStack; pipectl and spark-submit in the tests.
         .package(url: "https://github.com/swiftlang/swift-subprocess.git", from: "1.0.2"),
+        .package(url: "https://github.com/apple/swift-system.git", from: "1.5.0"),
     ],
     targets: [
         .target(name: "RecordFormats", dependencies: [.product(name: "Crypto", package: "swift-crypto")], swiftSettings: hotPath),
@@ -85,13 +87,24 @@ let package = Package(
             dependencies: ["PipelineRuntime"],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
         ),
+        // What the integration tests share: the stack, the per-test pipeline, polling, the exact-table
+        // assertion and the one runner (swift-subprocess) that starts pipectl and spark-submit.
+        .target(
+            name: "PipectlTestSupport",
+            dependencies: [
+                "PipelineRuntime", "PostgresAdapter", "LocalStack",
+                .product(name: "Subprocess", package: "swift-subprocess"),
+                .product(name: "SystemPackage", package: "swift-system"),
+            ],
+            path: "Tests/PipectlTestSupport"
+        ),
         .testTarget(
             name: "IntegrationTests",
             dependencies: [
                 "pipectl", "PipelineSpec", "PipelineCompiler", "PipelineRuntime", "KafkaAdapter", "PostgresAdapter", "RecordFormats", "LocalStack",
+                "PipectlTestSupport",
                 .product(name: "Yams", package: "Yams"),
             ],
-            swiftSettings: [.swiftLanguageMode(.v5)],
             linkerSettings: [.unsafeFlags(["-Xlinker", "-rpath", "-Xlinker", "$ORIGIN/../../../.deps/rdkafka"])]
         ),
     ]

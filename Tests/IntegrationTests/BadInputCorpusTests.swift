@@ -3,6 +3,7 @@ import LocalStack
 import PipelineRuntime
 import PostgresAdapter
 import RecordFormats
+import PipectlTestSupport
 import XCTest
 
 /// The bad-input corpus (Tests/Fixtures, listed in Tests/Fixtures/manifest.json): every case is
@@ -271,7 +272,7 @@ final class BadInputCorpusTests: XCTestCase {
     static let row2 = "0.02731,0,7.07,0,0.469,6.421,78.9,4.9671,2,242,17.8,396.9,9.14,21.6"
     static let front = "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,"
 
-    static let generatedCSV: [String: () -> [UInt8]] = [
+    static let generatedCSV: [String: @Sendable () -> [UInt8]] = [
         "huge_field": {
             // b is 10 MiB of digits: ten times the topic's message_max_bytes.
             Array("\(header)\n\(row1)\n\(front)".utf8) + [UInt8](repeating: UInt8(ascii: "9"), count: 10 << 20)
@@ -466,41 +467,18 @@ struct BadInputResult {
     }
 }
 
+/// pipectl started in a fixture's folder, standard output and standard error kept apart.
 final class BadInputProcess {
-    let process = Process()
-    let outPath = NSTemporaryDirectory() + "pipectl-bi-\(UUID().uuidString).out"
-    let errPath = NSTemporaryDirectory() + "pipectl-bi-\(UUID().uuidString).err"
+    let child: ChildProcess
 
     init(_ arguments: [String], in directory: String, environment: [String: String] = [:], unset: [String] = []) throws {
-        process.executableURL = URL(fileURLWithPath: TestStack.pipectl)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: directory)
-        var env = ProcessInfo.processInfo.environment
-        env.merge(environment) { _, new in new }
-        for name in unset { env[name] = nil }
-        process.environment = env
-        FileManager.default.createFile(atPath: outPath, contents: nil)
-        FileManager.default.createFile(atPath: errPath, contents: nil)
-        process.standardOutput = FileHandle(forWritingAtPath: outPath)
-        process.standardError = FileHandle(forWritingAtPath: errPath)
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
+        child = try ChildProcess(TestStack.pipectl, arguments, environment: environment, unset: unset,
+                                 workingDirectory: directory, separateStandardError: true)
     }
 
     func finish(timeout: Double) -> BadInputResult {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        if process.isRunning {
-            XCTFail("pipectl \(process.arguments?.joined(separator: " ") ?? "") did not finish in \(timeout) s")
-            process.terminate()
-        }
-        process.waitUntilExit()
-        let read = { (path: String) -> String in
-            defer { try? FileManager.default.removeItem(atPath: path) }
-            return String(decoding: (try? Data(contentsOf: URL(fileURLWithPath: path))) ?? Data(), as: UTF8.self)
-        }
-        return BadInputResult(status: process.terminationStatus, signaled: process.terminationReason == .uncaughtSignal,
-                              stdout: read(outPath), stderr: read(errPath))
+        let result = child.finish(timeout: timeout)
+        return BadInputResult(status: result.status, signaled: result.signaled, stdout: result.output, stderr: result.standardError)
     }
 
     static func run(_ arguments: [String], in directory: String, environment: [String: String] = [:], unset: [String] = [],
@@ -519,7 +497,7 @@ final class BadInputProcess {
                 running.append((next, try BadInputProcess(r.arguments, in: r.dir, environment: r.environment), Date().addingTimeInterval(timeout)))
                 next += 1
             }
-            if let done = running.firstIndex(where: { !$0.process.process.isRunning || Date() > $0.deadline }) {
+            if let done = running.firstIndex(where: { !$0.process.child.isRunning || Date() > $0.deadline }) {
                 let finished = running.remove(at: done)
                 results[finished.index] = finished.process.finish(timeout: 0)
             } else {

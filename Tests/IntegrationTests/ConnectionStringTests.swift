@@ -1,4 +1,5 @@
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Passwords in connection strings never reach a message: key=value strings are parsed by

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// The DAG shapes beyond one source -> topic -> transform -> sink, through the real pipectl

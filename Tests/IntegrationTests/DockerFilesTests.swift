@@ -1,4 +1,5 @@
 import Foundation
+import PipectlTestSupport
 import XCTest
 import Yams
 
@@ -10,17 +11,8 @@ final class DockerFilesTests: XCTestCase {
     let root = TestStack.repoRoot
 
     func run(_ program: String, _ arguments: [String]) throws -> (status: Int32, output: String) {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: program)
-        process.arguments = arguments
-        process.currentDirectoryURL = URL(fileURLWithPath: root)
-        let pipe = Pipe()
-        process.standardOutput = pipe
-        process.standardError = pipe
-        try process.run()
-        let data = pipe.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return (process.terminationStatus, String(decoding: data, as: UTF8.self))
+        let result = try ChildProcess.run(program, arguments, workingDirectory: root)
+        return (result.status, result.output)
     }
 
     func compose() throws -> [String: Any] {
@@ -35,7 +27,7 @@ final class DockerFilesTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.output)
         // Without the credentials it refuses, naming what to set, rather than using a default.
         let empty = NSTemporaryDirectory() + "pipectl-empty-\(getpid()).env"
-        FileManager.default.createFile(atPath: empty, contents: Data())
+        _ = FileManager.default.createFile(atPath: empty, contents: Data())
         defer { try? FileManager.default.removeItem(atPath: empty) }
         let bare = try run(program, ["--env-file", empty, "config", "-q"])
         XCTAssertNotEqual(bare.status, 0, bare.output)

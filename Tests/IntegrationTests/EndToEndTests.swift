@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// CSV -> Kafka (Tansu) -> PostgreSQL through the real pipectl binary.
@@ -7,9 +8,7 @@ final class EndToEndTests: XCTestCase {
     /// Every CSV value of housing.csv lands exactly, row by row keyed by the source ordinal;
     /// a second run loads nothing new.
     func testHousingPipelineLandsEveryValueExactlyAndOnce() throws {
-        var p = try TestPipeline("it_housing", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.sinkBatch = 200
-        try p.write()
+        let p = try TestPipeline.written("it_housing", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", sinkBatch: 200)
         // --verbose: the seed's "Sent batch" line per micro-batch (detail, not the default output).
         let first = try pipectl(["run", p.specPath, "--verbose"])
         XCTAssertEqual(first.status, 0, first.output)
@@ -46,11 +45,7 @@ final class EndToEndTests: XCTestCase {
 
     /// Two consumers in one group over a 3-partition topic share the work and land every row once.
     func testTwoConsumersInOneGroupLandEveryRowOnce() throws {
-        var p = try TestPipeline("it_group", csv: repeatedHousingCSV(20_000))
-        p.partitions = 3
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_group", csv: repeatedHousingCSV(20_000), partitions: 3, sourceBatch: 1000, sinkBatch: 500)
         let apply = try pipectl(["apply", p.specPath])
         XCTAssertEqual(apply.status, 0, apply.output)
         // Tables and topic first, so both consumers start from the same place.
@@ -58,7 +53,7 @@ final class EndToEndTests: XCTestCase {
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         defer { a.kill9(); b.kill9() }
         let deadline = Date().addingTimeInterval(60)
-        func assignedCount(_ r: RunningPipectl) -> Int {
+        func assignedCount(_ r: ChildProcess) -> Int {
             // The latest assignment line tells how many partitions this consumer holds now.
             guard let line = r.output().split(separator: "\n").last(where: { $0.hasPrefix("assigned partitions") }) else { return 0 }
             return line.split(separator: ",").count
@@ -75,7 +70,7 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_group\""), 20_000)
         XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"it_group\""), 20_000)
         XCTAssertEqual(try db.int("SELECT max(\"_pipectl_record\" & ((1::bigint << 40) - 1)) FROM \"it_group\""), 20_000)
-        func consumed(_ r: RunningPipectl) -> Int {
+        func consumed(_ r: ChildProcess) -> Int {
             guard let line = r.output().split(separator: "\n").last(where: { $0.hasPrefix("Consumed ") }) else { return -1 }
             return Int(line.split(separator: " ")[1]) ?? -1
         }
@@ -124,10 +119,7 @@ final class EndToEndTests: XCTestCase {
     /// crash points, then at three seeded random moments) and restarted: every row is in the
     /// table exactly once, checked by count, distinct record ids and per-column checksums.
     func testConsumerKilledMidRunStillLoadsEveryRowExactlyOnce() throws {
-        var p = try TestPipeline("it_crash", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_crash", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 1000)
         let produce = try pipectl(["produce", p.specPath])
         XCTAssertEqual(produce.status, 0, produce.output)
         for point in ["during-copy", "before-commit", "after-commit"] {

@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// A table that exists before pipectl first runs (the seed stack made `housing` by hand) is
@@ -35,9 +36,7 @@ final class ExistingTableTests: XCTestCase {
     func testTableMadeByHandGetsTheRecordColumnThenItsIndexAndLoadsEveryRow() throws {
         let db = try TestStack.connect()
         let csv = try String(contentsOfFile: TestStack.repoRoot + "/data/housing.csv", encoding: .utf8)
-        var p = try TestPipeline("it_existing", csv: csv)
-        p.schemaColumns = try Self.seedSchemaColumns()
-        try p.write()
+        let p = try TestPipeline.written("it_existing", csv: csv, schemaColumns: try Self.seedSchemaColumns())
         try db.execute("DROP TABLE IF EXISTS \"public\".\"it_existing\"")
         try db.execute(Self.seedTable("it_existing"))
 
@@ -69,9 +68,7 @@ final class ExistingTableTests: XCTestCase {
 
     func testDifferentColumnTypeIsRefusedBeforeAnythingChanges() throws {
         let db = try TestStack.connect()
-        var p = try TestPipeline("it_refused", csv: housingHeader + "\n" + housingRows[0] + "\n")
-        p.schemaColumns = try Self.seedSchemaColumns()
-        try p.write()
+        let p = try TestPipeline.written("it_refused", csv: housingHeader + "\n" + housingRows[0] + "\n", schemaColumns: try Self.seedSchemaColumns())
         try db.execute("DROP TABLE IF EXISTS \"public\".\"it_refused\"")
         try db.execute(Self.seedTable("it_refused", taxType: "text"))
         let reason = "column \"tax\" is text in the database but integer in schema 'it_refused'; pipectl never changes a column's type"
@@ -93,9 +90,7 @@ final class ExistingTableTests: XCTestCase {
     func testMissingDatabaseSchemaIsCreated() throws {
         let db = try TestStack.connect()
         try db.execute("DROP SCHEMA IF EXISTS \"it Sales\" CASCADE")
-        var p = try TestPipeline("it_dbschema", csv: housingHeader + "\n" + housingRows[0] + "\n" + housingRows[1] + "\n")
-        p.sinkExtra = ", db_schema: \"it Sales\""
-        try p.write()
+        let p = try TestPipeline.written("it_dbschema", csv: housingHeader + "\n" + housingRows[0] + "\n" + housingRows[1] + "\n", sinkExtra: ", db_schema: \"it Sales\"")
         let plan = try pipectl(["plan", p.specPath])
         XCTAssertTrue(plan.output.contains("\nCREATE SCHEMA IF NOT EXISTS \"it Sales\";\nCREATE TABLE IF NOT EXISTS \"it Sales\".\"it_dbschema\" (\n"), plan.output)
         let run = try pipectl(["run", p.specPath])

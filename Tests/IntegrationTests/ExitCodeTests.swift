@@ -1,26 +1,17 @@
 import Foundation
+import PipectlTestSupport
 import XCTest
 
 /// The documented exit statuses (docs/operations.md, "Exit codes"): a run never looks like
 /// success when it is not.
 final class ExitCodeTests: XCTestCase {
-    func waitFor(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) rethrows {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return }
-            usleep(50_000)
-        }
-        XCTFail("timed out waiting for \(what)")
-    }
-
     /// A file with one row that cannot be cast: `run`, `consume` and `produce` finish with status 3
     /// unless `--allow-dead-letters` is given; the good rows land either way.
     func testDeadLettersGiveStatus3UnlessAllowed() throws {
         let rows = Array(housingRows.prefix(20))
         var bad = rows
         bad[4] = bad[4].replacingOccurrences(of: "^[^,]*", with: "abc", options: .regularExpression)
-        var p = try TestPipeline("it_exit3", csv: ([housingHeader] + bad).joined(separator: "\n") + "\n")
-        try p.write()
+        var p = try TestPipeline.written("it_exit3", csv: ([housingHeader] + bad).joined(separator: "\n") + "\n")
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 3, run.output)
         XCTAssertTrue(run.output.contains("dead-lettered:      1"), run.output)
@@ -51,15 +42,13 @@ final class ExitCodeTests: XCTestCase {
     /// Ctrl-C in the middle of a `run`: status 4 and a line saying what to do; running again
     /// finishes and the table is exact.
     func testInterruptedRunGivesStatus4AndRunningAgainFinishes() throws {
-        var p = try TestPipeline("it_exit4", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_exit4", csv: repeatedHousingCSV(200_000), sourceBatch: 500)
         let run = try startPipectl(["run", p.specPath])
         defer { run.kill9() }
         waitFor("the first rows") { (try? TestStack.connect().int("SELECT count(*) FROM \"it_exit4\"")) ?? 0 > 1_000 }
-        kill(run.process.processIdentifier, SIGINT)
+        run.send(SIGINT)
         guard run.wait(timeout: 60) else { return XCTFail("run did not stop: \(run.output())") }
-        XCTAssertEqual(run.process.terminationStatus, 4, run.output())
+        XCTAssertEqual(run.terminationStatus, 4, run.output())
         XCTAssertTrue(run.output().contains("Interrupted: "), run.output())
         XCTAssertTrue(run.output().contains("Run the same command again to finish: records already stored are skipped by record id."), run.output())
         let again = try pipectl(["run", p.specPath])

@@ -1,38 +1,14 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Server faults and rebalances against the real broker and database: the result stays exact.
 final class FaultTests: XCTestCase {
-    func waitFor(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) rethrows {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return }
-            usleep(100_000)
-        }
-        XCTFail("timed out waiting for \(what)")
-    }
-
-    func rowCount(_ table: String) -> Int {
-        (try? TestStack.connect().int("SELECT count(*) FROM \"\(table)\"")) ?? -1
-    }
-
-    func assertExact(_ table: String, rows: Int, file: StaticString = #filePath, line: UInt = #line) throws {
-        let db = try TestStack.connect()
-        XCTAssertEqual(try db.int("SELECT count(*) FROM \"\(table)\""), rows, file: file, line: line)
-        XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"\(table)\""), rows, file: file, line: line)
-        var tax = 0
-        for i in 0..<rows { tax += Int(housingRows[i % housingRows.count].split(separator: ",")[9])! }
-        XCTAssertEqual(try db.int("SELECT sum(\"tax\") FROM \"\(table)\""), tax, "tax checksum", file: file, line: line)
-    }
-
     /// PostgreSQL stopped and started in the middle of a load: the consumer retries with
     /// backoff and the result is exact.
     func testPostgresRestartMidLoadStillLoadsEveryRowOnce() throws {
-        var p = try TestPipeline("it_pgrestart", csv: repeatedHousingCSV(100_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_pgrestart", csv: repeatedHousingCSV(100_000), sourceBatch: 1000, sinkBatch: 1000)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
         defer { consumer.kill9() }
@@ -41,10 +17,10 @@ final class FaultTests: XCTestCase {
         sleep(3)
         _ = try TestStack.stack!.up(log: { _ in })
         guard consumer.wait(timeout: 180) else { return XCTFail("consumer did not finish: \(consumer.output())") }
-        XCTAssertEqual(consumer.process.terminationStatus, 0, consumer.output())
+        XCTAssertEqual(consumer.terminationStatus, 0, consumer.output())
         XCTAssertTrue(consumer.output().contains("PostgreSQL connection lost"), consumer.output())
         XCTAssertTrue(consumer.output().contains("reconnected to PostgreSQL"), consumer.output())
-        try assertExact("it_pgrestart", rows: 100_000)
+        try assertExactTable("it_pgrestart", rows: 100_000, everyRow: false)
     }
 
     /// PostgreSQL crashes (`pg_ctl stop -m immediate`) at three moments of a `run`. Batches
@@ -63,10 +39,7 @@ final class FaultTests: XCTestCase {
                 _ = try? db.query("SELECT pg_reload_conf()")
             }
         }
-        var p = try TestPipeline("it_pgcrash", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 2000
-        try p.write()
+        let p = try TestPipeline.written("it_pgcrash", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 2000)
         let run = try startPipectl(["run", p.specPath])
         defer { run.kill9() }
         for threshold in [10_000, 60_000, 120_000] {
@@ -77,12 +50,12 @@ final class FaultTests: XCTestCase {
         }
         guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
         let output = run.output()
-        XCTAssertEqual(run.process.terminationStatus, 0, output)
+        XCTAssertEqual(run.terminationStatus, 0, output)
         XCTAssertTrue(output.contains("the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: partition 0 from offset"), output)
         XCTAssertTrue(output.contains("rows loaded:        200000\n"), output)
         XCTAssertTrue(output.contains("already loaded:     0 "), output)
         XCTAssertTrue(output.contains("reconciled:         yes"), output)
-        try assertExact("it_pgcrash", rows: 200_000)
+        try assertExactTable("it_pgcrash", rows: 200_000, everyRow: false)
         let offsets = try TestStack.connect().int("SELECT \"next_offset\" FROM \"pipectl\".\"it_pgcrash__offsets\"")
         XCTAssertEqual(offsets, 200_000)
     }
@@ -90,11 +63,7 @@ final class FaultTests: XCTestCase {
     /// PostgreSQL away for longer than the sink's `retry_timeout_ms`: the consumer says once how
     /// long it keeps trying, then stops with an error naming the setting; nothing is lost.
     func testPostgresDownLongerThanRetryTimeoutStopsWithTheSetting() throws {
-        var p = try TestPipeline("it_pgwindow", csv: repeatedHousingCSV(150_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        p.sinkExtra = ", retry_timeout_ms: 3000"
-        try p.write()
+        let p = try TestPipeline.written("it_pgwindow", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 500, sinkExtra: ", retry_timeout_ms: 3000")
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "5"])
         defer { consumer.kill9() }
@@ -108,23 +77,20 @@ final class FaultTests: XCTestCase {
         let waited = Date().timeIntervalSince(stopped)
         _ = try TestStack.stack!.up(log: { _ in })
         let output = consumer.output()
-        XCTAssertEqual(consumer.process.terminationStatus, 1, output)
+        XCTAssertEqual(consumer.terminationStatus, 1, output)
         XCTAssertLessThan(waited, 20, output)
         XCTAssertTrue(output.contains("reconnecting for up to 3 s more (retry_timeout_ms)"), output)
         XCTAssertTrue(output.contains("error: PostgreSQL unreachable for longer than the sink's retry_timeout_ms (3000 ms)"), output)
         // What was committed stays; a second consume finishes the load exactly.
         let again = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(again.status, 0, again.output)
-        try assertExact("it_pgwindow", rows: 150_000)
+        try assertExactTable("it_pgwindow", rows: 150_000, everyRow: false)
     }
 
     /// The broker restarted under a running `consume --idle-exit`: the in-memory topic is gone,
     /// and the consumer stops with that error instead of idling out with exit status 0.
     func testConsumeStopsWhenTheTopicVanishesUnderIt() throws {
-        var p = try TestPipeline("it_topicgone", csv: repeatedHousingCSV(100_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_topicgone", csv: repeatedHousingCSV(100_000), sourceBatch: 1000, sinkBatch: 500)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "20"])
         defer { consumer.kill9() }
@@ -134,7 +100,7 @@ final class FaultTests: XCTestCase {
         _ = try TestStack.stack!.up(log: { _ in })
         guard consumer.wait(timeout: 60) else { return XCTFail("consumer did not stop: \(consumer.output())") }
         let output = consumer.output()
-        XCTAssertEqual(consumer.process.terminationStatus, 1, output)
+        XCTAssertEqual(consumer.terminationStatus, 1, output)
         XCTAssertTrue(output.contains("error: topic 'it_topicgone-data'"), output)
         XCTAssertTrue(output.contains("vanished while consuming"), output)
         XCTAssertFalse(output.contains("Consumed "), output)
@@ -143,16 +109,14 @@ final class FaultTests: XCTestCase {
         let healed = try pipectl(["consume", p.specPath, "--idle-exit", "5", "--restart-on-new-topic"])
         XCTAssertEqual(healed.status, 0, healed.output)
         XCTAssertTrue(healed.output.contains("Consumed 100000 records"), healed.output)
-        try assertExact("it_topicgone", rows: 100_000)
+        try assertExactTable("it_topicgone", rows: 100_000, everyRow: false)
     }
 
     /// Rows appended while `produce` is reading the file: what is sent is exactly the content
     /// the source was fingerprinted from (one read of the same bytes), so no record travels
     /// under the id of other content. The appended rows wait for the next run.
     func testRowsAppendedWhileProducingAreNotSentUnderTheOldFingerprint() throws {
-        var p = try TestPipeline("it_inflight", csv: repeatedHousingCSV(300_000))
-        p.sourceBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_inflight", csv: repeatedHousingCSV(300_000), sourceBatch: 1000)
         let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         defer { producer.kill9() }
         waitFor("the first batches") { producer.output().contains("Sent batch") }
@@ -161,12 +125,12 @@ final class FaultTests: XCTestCase {
         handle.write(Data((0..<1_000).map { housingRows[$0 % housingRows.count] + "\n" }.joined().utf8))
         try handle.close()
         guard producer.wait(timeout: 180) else { return XCTFail("produce did not finish: \(producer.output())") }
-        XCTAssertEqual(producer.process.terminationStatus, 0, producer.output())
+        XCTAssertEqual(producer.terminationStatus, 0, producer.output())
         XCTAssertTrue(producer.output().contains("Produced 300000 records from"), producer.output())
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(consume.status, 0, consume.output)
         XCTAssertTrue(consume.output.contains("Consumed 300000 records: 300000 loaded"), consume.output)
-        try assertExact("it_inflight", rows: 300_000)
+        try assertExactTable("it_inflight", rows: 300_000, everyRow: false)
         XCTAssertEqual(try TestStack.connect().int("SELECT count(*) FROM \"pipectl\".\"it_inflight__sources\""), 1)
     }
 
@@ -174,9 +138,7 @@ final class FaultTests: XCTestCase {
     /// belong to another incarnation and stops with a clear error instead of skipping data;
     /// `run`, which owns the producer, re-sends and ends exact.
     func testBrokerRestartIsDetectedByConsumeAndHealedByRun() throws {
-        var p = try TestPipeline("it_brokerrestart", csv: repeatedHousingCSV(3_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_brokerrestart", csv: repeatedHousingCSV(3_000), sourceBatch: 500)
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         try TestStack.stack!.stopBroker()
@@ -189,14 +151,11 @@ final class FaultTests: XCTestCase {
         let healed = try pipectl(["consume", p.specPath, "--idle-exit", "5", "--restart-on-new-topic"])
         XCTAssertEqual(healed.status, 0, healed.output)
         XCTAssertTrue(healed.output.contains("Consumed 3000 records: 0 loaded, 3000 already loaded"), healed.output)
-        try assertExact("it_brokerrestart", rows: 3_000)
+        try assertExactTable("it_brokerrestart", rows: 3_000, everyRow: false)
 
         // A restart in the middle of `run`: the producer sends again, the consumer starts the
         // new incarnation from the beginning, record ids drop what was already stored.
-        var q = try TestPipeline("it_runrestart", csv: repeatedHousingCSV(150_000))
-        q.sourceBatch = 1000
-        q.sinkBatch = 2000
-        try q.write()
+        let q = try TestPipeline.written("it_runrestart", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 2000)
         let run = try startPipectl(["run", q.specPath])
         defer { run.kill9() }
         waitFor("the first rows") { rowCount("it_runrestart") > 2_000 }
@@ -204,41 +163,34 @@ final class FaultTests: XCTestCase {
         sleep(1)
         _ = try TestStack.stack!.up(log: { _ in })
         guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
-        XCTAssertEqual(run.process.terminationStatus, 0, run.output())
+        XCTAssertEqual(run.terminationStatus, 0, run.output())
         XCTAssertTrue(run.output().contains("reconciled:         yes"), run.output())
-        try assertExact("it_runrestart", rows: 150_000)
+        try assertExactTable("it_runrestart", rows: 150_000, everyRow: false)
     }
 
     /// A consumer that is paused until its partitions move to another member cannot commit
     /// rows or offsets for them afterwards; the load ends exact.
     func testPausedConsumerIsFencedAfterItsPartitionsMoved() throws {
-        var p = try TestPipeline("it_fence", csv: repeatedHousingCSV(100_000))
-        p.partitions = 2
-        p.sourceBatch = 1000
-        p.sinkBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_fence", csv: repeatedHousingCSV(100_000), partitions: 2, sourceBatch: 1000, sinkBatch: 500)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let a = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         defer { a.kill9() }
         waitFor("consumer a to load") { rowCount("it_fence") > 3_000 }
-        kill(a.process.processIdentifier, SIGSTOP)
+        a.send(SIGSTOP)
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         defer { b.kill9() }
         // b takes over once a's session has timed out, and stores rows of its own.
         let before = rowCount("it_fence")
         waitFor("consumer b to take over", timeout: 90) { b.output().contains("assigned partitions 0, 1") && rowCount("it_fence") > before + 2_000 }
-        kill(a.process.processIdentifier, SIGCONT)
+        a.send(SIGCONT)
         guard a.wait(timeout: 180) && b.wait(timeout: 180) else { return XCTFail("a: \(a.output())\nb: \(b.output())") }
         XCTAssertTrue(a.output().contains("now belong to another consumer; batch dropped"), a.output())
-        try assertExact("it_fence", rows: 100_000)
+        try assertExactTable("it_fence", rows: 100_000, everyRow: false)
     }
 
     /// The producer killed mid-send and run again: the consumer stores each record once.
     func testProducerKilledAndRerunLeavesNoDuplicates() throws {
-        var p = try TestPipeline("it_prodkill", csv: repeatedHousingCSV(200_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 5000
-        try p.write()
+        let p = try TestPipeline.written("it_prodkill", csv: repeatedHousingCSV(200_000), sourceBatch: 1000, sinkBatch: 5000)
         XCTAssertEqual(try pipectl(["apply", p.specPath]).status, 0)
         let producer = try startPipectl(["produce", p.specPath, "--verbose"])
         waitFor("some batches") { producer.output().components(separatedBy: "Sent batch").count > 20 }
@@ -251,6 +203,6 @@ final class FaultTests: XCTestCase {
         XCTAssertTrue(again.output.contains("Produced \(200_000 - checkpoint) records from it_prodkill.csv to it_prodkill-data (0 as error records; \(checkpoint) sent before)"), again.output)
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(consume.status, 0, consume.output)
-        try assertExact("it_prodkill", rows: 200_000)
+        try assertExactTable("it_prodkill", rows: 200_000, everyRow: false)
     }
 }

@@ -1,44 +1,13 @@
 import Foundation
 import PostgresAdapter
 import RecordFormats
+import PipectlTestSupport
 import XCTest
 
 /// Files that grow, runs that are interrupted, files that change, and `reset` (issue 8, kind 6
 /// and the `reset --source` part of kind 2): each file is sent once from a checkpoint, and
 /// the table ends with exactly the file's rows, by value.
 final class GrowingFileTests: XCTestCase {
-    func waitFor(_ what: String, timeout: Double = 60, _ condition: () throws -> Bool) rethrows {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return }
-            usleep(50_000)
-        }
-        XCTFail("timed out waiting for \(what)")
-    }
-
-    /// The table holds rows 1...`rows` of the repeated housing data, once each: count, distinct
-    /// record ids, tax and medv checksums, and every row's tax and medv against its ordinal.
-    func assertExact(_ table: String, rows: Int, file: StaticString = #filePath, line: UInt = #line) throws {
-        let db = try TestStack.connect()
-        XCTAssertEqual(try db.int("SELECT count(*) FROM \"\(table)\""), rows, "row count", file: file, line: line)
-        XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"\(table)\""), rows, "distinct record ids", file: file, line: line)
-        var tax = 0
-        for i in 0..<rows { tax += Int(housingRows[i % housingRows.count].split(separator: ",")[9])! }
-        XCTAssertEqual(try db.int("SELECT sum(\"tax\") FROM \"\(table)\""), tax, "tax checksum", file: file, line: line)
-        // Each ordinal once, with the values of its line.
-        let stored = try db.query("""
-            SELECT "_pipectl_record" & ((1::bigint << 40) - 1), "tax"::text, "medv"::numeric::text FROM "\(table)" ORDER BY 1
-            """)
-        XCTAssertEqual(stored.map { Int($0[0] ?? "") ?? -1 }, Array(1...max(rows, 1)).prefix(rows).map { $0 }, "ordinals", file: file, line: line)
-        for (i, row) in stored.enumerated() {
-            let fields = housingRows[i % housingRows.count].split(separator: ",")
-            if row[1] != String(fields[9]) || Decimal(string: row[2] ?? "") != Decimal(string: String(fields[13])) {
-                XCTFail("row \(i + 1): tax \(row[1] ?? "NULL") medv \(row[2] ?? "NULL"), expected \(fields[9]) \(fields[13])", file: file, line: line)
-                break
-            }
-        }
-    }
-
     func append(_ lines: [String], to path: String) throws {
         let handle = try XCTUnwrap(FileHandle(forWritingAtPath: path))
         try handle.seekToEnd()
@@ -50,9 +19,7 @@ final class GrowingFileTests: XCTestCase {
     /// sent (its ordinal continues the file's, so its id is new); the table holds 2,001 rows.
     /// A second append is sent by `run` itself, which also reconciles the whole file.
     func testAppendedRowIsTheOnlyRecordSentAndLoadsOnce() throws {
-        var p = try TestPipeline("it_grow", csv: repeatedHousingCSV(2_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_grow", csv: repeatedHousingCSV(2_000), sourceBatch: 500)
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         XCTAssertTrue(first.output.contains("rows sent:          2000\n"), first.output)
@@ -64,7 +31,7 @@ final class GrowingFileTests: XCTestCase {
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "4"])
         XCTAssertEqual(consume.status, 0, consume.output)
         XCTAssertTrue(consume.output.contains("Consumed 1 records: 1 loaded, 0 already loaded, 0 dead-lettered"), consume.output)
-        try assertExact("it_grow", rows: 2_001)
+        try assertExactTable("it_grow", rows: 2_001, everyRow: true)
 
         try append([housingRows[2_001 % housingRows.count], housingRows[2_002 % housingRows.count]], to: p.csvPath)
         let second = try pipectl(["run", p.specPath])
@@ -73,7 +40,7 @@ final class GrowingFileTests: XCTestCase {
         XCTAssertTrue(second.output.contains("rows sent:          2\n"), second.output)
         XCTAssertTrue(second.output.contains("rows loaded:        2\n"), second.output)
         XCTAssertTrue(second.output.contains("reconciled:         yes (2003 read = 2003 rows + 0 dead letters stored for this file)"), second.output)
-        try assertExact("it_grow", rows: 2_003)
+        try assertExactTable("it_grow", rows: 2_003, everyRow: true)
     }
 
     /// A file without a final line end: the appended text starts with one, so the last record
@@ -81,26 +48,20 @@ final class GrowingFileTests: XCTestCase {
     func testFileWithoutAFinalLineEndGrowsByNewRecords() throws {
         var csv = repeatedHousingCSV(300)
         csv.removeLast()
-        var p = try TestPipeline("it_grow_open", csv: csv)
-        p.sourceBatch = 100
-        try p.write()
+        let p = try TestPipeline.written("it_grow_open", csv: csv, sourceBatch: 100)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         try append(["", housingRows[300 % housingRows.count]].map { $0 }, to: p.csvPath)
         let second = try pipectl(["run", p.specPath])
         XCTAssertEqual(second.status, 0, second.output)
         XCTAssertTrue(second.output.contains("rows sent:          1\n"), second.output)
-        try assertExact("it_grow_open", rows: 301)
+        try assertExactTable("it_grow_open", rows: 301, everyRow: true)
     }
 
     /// `run` interrupted in the middle of sending, by Ctrl-C (SIGINT) and then by SIGKILL: the
     /// next run resumes after the delivered records instead of sending the whole file again,
     /// and the table ends exact.
     func testInterruptedRunResumesFromItsCheckpoint() throws {
-        var p = try TestPipeline("it_resume", csv: repeatedHousingCSV(60_000))
-        p.sourceBatch = 1000
-        p.sinkBatch = 2000
-        p.sourceExtra = ", rate_limit: 5000"
-        try p.write()
+        let p = try TestPipeline.written("it_resume", csv: repeatedHousingCSV(60_000), sourceBatch: 1000, sinkBatch: 2000, sourceExtra: ", rate_limit: 5000")
         for signal in [SIGINT, SIGKILL] {
             // --verbose: the "Sent batch" line per micro-batch, to interrupt after a few.
             let run = try startPipectl(["run", p.specPath, "--verbose"])
@@ -109,7 +70,7 @@ final class GrowingFileTests: XCTestCase {
             waitFor("the consumer's assignment") { run.output().contains("assigned partitions") }
             let before = run.output().components(separatedBy: "Sent batch").count
             waitFor("some batches") { run.output().components(separatedBy: "Sent batch").count > before + 3 }
-            kill(run.process.processIdentifier, signal)
+            run.send(signal)
             XCTAssertTrue(run.wait(timeout: 60), run.output())
             XCTAssertFalse(run.output().contains("rows read:          60000"), "the run was not interrupted mid-send: \(run.output())")
         }
@@ -123,7 +84,7 @@ final class GrowingFileTests: XCTestCase {
         XCTAssertEqual(sent, 60_000 - checkpoint, last.output)
         XCTAssertTrue(last.output.contains("rows read:          60000\n"), last.output)
         XCTAssertTrue(last.output.contains("reconciled:         yes (60000 read = 60000 rows + 0 dead letters stored for this file)"), last.output)
-        try assertExact("it_resume", rows: 60_000)
+        try assertExactTable("it_resume", rows: 60_000, everyRow: true)
     }
 
     /// The records of `csv` overlapping bytes [from, to): the record range the refusal names.
@@ -147,9 +108,7 @@ final class GrowingFileTests: XCTestCase {
     /// deletes what the file's current life loaded, after which `run` loads it exactly.
     func testChangedRecordIsRefusedThenLoadedAsNewSourceOrAfterResetSource() throws {
         let original = repeatedHousingCSV(2_000)
-        var p = try TestPipeline("it_changed", csv: original)
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_changed", csv: original, sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
 
         // Record 1200's tax (field 10) goes from its value to 1.
@@ -172,7 +131,7 @@ final class GrowingFileTests: XCTestCase {
             + "or delete what it loaded with `pipectl reset --source it_changed.csv` and run again\n"
         XCTAssertTrue(refused.output.contains(expected), refused.output)
         XCTAssertEqual(refused.output.components(separatedBy: "error:").count, 2, refused.output)
-        try assertExact("it_changed", rows: 2_000)
+        try assertExactTable("it_changed", rows: 2_000, everyRow: true)
 
         // As a new source: the edited file's 2,000 rows join the 2,000 loaded before.
         let asNew = try pipectl(["run", p.specPath, "--as-new-source"])
@@ -190,7 +149,7 @@ final class GrowingFileTests: XCTestCase {
         let reset = try pipectl(["reset", p.specPath, "--source", p.csvPath, "--yes"])
         XCTAssertEqual(reset.status, 0, reset.output)
         XCTAssertTrue(reset.output.contains("reset source 'it_changed_csv' (it_changed.csv): deleted 2000 rows from \"public\".\"it_changed\", 0 dead letters and its send checkpoint; the next run loads it again"), reset.output)
-        try assertExact("it_changed", rows: 2_000)
+        try assertExactTable("it_changed", rows: 2_000, everyRow: true)
 
         // Back to the original content: the first life is the newest one left at this path and
         // the file is what it sent, so nothing is sent and nothing doubles.
@@ -198,16 +157,14 @@ final class GrowingFileTests: XCTestCase {
         let again = try pipectl(["run", p.specPath])
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(again.output.contains("rows sent:          0\n"), again.output)
-        try assertExact("it_changed", rows: 2_000)
+        try assertExactTable("it_changed", rows: 2_000, everyRow: true)
     }
 
     /// `reset` then `run` never doubles a table: the whole-pipeline reset keeps each file's
     /// identity, so the re-sent file is recognised; `reset --source` deletes the rows with the
     /// identity, so the file loads once more, exactly.
     func testResetThenRunNeverDoublesTheTable() throws {
-        var p = try TestPipeline("it_reset", csv: repeatedHousingCSV(2_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_reset", csv: repeatedHousingCSV(2_000), sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
 
         let reset = try pipectl(["reset", p.specPath, "--yes"])
@@ -218,7 +175,7 @@ final class GrowingFileTests: XCTestCase {
         XCTAssertTrue(again.output.contains("rows sent:          2000\n"), again.output)
         XCTAssertTrue(again.output.contains("rows loaded:        0\n"), again.output)
         XCTAssertTrue(again.output.contains("reconciled:         yes (2000 read = 2000 rows + 0 dead letters stored for this file)"), again.output)
-        try assertExact("it_reset", rows: 2_000)
+        try assertExactTable("it_reset", rows: 2_000, everyRow: true)
 
         let source = try pipectl(["reset", p.specPath, "--source", "it_reset_csv", "--yes"])
         XCTAssertEqual(source.status, 0, source.output)
@@ -227,7 +184,7 @@ final class GrowingFileTests: XCTestCase {
         let reload = try pipectl(["run", p.specPath])
         XCTAssertEqual(reload.status, 0, reload.output)
         XCTAssertTrue(reload.output.contains("rows loaded:        2000\n"), reload.output)
-        try assertExact("it_reset", rows: 2_000)
+        try assertExactTable("it_reset", rows: 2_000, everyRow: true)
 
         let unknown = try pipectl(["reset", p.specPath, "--source", "nope.csv", "--yes"])
         XCTAssertEqual(unknown.status, 1, unknown.output)
@@ -238,9 +195,7 @@ final class GrowingFileTests: XCTestCase {
     /// checkpoint columns filled. The next run takes that row over (same number, same ids),
     /// sends the file once more and stores nothing twice; the run after that sends nothing.
     func testSourceRegisteredBeforeCheckpointsKeepsItsRowsSingle() throws {
-        var p = try TestPipeline("it_legacy", csv: repeatedHousingCSV(1_000))
-        p.sourceBatch = 500
-        try p.write()
+        let p = try TestPipeline.written("it_legacy", csv: repeatedHousingCSV(1_000), sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         let db = try TestStack.connect()
         _ = try db.query("""
@@ -257,7 +212,7 @@ final class GrowingFileTests: XCTestCase {
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"pipectl\".\"it_legacy__sources\""), 1)
         let settled = try pipectl(["run", p.specPath])
         XCTAssertTrue(settled.output.contains("rows sent:          0\n"), settled.output)
-        try assertExact("it_legacy", rows: 1_000)
+        try assertExactTable("it_legacy", rows: 1_000, everyRow: true)
     }
 
     /// The reported day-1/day-2 case: day 2's file has an `email` column the schema lacks, so

@@ -1,4 +1,5 @@
 import Foundation
+import PipectlTestSupport
 import XCTest
 
 /// Paths that are not CSV files, given to every command that reads one: one line naming the

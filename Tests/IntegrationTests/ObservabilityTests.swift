@@ -2,6 +2,7 @@ import Foundation
 #if canImport(FoundationNetworking)
 import FoundationNetworking
 #endif
+import PipectlTestSupport
 import XCTest
 
 /// `--http`: Prometheus /metrics, the status page in a real headless Chromium, and
@@ -20,40 +21,22 @@ final class ObservabilityTests: XCTestCase {
         return nil
     }
 
-    func waitFor(_ what: String, timeout: Double = 120, _ condition: () throws -> Bool) rethrows {
-        let deadline = Date().addingTimeInterval(timeout)
-        while Date() < deadline {
-            if try condition() { return }
-            usleep(200_000)
-        }
-        XCTFail("timed out waiting for \(what)")
-    }
-
     func chromium() -> String? {
         ["/usr/bin/chromium", "/usr/bin/chromium-browser"].first { FileManager.default.isExecutableFile(atPath: $0) }
     }
 
     /// Runs Chromium headless on `url`; returns its standard output.
     func headless(_ arguments: [String], _ url: String) throws -> String {
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: try XCTUnwrap(chromium(), "chromium is not installed (make deps installs it)"))
-        process.arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=\(NSTemporaryDirectory())pipectl-chromium-\(getpid())"] + arguments + [url]
-        let out = Pipe()
-        process.standardOutput = out
-        process.standardError = FileHandle.nullDevice
-        try process.run()
-        let data = out.fileHandleForReading.readDataToEndOfFile()
-        process.waitUntilExit()
-        return String(decoding: data, as: UTF8.self)
+        let browser = try XCTUnwrap(chromium(), "chromium is not installed (make deps installs it)")
+        let arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=\(NSTemporaryDirectory())pipectl-chromium-\(getpid())"] + arguments + [url]
+        // Standard output only: Chromium's standard error is its own log.
+        return try ChildProcess.run(browser, arguments, separateStandardError: true).output
     }
 
     func testMetricsPageAndStatusMatchTheDatabaseDuringAndAfterARun() throws {
         var lines = repeatedHousingCSV(100_000).split(separator: "\n", omittingEmptySubsequences: false).map(String.init)
         for i in [10, 50_000, 99_990] { lines[i] = lines[i].replacingOccurrences(of: "^[^,]*", with: "bad", options: .regularExpression) }
-        var p = try TestPipeline("it_observe", csv: lines.joined(separator: "\n"))
-        p.sourceBatch = 500
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_observe", csv: lines.joined(separator: "\n"), sourceBatch: 500, sinkBatch: 1000)
         let port = TestStack.freePort()
         let base = "http://127.0.0.1:\(port)"
         let run = try startPipectl(["run", p.specPath, "--follow", "--http", "127.0.0.1:\(port)"])
@@ -62,7 +45,7 @@ final class ObservabilityTests: XCTestCase {
 
         // During the run: counters move, and never count more rows than the table holds
         // (rows are counted once durable).
-        waitFor("rows during the run") { (try? db.int("SELECT count(*) FROM \"it_observe\"")) ?? 0 > 5_000 }
+        waitFor("rows during the run", timeout: 120) { (try? db.int("SELECT count(*) FROM \"it_observe\"")) ?? 0 > 5_000 }
         let during = try XCTUnwrap(get(base + "/metrics"), run.output())
         let tableNow = try db.int("SELECT count(*) FROM \"it_observe\"")
         let writtenDuring = try XCTUnwrap(sample(during, "pipectl_rows_written_total{sink=\"it_observe_db\"}") ?? 0)
@@ -81,9 +64,9 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertGreaterThan((try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0, 10_000, "screenshot at \(shot)")
 
         // After the load: the counters equal the database's counts.
-        waitFor("every row") { (try? db.int("SELECT count(*) FROM \"it_observe\"")) == 99_997 && (try? db.int("SELECT count(*) FROM \"pipectl\".\"it_observe__dead_letters\"")) == 3 }
+        waitFor("every row", timeout: 120) { (try? db.int("SELECT count(*) FROM \"it_observe\"")) == 99_997 && (try? db.int("SELECT count(*) FROM \"pipectl\".\"it_observe__dead_letters\"")) == 3 }
         var after = ""
-        waitFor("the counters to catch up") {
+        waitFor("the counters to catch up", timeout: 120) {
             after = get(base + "/metrics") ?? ""
             return sample(after, "pipectl_rows_written_total{sink=\"it_observe_db\"}") == 99_997
         }
@@ -92,7 +75,7 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertEqual(sample(after, "pipectl_records_consumed_total{topic=\"it_observe-data\"}"), 100_000, after)
         XCTAssertEqual(sample(after, "pipectl_records_produced_total{topic=\"it_observe-data\"}"), 100_000, after)
         XCTAssertEqual(sample(after, "pipectl_source_rows_read_total{source=\"it_observe_csv\"}"), 100_000, after)
-        waitFor("lag 0") { sample(get(base + "/metrics") ?? "", "pipectl_consumer_lag{topic=\"it_observe-data\",partition=\"0\"}") == 0 }
+        waitFor("lag 0", timeout: 120) { sample(get(base + "/metrics") ?? "", "pipectl_consumer_lag{topic=\"it_observe-data\",partition=\"0\"}") == 0 }
 
         // `status --json` agrees with the offsets table and the table.
         let status = try pipectl(["status", p.specPath, "--json"])
@@ -117,9 +100,9 @@ final class ObservabilityTests: XCTestCase {
         // The same report over HTTP (refreshed every 2 s).
         waitFor("/status to show the stored offset", timeout: 30) { get(base + "/status")?.contains("\"storedOffset\" : 100000") == true }
 
-        kill(run.process.processIdentifier, SIGINT)
+        run.send(SIGINT)
         XCTAssertTrue(run.wait(timeout: 30), run.output())
-        XCTAssertEqual(run.process.terminationStatus, 3, run.output())  // finished, with dead letters
+        XCTAssertEqual(run.terminationStatus, 3, run.output())  // finished, with dead letters
     }
 
     /// `status` on a pipeline whose topic is gone: unhealthy, exit status 6, the reason named.

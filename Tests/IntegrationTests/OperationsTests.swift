@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Dead-letter replay, safe schema changes, secrets, and a consumer joining mid-load.
@@ -11,8 +12,7 @@ final class OperationsTests: XCTestCase {
             "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,",      // medv missing: NOT NULL
             "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,oops,15.3,396.9,4.98,24",   // tax not a number
         ]
-        var p = try TestPipeline("it_replay", csv: ([housingHeader] + rows).joined(separator: "\n") + "\n")
-        try p.write()
+        var p = try TestPipeline.written("it_replay", csv: ([housingHeader] + rows).joined(separator: "\n") + "\n")
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 3)  // finished, with dead letters
         let db = try TestStack.connect()
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"pipectl\".\"it_replay__dead_letters\""), 2)
@@ -36,8 +36,7 @@ final class OperationsTests: XCTestCase {
     /// A nullable column added to the schema is added to the table; a changed type is refused
     /// with the reason, and nothing is dropped or narrowed.
     func testSchemaChangesAddNullableColumnsAndRefuseTypeChanges() throws {
-        var p = try TestPipeline("it_schema", csv: housingHeader + "\n" + housingRows[0] + "\n")
-        try p.write()
+        var p = try TestPipeline.written("it_schema", csv: housingHeader + "\n" + housingRows[0] + "\n")
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         p.schemaColumns = TestPipeline.housingColumns + "\n  - { name: note, type: text }"
         try p.write()
@@ -90,11 +89,7 @@ final class OperationsTests: XCTestCase {
     /// A second consumer joining in the middle of a load takes over part of the partitions;
     /// every row lands once.
     func testSecondConsumerJoiningMidLoadLandsEveryRowOnce() throws {
-        var p = try TestPipeline("it_join", csv: repeatedHousingCSV(120_000))
-        p.partitions = 2
-        p.sourceBatch = 1000
-        p.sinkBatch = 1000
-        try p.write()
+        let p = try TestPipeline.written("it_join", csv: repeatedHousingCSV(120_000), partitions: 2, sourceBatch: 1000, sinkBatch: 1000)
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let a = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
         defer { a.kill9() }
@@ -104,8 +99,8 @@ final class OperationsTests: XCTestCase {
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "8"])
         defer { b.kill9() }
         guard a.wait(timeout: 180), b.wait(timeout: 180) else { return XCTFail("a: \(a.output())\nb: \(b.output())") }
-        XCTAssertEqual(a.process.terminationStatus, 0, a.output())
-        XCTAssertEqual(b.process.terminationStatus, 0, b.output())
+        XCTAssertEqual(a.terminationStatus, 0, a.output())
+        XCTAssertEqual(b.terminationStatus, 0, b.output())
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_join\""), 120_000)
         XCTAssertEqual(try db.int("SELECT count(DISTINCT \"_pipectl_record\") FROM \"it_join\""), 120_000)
         XCTAssertTrue(a.output().contains("revoked"), a.output())

@@ -2,6 +2,7 @@ import Foundation
 import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
+import PipectlTestSupport
 import RecordFormats
 import XCTest
 
@@ -95,12 +96,8 @@ final class SparkJobDecoderParityTests: XCTestCase {
                             "values": values})
             json.dump(out, open(sys.argv[1] + "/decoded.json", "w", encoding="utf-8"))
             """
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
-        process.arguments = ["python3", "-c", script, dir]
-        try process.run()
-        process.waitUntilExit()
-        XCTAssertEqual(process.terminationStatus, 0)
+        let python3 = try ChildProcess.run("/usr/bin/env", ["python3", "-c", script, dir])
+        XCTAssertEqual(python3.status, 0, python3.output)
         let python = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: dir + "/decoded.json"))) as! [[String: Any]]
         XCTAssertEqual(python.count, Self.messages.count)
 

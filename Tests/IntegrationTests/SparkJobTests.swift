@@ -1,5 +1,6 @@
 import Foundation
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// The PySpark jobs of `pipectl generate --target spark`, run with `spark-submit` in `local[2]`
@@ -40,15 +41,9 @@ final class SparkJobTests: XCTestCase {
     }
 
     /// Starts `spark-submit JOB --available-now`; `finish` waits for it.
-    func startSubmit(_ job: String, crash: String? = nil, environment: [String: String] = [:]) throws -> (process: Process, outputPath: String) {
+    func startSubmit(_ job: String, crash: String? = nil, environment: [String: String] = [:]) throws -> ChildProcess {
         let state = try TestStack.require()
-        let process = Process()
-        process.executableURL = URL(fileURLWithPath: Self.sparkDeps + "/pyspark/bin/spark-submit")
-        process.arguments = ["--master", "local[2]", "--jars", Self.jdbcJar,
-                             "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
-                             "--conf", "spark.sql.shuffle.partitions=2",
-                             job, "--available-now"]
-        var env = ProcessInfo.processInfo.environment
+        var env: [String: String] = [:]
         env["PYTHONPATH"] = Self.sparkDeps + ":" + TestStack.repoRoot + "/Tests/SparkSupport"
         env["PIPECTL_SPARK_SOURCE"] = "pipectl_test_kafka:KafkaStandIn"
         env["PYSPARK_PYTHON"] = "python3"
@@ -57,30 +52,20 @@ final class SparkJobTests: XCTestCase {
         env["KAFKA_BROKERS"] = state.kafkaBrokers
         env["PIPECTL_SPARK_CRASH"] = crash ?? ""
         env.merge(environment) { _, new in new }
-        process.environment = env
-        let outputPath = NSTemporaryDirectory() + "pipectl-spark-\(UUID().uuidString).log"
-        FileManager.default.createFile(atPath: outputPath, contents: nil)
-        let handle = FileHandle(forWritingAtPath: outputPath)
-        process.standardOutput = handle
-        process.standardError = handle
-        process.standardInput = FileHandle.nullDevice
-        try process.run()
-        return (process, outputPath)
+        return try ChildProcess(Self.sparkDeps + "/pyspark/bin/spark-submit",
+                                ["--master", "local[2]", "--jars", Self.jdbcJar,
+                                 "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
+                                 "--conf", "spark.sql.shuffle.partitions=2",
+                                 job, "--available-now"],
+                                environment: env)
     }
 
-    func finish(_ running: (process: Process, outputPath: String), job: String, timeout: Double = 300) -> (status: Int32, output: String) {
-        let process = running.process
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(50_000) }
-        if process.isRunning {
-            process.terminate()
-            XCTFail("spark-submit \(job) did not finish in \(timeout) s")
-        }
-        process.waitUntilExit()
-        let output = (try? String(contentsOfFile: running.outputPath, encoding: .utf8)) ?? ""
+    /// Waits for the job (a test failure and SIGTERM past `timeout`); its status and output.
+    func finish(_ running: ChildProcess, job: String, timeout: Double = 300) -> (status: Int32, output: String) {
+        let result = running.finish(timeout: timeout)
         // Keep failures readable: the job's own lines and Python errors, not Spark's log.
-        let lines = output.split(separator: "\n").filter { !$0.contains(" WARN ") && !$0.contains(" INFO ") }
-        return (process.terminationStatus, lines.joined(separator: "\n"))
+        let lines = result.output.split(separator: "\n").filter { !$0.contains(" WARN ") && !$0.contains(" INFO ") }
+        return (result.status, lines.joined(separator: "\n"))
     }
 
     func produce(_ p: TestPipeline) throws {
@@ -113,9 +98,7 @@ final class SparkJobTests: XCTestCase {
     func int(_ sql: String) throws -> Int { try TestStack.connect().int(sql) }
 
     func housingPipeline(_ name: String) throws -> TestPipeline {
-        var p = try TestPipeline(name, csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.sinkBatch = 100
-        try p.write()
+        let p = try TestPipeline.written(name, csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", sinkBatch: 100)
         return p
     }
 
@@ -254,9 +237,7 @@ final class SparkJobTests: XCTestCase {
     /// A 3-partition topic: the job reads every partition, stores all 506 rows once, and keeps
     /// one offsets row per partition whose next offsets add up to the topic's 506 records.
     func testThreePartitionTopicIsLoadedExactly() throws {
-        var p = try TestPipeline("it_spark_parts", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n")
-        p.partitions = 3
-        try p.write()
+        let p = try TestPipeline.written("it_spark_parts", csv: housingHeader + "\n" + housingRows.joined(separator: "\n") + "\n", partitions: 3)
         try produce(p)
         let run = try submit(try generateJob(p))
         XCTAssertEqual(run.status, 0, run.output)
@@ -274,17 +255,7 @@ final class SparkJobTests: XCTestCase {
         for version in 1...20 { for sku in 1...5 { lines.append("S\(sku),\(version),\(sku * 100 + version).50") } }
         let csv = lines.joined(separator: "\n") + "\n"
         func pipeline(_ name: String) throws -> TestPipeline {
-            var p = try TestPipeline(name, csv: csv)
-            p.partitions = 3
-            p.sourceBatch = 7
-            p.sinkBatch = 9
-            p.schemaColumns = """
-              - { name: sku, type: text, primary_key: true }
-              - { name: version, type: integer, nullable: false }
-              - { name: price, type: "numeric(10,2)", nullable: false }
-            """
-            p.sinkExtra = ", mode: upsert, key: [sku]"
-            try p.write()
+            let p = try TestPipeline.written(name, csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns, sinkExtra: ", mode: upsert, key: [sku]")
             return p
         }
         let swift = try pipeline("it_spark_upsert_swift")
@@ -314,13 +285,13 @@ final class SparkJobTests: XCTestCase {
         let resume = p.dir + "/resume"
         let running = try startSubmit(job, crash: "pause-before-commit:3", environment: ["PIPECTL_SPARK_RESUME": resume])
         let deadline = Date().addingTimeInterval(180)
-        while !FileManager.default.fileExists(atPath: resume + ".paused"), running.process.isRunning, Date() < deadline { usleep(100_000) }
+        while !FileManager.default.fileExists(atPath: resume + ".paused"), running.isRunning, Date() < deadline { usleep(100_000) }
         XCTAssertTrue(FileManager.default.fileExists(atPath: resume + ".paused"), "the job did not reach its third batch")
         XCTAssertEqual(try int("SELECT count(*) FROM \"it_spark_fence\""), 200)
         let taken = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(taken.status, 0, taken.output)
         XCTAssertTrue(taken.output.contains("Consumed 306 records: 306 loaded, 0 already loaded, 0 dead-lettered"), taken.output)
-        FileManager.default.createFile(atPath: resume, contents: nil)
+        _ = FileManager.default.createFile(atPath: resume, contents: nil)
         let fenced = finish(running, job: job)
         XCTAssertNotEqual(fenced.status, 0, fenced.output)
         XCTAssertTrue(fenced.output.contains("partitions 0 now belong to another consumer; batch dropped"), fenced.output)

@@ -4,6 +4,7 @@ import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
 import PostgresAdapter
+import PipectlTestSupport
 import XCTest
 
 /// Issue 8, "right values or a loud refusal": real-world files against the real broker and
@@ -114,17 +115,7 @@ final class ValuesTests: XCTestCase {
     func testUpsertAcrossPartitionsKeepsTheLastVersionOfEveryKey() throws {
         var csv = "sku,version,price\n"
         for version in 1...20 { for product in 1...5 { csv += "S\(product),\(version),\(product * 100 + version).50\n" } }
-        var p = try TestPipeline("it_upsert_parts", csv: csv)
-        p.partitions = 3
-        p.sourceBatch = 7
-        p.sinkBatch = 9
-        p.schemaColumns = """
-          - { name: sku, type: text, primary_key: true }
-          - { name: version, type: integer, nullable: false }
-          - { name: price, type: "numeric(10,2)", nullable: false }
-        """
-        p.sinkExtra = ", mode: upsert, key: [sku]"
-        try p.write()
+        var p = try TestPipeline.written("it_upsert_parts", csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns, sinkExtra: ", mode: upsert, key: [sku]")
         XCTAssertTrue(try pipectl(["plan", p.specPath]).output.contains("it_upsert_parts-data  partitions=3 replication_factor=1 format=json key=sku "))
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)

@@ -6,8 +6,9 @@ import XCTest
 
 /// The real broker and PostgreSQL the integration tests run against: one Tansu and one private
 /// PostgreSQL per test process, on free ports, in a temporary folder, stopped at exit.
-enum TestStack {
-    static let repoRoot: String = {
+public enum TestStack {
+    /// The repository's root folder (this file is Tests/PipectlTestSupport/TestStack.swift).
+    public static let repoRoot: String = {
         var url = URL(fileURLWithPath: #filePath)
         for _ in 0..<3 { url.deleteLastPathComponent() }
         return url.path
@@ -15,15 +16,18 @@ enum TestStack {
 
     /// The binary under test: `PIPECTL_BIN` when set (a build with its own scratch path), else
     /// `<repo>/.build/debug/pipectl`.
-    static let pipectl: String = {
+    public static let pipectl: String = {
         if let bin = ProcessInfo.processInfo.environment["PIPECTL_BIN"], !bin.isEmpty { return bin }
         return repoRoot + "/.build/debug/pipectl"
     }()
 
-    nonisolated(unsafe) static var stack: LocalStack?
-    nonisolated(unsafe) static var startError: Error?
+    // Written once, inside the one-time initializer of `state`; read by the atexit handler after.
+    nonisolated(unsafe) public private(set) static var stack: LocalStack?
+    // Written once, inside the one-time initializer of `state`; read after it.
+    nonisolated(unsafe) static var startError: (any Error)?
 
-    static let state: LocalStack.State? = {
+    /// The running stack, started on first use (Swift runs the initializer once, thread-safely).
+    public static let state: LocalStack.State? = {
         let dir = NSTemporaryDirectory() + "pipectl-it-\(getpid())"
         try? FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let s = LocalStack(stateDir: dir, projectDir: repoRoot, kafkaPort: freePort(), pgPort: freePort())
@@ -42,12 +46,13 @@ enum TestStack {
     }()
 
     /// The running stack, or a test failure saying why it could not start.
-    static func require() throws -> LocalStack.State {
+    public static func require() throws -> LocalStack.State {
         guard let state else { throw startError ?? StackError() }
         return state
     }
 
-    static func freePort() -> Int {
+    /// A TCP port on 127.0.0.1 that nothing listens on now.
+    public static func freePort() -> Int {
         let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
         defer { close(fd) }
         var addr = sockaddr_in()
@@ -60,29 +65,34 @@ enum TestStack {
         return Int(UInt16(bigEndian: addr.sin_port))
     }
 
-    static func connect() throws -> PostgresConnection { try PostgresConnection(url: try require().databaseURL) }
+    /// A new connection to the stack's PostgreSQL.
+    public static func connect() throws -> PostgresConnection { try PostgresConnection(url: try require().databaseURL) }
 }
 
-struct StackError: Error {}
+/// The stack did not start and gave no error of its own.
+public struct StackError: Error {}
 
 /// A pipeline written for one test: its own CSV, topic, table and bookkeeping names.
-struct TestPipeline {
-    let name: String
-    let dir: String
-    let csvPath: String
-    var partitions = 1
-    var sourceBatch = 100
-    var sinkBatch = 2000
-    var schemaColumns: String = TestPipeline.housingColumns
-    var transformExtra = ""
+public struct TestPipeline {
+    public let name: String
+    /// Its own temporary folder: the CSV, the spec and anything the test writes next to them.
+    public let dir: String
+    public let csvPath: String
+    public var partitions = 1
+    public var sourceBatch = 100
+    public var sinkBatch = 2000
+    public var schemaColumns: String = TestPipeline.housingColumns
+    /// Extra transform lines, e.g. a `dead_letter:` entry.
+    public var transformExtra = ""
     /// Extra sink fields, e.g. `, mode: upsert, key: [code]`.
-    var sinkExtra = ""
+    public var sinkExtra = ""
     /// Extra source fields, e.g. `, encoding: utf-16le`.
-    var sourceExtra = ""
+    public var sourceExtra = ""
     /// Extra topic fields, e.g. `, key: [sku]`.
-    var topicExtra = ""
+    public var topicExtra = ""
 
-    static let housingColumns = """
+    /// housing.csv's table: an id, the 14 columns and a `created_at` default.
+    public static let housingColumns = """
       - { name: id, type: bigserial, primary_key: true }
       - { name: crim, type: double precision }
       - { name: zn, type: double precision }
@@ -101,7 +111,8 @@ struct TestPipeline {
       - { name: created_at, type: timestamp, default: current_timestamp }
     """
 
-    init(_ name: String, csv: String) throws {
+    /// Writes `csv` to `<dir>/<name>.csv`.
+    public init(_ name: String, csv: String) throws {
         self.name = name
         dir = NSTemporaryDirectory() + "pipectl-it-\(getpid())-\(name)"
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
@@ -109,11 +120,36 @@ struct TestPipeline {
         try csv.write(toFile: csvPath, atomically: true, encoding: .utf8)
     }
 
-    var specPath: String { dir + "/\(name).yaml" }
-    var table: String { name }
-    var topic: String { "\(name)-data" }
+    /// A pipeline with its CSV and its spec written: the one-line form of `init` plus settings plus `write()`.
+    public static func written(_ name: String, csv: String, partitions: Int = 1, sourceBatch: Int = 100, sinkBatch: Int = 2000,
+                               schemaColumns: String = housingColumns, transformExtra: String = "", sinkExtra: String = "",
+                               sourceExtra: String = "", topicExtra: String = "") throws -> TestPipeline {
+        var p = try TestPipeline(name, csv: csv)
+        p.partitions = partitions
+        p.sourceBatch = sourceBatch
+        p.sinkBatch = sinkBatch
+        p.schemaColumns = schemaColumns
+        p.transformExtra = transformExtra
+        p.sinkExtra = sinkExtra
+        p.sourceExtra = sourceExtra
+        p.topicExtra = topicExtra
+        try p.write()
+        return p
+    }
 
-    func write() throws {
+    /// A keyed product table for the upsert tests: `sku` (the key), `version`, `price`.
+    public static let skuVersionPriceColumns = """
+      - { name: sku, type: text, primary_key: true }
+      - { name: version, type: integer, nullable: false }
+      - { name: price, type: "numeric(10,2)", nullable: false }
+    """
+
+    public var specPath: String { dir + "/\(name).yaml" }
+    public var table: String { name }
+    public var topic: String { "\(name)-data" }
+
+    /// Writes the spec to `specPath`, with the stack's broker and database addresses.
+    public func write() throws {
         let state = try TestStack.require()
         let columns = schemaColumns.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let yaml = """
@@ -140,66 +176,17 @@ struct TestPipeline {
     }
 }
 
-/// Runs the pipectl binary; returns its exit status and combined output.
-@discardableResult
-func pipectl(_ arguments: [String], environment: [String: String] = [:], timeout: Double = 300) throws -> (status: Int32, output: String) {
-    let process = try startPipectl(arguments, environment: environment)
-    let deadline = Date().addingTimeInterval(timeout)
-    while process.process.isRunning, Date() < deadline { usleep(20_000) }
-    if process.process.isRunning {
-        process.process.terminate()
-        XCTFail("pipectl \(arguments.joined(separator: " ")) did not finish in \(timeout) s")
-    }
-    process.process.waitUntilExit()
-    return (process.process.terminationStatus, process.output())
-}
-
-final class RunningPipectl {
-    let process: Process
-    let outputPath: String
-    init(process: Process, outputPath: String) {
-        self.process = process
-        self.outputPath = outputPath
-    }
-    func output() -> String { (try? String(contentsOfFile: outputPath, encoding: .utf8)) ?? "" }
-    func kill9() {
-        kill(process.processIdentifier, SIGKILL)
-        process.waitUntilExit()
-    }
-    func wait(timeout: Double) -> Bool {
-        let deadline = Date().addingTimeInterval(timeout)
-        while process.isRunning, Date() < deadline { usleep(20_000) }
-        return !process.isRunning
-    }
-}
-
-func startPipectl(_ arguments: [String], environment: [String: String] = [:]) throws -> RunningPipectl {
-    let process = Process()
-    process.executableURL = URL(fileURLWithPath: TestStack.pipectl)
-    process.arguments = arguments
-    var env = ProcessInfo.processInfo.environment
-    env.merge(environment) { _, new in new }
-    process.environment = env
-    let outputPath = NSTemporaryDirectory() + "pipectl-out-\(UUID().uuidString).log"
-    FileManager.default.createFile(atPath: outputPath, contents: nil)
-    let handle = FileHandle(forWritingAtPath: outputPath)
-    process.standardOutput = handle
-    process.standardError = handle
-    process.standardInput = FileHandle.nullDevice
-    try process.run()
-    return RunningPipectl(process: process, outputPath: outputPath)
-}
-
 /// housing.csv's data rows.
-let housingRows: [String] = {
+public let housingRows: [String] = {
     let text = try! String(contentsOfFile: TestStack.repoRoot + "/data/housing.csv", encoding: .utf8)
     return Array(text.split(separator: "\n").dropFirst().map(String.init))
 }()
 
-let housingHeader = "crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat,medv"
+/// housing.csv's header line.
+public let housingHeader = "crim,zn,indus,chas,nox,rm,age,dis,rad,tax,ptratio,b,lstat,medv"
 
 /// A CSV of `count` rows cycling through housing.csv.
-func repeatedHousingCSV(_ count: Int) -> String {
+public func repeatedHousingCSV(_ count: Int) -> String {
     var lines = [housingHeader]
     lines.reserveCapacity(count + 1)
     for i in 0..<count { lines.append(housingRows[i % housingRows.count]) }
@@ -207,5 +194,6 @@ func repeatedHousingCSV(_ count: Int) -> String {
 }
 
 extension PostgresConnection {
-    func int(_ sql: String) throws -> Int { Int(try query(sql).first?[0] ?? "") ?? -1 }
+    /// The first column of the first row as an integer; -1 when there is none or it is not one.
+    public func int(_ sql: String) throws -> Int { Int(try query(sql).first?[0] ?? "") ?? -1 }
 }
