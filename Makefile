@@ -50,9 +50,11 @@ $(SPARK)/.installed:
 	  pyspark==4.3.0 'pandas<3' pyarrow==26.0.1 'psycopg[binary]==3.3.9' confluent-kafka==2.16.1
 	touch $@
 
-$(RDKAFKA): $(PY)/.installed
+# Order-only: make would otherwise compare the wheel's old file time (through the link) with the
+# stamp and remake the link on every build. The link is relative, so a copied checkout keeps it.
+$(RDKAFKA): | $(PY)/.installed
 	mkdir -p $(DEPS)/rdkafka
-	ln -sf "$$(ls $(CURDIR)/$(PY)/confluent_kafka.libs/librdkafka-*.so.1 | head -n 1)" $@
+	ln -sf "../py/confluent_kafka.libs/$$(basename "$$(ls $(PY)/confluent_kafka.libs/librdkafka-*.so.1 | head -n 1)")" $@
 
 build: deps
 	swift build

@@ -45,8 +45,8 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "Logging", package: "swift-log"),
             ],
-            // Threads, C callbacks and signal handlers: checked by hand, not by Swift 6's model.
-            swiftSettings: [.swiftLanguageMode(.v5)] + hotPath
+            // Swift 6 mode: threads (producer, consumers, writer) own their clients; see docs/architecture.md.
+            swiftSettings: hotPath
         ),
         // The embedded dev stack (`pipectl dev`, the integration tests): Tansu and PostgreSQL.
         .target(name: "LocalStack", dependencies: [.product(name: "Subprocess", package: "swift-subprocess")]),

@@ -90,7 +90,7 @@ func makeConf(_ settings: [String: String]) throws -> OpaquePointer {
     for (key, value) in settings.sorted(by: { $0.key < $1.key }) {
         if rd_kafka_conf_set(conf, key, value, &err, err.count) != RD_KAFKA_CONF_OK {
             rd_kafka_conf_destroy(conf)
-            throw KafkaError("Kafka setting '\(key)': \(String(cString: err))")
+            throw KafkaError("Kafka setting '\(key)': \(String(errorBuffer: err))")
         }
     }
     return conf
@@ -109,7 +109,7 @@ public final class KafkaAdmin: @unchecked Sendable {
         let conf = try makeConf(all)
         var err = [CChar](repeating: 0, count: 512)
         guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &err, err.count) else {
-            throw KafkaError("cannot create Kafka client: \(String(cString: err))")
+            throw KafkaError("cannot create Kafka client: \(String(errorBuffer: err))")
         }
         handle = rk
     }
@@ -148,7 +148,7 @@ public final class KafkaAdmin: @unchecked Sendable {
         }
         var err = [CChar](repeating: 0, count: 512)
         guard let newTopic = rd_kafka_NewTopic_new(topic, Int32(partitions), Int32(replicationFactor), &err, err.count) else {
-            throw KafkaError("cannot describe new topic '\(topic)': \(String(cString: err))")
+            throw KafkaError("cannot describe new topic '\(topic)': \(String(errorBuffer: err))")
         }
         defer { rd_kafka_NewTopic_destroy(newTopic) }
         let queue = rd_kafka_queue_new(handle)
@@ -191,8 +191,17 @@ public final class KafkaAdmin: @unchecked Sendable {
         var out = [CChar](repeating: 0, count: 64)
         var err = [CChar](repeating: 0, count: 512)
         if pipectl_topic_id(handle, topic, timeoutMs, &out, out.count, &err, err.count) != 0 {
-            throw KafkaError("cannot read the ID of topic '\(topic)': \(String(cString: err))")
+            throw KafkaError("cannot read the ID of topic '\(topic)': \(String(errorBuffer: err))")
         }
-        return String(cString: out)
+        return String(errorBuffer: out)
+    }
+}
+
+extension String {
+    /// The NUL-terminated text librdkafka wrote into a caller's `[CChar]` buffer (error strings,
+    /// topic IDs); an unterminated buffer is read to its end.
+    init(errorBuffer buffer: [CChar]) {
+        let bytes = buffer.prefix { $0 != 0 }.map { UInt8(bitPattern: $0) }
+        self = String(decoding: bytes, as: UTF8.self)
     }
 }

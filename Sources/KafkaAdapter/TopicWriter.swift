@@ -67,7 +67,7 @@ public final class TopicWriter: @unchecked Sendable {
             if code == RD_KAFKA_RESP_ERR__FATAL.rawValue, let rk {
                 var buf = [CChar](repeating: 0, count: 512)
                 _ = rd_kafka_fatal_error(rk, &buf, buf.count)
-                callbacks.fatalError = callbacks.fatalError ?? KafkaError("Kafka producer failed: \(buf.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })", code: code)
+                callbacks.fatalError = callbacks.fatalError ?? KafkaError("Kafka producer failed: \(String(errorBuffer: buf))", code: code)
             } else {
                 callbacks.lastTransientError = text
             }
@@ -75,7 +75,7 @@ public final class TopicWriter: @unchecked Sendable {
         var err = [CChar](repeating: 0, count: 512)
         guard let rk = rd_kafka_new(RD_KAFKA_PRODUCER, conf, &err, err.count) else {
             Unmanaged<ProducerCallbacks>.fromOpaque(opaque).release()
-            throw KafkaError("cannot create Kafka producer: \(err.withUnsafeBufferPointer { String(cString: $0.baseAddress!) })")
+            throw KafkaError("cannot create Kafka producer: \(String(errorBuffer: err))")
         }
         handle = rk
     }
