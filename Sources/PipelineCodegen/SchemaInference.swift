@@ -55,16 +55,26 @@ public struct SchemaInference {
             seen += 1
             var out: [UInt8] = []
             if integer || bigint || double || numeric, Self.hasLeadingZero(value) {
-                integer = false; bigint = false; double = false; numeric = false
+                integer = false
+                bigint = false
+                double = false
+                numeric = false
             }
             if integer { integer = ValueCaster.append(value, as: .integer, to: &out) == nil && !value.contains(UInt8(ascii: ".")) }
-            if bigint, !integer { out.removeAll(); bigint = ValueCaster.append(value, as: .bigint, to: &out) == nil && !value.contains(UInt8(ascii: ".")) }
+            if bigint, !integer {
+                out.removeAll()
+                bigint = ValueCaster.append(value, as: .bigint, to: &out) == nil && !value.contains(UInt8(ascii: "."))
+            }
             if double || numeric {
                 let text = String(decoding: value, as: UTF8.self).trimmingCharacters(in: .whitespaces)
                 out.removeAll()
-                let isNumber = text.lowercased().rangeOfCharacter(from: CharacterSet(charactersIn: "ni")) == nil
+                let isNumber =
+                    text.lowercased().rangeOfCharacter(from: CharacterSet(charactersIn: "ni")) == nil
                     && ValueCaster.append(value, as: .numeric(precision: nil, scale: nil), to: &out) == nil
-                if !isNumber { double = false; numeric = false } else {
+                if !isNumber {
+                    double = false
+                    numeric = false
+                } else {
                     maxSignificant = max(maxSignificant, text.filter(\.isNumber).drop(while: { $0 == "0" }).count)
                 }
             }
@@ -72,7 +82,10 @@ public struct SchemaInference {
                 let word = String(decoding: value, as: UTF8.self).trimmingCharacters(in: .whitespaces).lowercased()
                 boolean = ["true", "false", "yes", "no", "t", "f", "y", "n"].contains(word)
             }
-            if date { out.removeAll(); date = ValueCaster.append(value, as: .date, dateOrder: order, to: &out) == nil }
+            if date {
+                out.removeAll()
+                date = ValueCaster.append(value, as: .date, dateOrder: order, to: &out) == nil
+            }
             if timestamp {
                 out.removeAll()
                 timestamp = ValueCaster.append(value, as: .timestamp, dateOrder: order, to: &out) == nil
@@ -138,8 +151,9 @@ public struct SchemaInference {
         return candidates.indices.map { i in
             let type = candidates[i].type
             let dated = [.date, .timestamp, .timestamptz].contains(type) && candidates[i].slashDate
-            return InferredColumn(name: names[i], header: headers[i], type: type, nullable: candidates[i].nullable,
-                                  dateOrder: dated ? dateOrder : nil)
+            return InferredColumn(
+                name: names[i], header: headers[i], type: type, nullable: candidates[i].nullable,
+                dateOrder: dated ? dateOrder : nil)
         }
     }
 
@@ -161,13 +175,13 @@ public struct SchemaInference {
         let idName = free(["id", "row_id", "pipectl_id"])
         let loadedName = free(["loaded_at", "pipectl_loaded_at"])
         var out = """
-        # Inferred by `pipectl init` from \(yamlComment(csv)); review the types before loading.
-        version: 1
-        name: \(name)
-        columns:
-          - { name: \(idName), type: bigserial, primary_key: true }
+            # Inferred by `pipectl init` from \(yamlComment(csv)); review the types before loading.
+            version: 1
+            name: \(name)
+            columns:
+              - { name: \(idName), type: bigserial, primary_key: true }
 
-        """
+            """
         for c in columns {
             let renamed = c.header == c.name ? "" : "  # header: \(yamlComment(c.header))"
             let order = c.dateOrder.map { ", date_order: \($0.rawValue)" } ?? ""
@@ -183,48 +197,50 @@ public struct SchemaInference {
     static func yamlComment(_ s: String) -> String { GeneratedText.comment(s) }
 
     /// `pipelines/NAME.yaml` loading the CSV into table NAME.
-    public static func pipelineYAML(name: String, csvPath: String, delimiter: UInt8, encoding: TextEncoding = .utf8,
-                                    columns: [InferredColumn]) -> String {
+    public static func pipelineYAML(
+        name: String, csvPath: String, delimiter: UInt8, encoding: TextEncoding = .utf8,
+        columns: [InferredColumn]
+    ) -> String {
         let delim = delimiter == UInt8(ascii: ",") ? "\",\"" : yamlQuoted(String(decoding: [delimiter], as: UTF8.self))
         // Only a file that is not UTF-8 says so: the line is the one thing that makes it load right.
         let encodingLine = encoding == .utf8 ? "" : "\n    encoding: \(encoding.rawValue)"
         return """
-        # Made by `pipectl init`: loads \(yamlComment(csvPath)) into table \(name).
-        version: 1
-        name: \(name)
+            # Made by `pipectl init`: loads \(yamlComment(csvPath)) into table \(name).
+            version: 1
+            name: \(name)
 
-        sources:
-          - name: \(name)_csv
-            type: csv
-            path: \(yamlQuoted(csvPath))
-            header: true
-            delimiter: \(delim)\(encodingLine)
-            batch_size: 100         # rows per micro-batch (checkpointed as delivered; many in flight)
+            sources:
+              - name: \(name)_csv
+                type: csv
+                path: \(yamlQuoted(csvPath))
+                header: true
+                delimiter: \(delim)\(encodingLine)
+                batch_size: 100         # rows per micro-batch (checkpointed as delivered; many in flight)
 
-        topics:
-          - name: \(name)-data
-            from: \(name)_csv
-            brokers: ${KAFKA_BROKERS:-127.0.0.1:9092}
-            partitions: 1
+            topics:
+              - name: \(name)-data
+                from: \(name)_csv
+                brokers: ${KAFKA_BROKERS:-127.0.0.1:9092}
+                partitions: 1
 
-        schemas:
-          - ../schemas/\(name).yaml
+            schemas:
+              - ../schemas/\(name).yaml
 
-        transforms:
-          - name: \(name)_rows
-            from: \(name)-data
-            schema: \(name)
+            transforms:
+              - name: \(name)_rows
+                from: \(name)-data
+                schema: \(name)
 
-        sinks:
-          - name: \(name)_db
-            type: postgres
-            from: \(name)_rows
-            url: ${DATABASE_URL:-postgresql://postgres@127.0.0.1:55432/postgres}
-            table: \(name)
-            batch_size: 10000       # rows per transaction at most; fewer commit within max_delay_ms
-            max_delay_ms: 200
+            sinks:
+              - name: \(name)_db
+                type: postgres
+                from: \(name)_rows
+                url: ${DATABASE_URL:-postgresql://postgres@127.0.0.1:55432/postgres}
+                table: \(name)
+                batch_size: 10000       # rows per transaction at most; fewer commit within max_delay_ms
+                max_delay_ms: 200
 
-        """
+            """
     }
 
     /// A YAML double-quoted scalar; line breaks and control characters become YAML escapes

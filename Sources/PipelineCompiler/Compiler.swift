@@ -26,7 +26,9 @@ public struct Compiler: Sendable {
         var run = Run(spec: spec, readHeader: readHeader)
         var pipeline = run.compile()
         try run.bag.throwIfErrors()
-        pipeline.warnings = run.bag.diagnostics.filter { $0.severity == .warning }.sorted { ($0.location?.description ?? "") < ($1.location?.description ?? "") }
+        pipeline.warnings = run.bag.diagnostics.filter { $0.severity == .warning }.sorted {
+            ($0.location?.description ?? "") < ($1.location?.description ?? "")
+        }
         return pipeline
     }
 
@@ -68,8 +70,9 @@ public struct Compiler: Sendable {
                     guard let cells = try readHeader(source) else { continue }
                     // Without a header the producer names fields column_1, column_2, ...
                     let named = source.header ? cells : cells.map { _ in "" }
-                    headers[source.name] = Header(file: source.resolvedPath, fields: FieldMatching.fieldNames(header: named),
-                                                  normalized: FieldMatching.normalized(header: named))
+                    headers[source.name] = Header(
+                        file: source.resolvedPath, fields: FieldMatching.fieldNames(header: named),
+                        normalized: FieldMatching.normalized(header: named))
                 } catch let error as CSVError {
                     bag.error("source '\(source.name)': \(error.message)", at: s.csv.path.location)
                 } catch {
@@ -102,12 +105,15 @@ public struct Compiler: Sendable {
         mutating func checkPipelineName() {
             let name = spec.name
             guard !name.value.isEmpty else { return }  // already reported as missing
-            let ok = name.value.count <= 40 && name.value.unicodeScalars.allSatisfy {
-                ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
-            } && !("0"..."9").contains(name.value.unicodeScalars.first!)
+            let ok =
+                name.value.count <= 40
+                && name.value.unicodeScalars.allSatisfy {
+                    ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_"
+                } && !("0"..."9").contains(name.value.unicodeScalars.first!)
             if !ok {
-                bag.error("pipeline name '\(name.value)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit (it names the bookkeeping tables)",
-                          at: name.location)
+                bag.error(
+                    "pipeline name '\(name.value)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit (it names the bookkeeping tables)",
+                    at: name.location)
             }
         }
 
@@ -120,8 +126,9 @@ public struct Compiler: Sendable {
                 // bookkeeping rows: a carriage return there once ran `DROP TABLE` under psql.
                 checkPrintable(name, what: "\(kind.rawValue) name")
                 if let first = stageNames[name.value] {
-                    bag.error("duplicate name '\(name.value)': \(first.kind.rawValue) '\(name.value)' is already defined at \(first.location)",
-                              at: name.location)
+                    bag.error(
+                        "duplicate name '\(name.value)': \(first.kind.rawValue) '\(name.value)' is already defined at \(first.location)",
+                        at: name.location)
                 } else {
                     stageNames[name.value] = (kind, name.location)
                 }
@@ -144,8 +151,9 @@ public struct Compiler: Sendable {
             guard let from else { return nil }
             guard let target = stageNames[from.value] else {
                 let candidates = stageNames.filter { allowed.contains($0.value.kind) }.map(\.key)
-                bag.error("\(context) reads from '\(from.value)', which is not defined\(Suggest.hint(for: from.value, in: candidates))",
-                          at: from.location)
+                bag.error(
+                    "\(context) reads from '\(from.value)', which is not defined\(Suggest.hint(for: from.value, in: candidates))",
+                    at: from.location)
                 return nil
             }
             guard allowed.contains(target.kind) else {
@@ -181,8 +189,8 @@ public struct Compiler: Sendable {
 
         mutating func parseType(_ text: Located<String>) -> SQLType? {
             switch SQLType.parse(text.value) {
-            case let .success(type): return type
-            case let .failure(error):
+            case .success(let type): return type
+            case .failure(let error):
                 bag.error(error.message, at: text.location)
                 return nil
             }
@@ -227,8 +235,9 @@ public struct Compiler: Sendable {
                     encoding = value
                 } else {
                     let names = TextEncoding.allCases.map(\.rawValue)
-                    bag.error("unknown encoding '\(e.value)' for source '\(s.name.value)'\(Suggest.hint(for: e.value.lowercased(), in: names)); one of \(TextEncoding.names)",
-                              at: e.location)
+                    bag.error(
+                        "unknown encoding '\(e.value)' for source '\(s.name.value)'\(Suggest.hint(for: e.value.lowercased(), in: names)); one of \(TextEncoding.names)",
+                        at: e.location)
                 }
             }
             return Source(
@@ -244,8 +253,9 @@ public struct Compiler: Sendable {
                 $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || ".-_".unicodeScalars.contains($0))
             }
             if !t.name.value.isEmpty, !legal || t.name.value.count > 249 || t.name.value == "." || t.name.value == ".." {
-                bag.error("topic name '\(t.name.value)' is not a legal Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')",
-                          at: t.name.location)
+                bag.error(
+                    "topic name '\(t.name.value)' is not a legal Kafka topic name (1 to 249 of a-z, A-Z, 0-9, '.', '_', '-')",
+                    at: t.name.location)
             }
             let listed = t.sources.isEmpty ? (t.from.map { [$0] } ?? []) : t.sources
             var sources: [String] = []
@@ -258,12 +268,14 @@ public struct Compiler: Sendable {
             }
             let from = sources.first
             if let format = t.format, !Compiler.formats.contains(format.value) {
-                bag.error("unknown format '\(format.value)' for \(context)\(Suggest.hint(for: format.value, in: Compiler.formats)); supported: json",
-                          at: format.location)
+                bag.error(
+                    "unknown format '\(format.value)' for \(context)\(Suggest.hint(for: format.value, in: Compiler.formats)); supported: json",
+                    at: format.location)
             }
             if let c = t.compression, !Compiler.compressions.contains(c.value) {
-                bag.error("unknown compression '\(c.value)'\(Suggest.hint(for: c.value, in: Compiler.compressions)); one of \(Compiler.compressions.joined(separator: ", "))",
-                          at: c.location)
+                bag.error(
+                    "unknown compression '\(c.value)'\(Suggest.hint(for: c.value, in: Compiler.compressions)); one of \(Compiler.compressions.joined(separator: ", "))",
+                    at: c.location)
             }
             if let b = t.brokers, b.value.trimmingCharacters(in: .whitespaces).isEmpty {
                 bag.error("brokers of \(context) is empty", at: b.location)
@@ -297,8 +309,9 @@ public struct Compiler: Sendable {
                 for source in topic.sources {
                     if let first = fed[source] {
                         let location = (t.sources.isEmpty ? t.from.map { [$0] } ?? [] : t.sources).first { $0.value == source }?.location
-                        bag.error("source '\(source)' feeds topic '\(first)' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under '\(first)' or add a second source",
-                                  at: location ?? t.location)
+                        bag.error(
+                            "source '\(source)' feeds topic '\(first)' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under '\(first)' or add a second source",
+                            at: location ?? t.location)
                     } else {
                         fed[source] = topic.name
                     }
@@ -314,8 +327,9 @@ public struct Compiler: Sendable {
                 for other in topic.sources.dropFirst() {
                     guard let header = headers[other], header.fields != first.fields else { continue }
                     let location = t.sources.first { $0.value == other }?.location
-                    bag.error("sources '\(topic.sources[0])' and '\(other)' of topic '\(topic.name)' have different fields (\(first.fields.joined(separator: ", ")) and \(header.fields.joined(separator: ", "))); sources sharing a topic must have the same header",
-                              at: location ?? t.location)
+                    bag.error(
+                        "sources '\(topic.sources[0])' and '\(other)' of topic '\(topic.name)' have different fields (\(first.fields.joined(separator: ", ")) and \(header.fields.joined(separator: ", "))); sources sharing a topic must have the same header",
+                        at: location ?? t.location)
                 }
             }
         }
@@ -334,7 +348,9 @@ public struct Compiler: Sendable {
                 let before = pending.count
                 pending.removeAll { t in
                     guard let from = t.from?.value, names.contains(from), !visited.contains(from) else {
-                        visited.insert(t.name.value); order.append(t); return true
+                        visited.insert(t.name.value)
+                        order.append(t)
+                        return true
                     }
                     return false
                 }
@@ -363,8 +379,9 @@ public struct Compiler: Sendable {
             // record-id column, so the schema may have one fewer. Say so now, not at run time.
             let maxColumns = Self.maxTableColumns - 1
             if s.columns.count > maxColumns {
-                bag.error("schema '\(Excerpt.quoted(s.name.value))' has \(s.columns.count) columns; PostgreSQL allows \(Self.maxTableColumns) per table and pipectl adds one (\(Sink.recordColumn)), so at most \(maxColumns)",
-                          at: s.name.location)
+                bag.error(
+                    "schema '\(Excerpt.quoted(s.name.value))' has \(s.columns.count) columns; PostgreSQL allows \(Self.maxTableColumns) per table and pipectl adds one (\(Sink.recordColumn)), so at most \(maxColumns)",
+                    at: s.name.location)
             }
             var seen: [String: Located<String>] = [:]
             var columns: [Column] = []
@@ -373,8 +390,9 @@ public struct Compiler: Sendable {
                 let normalized = c.name.value.lowercased()
                 if let first = seen[normalized] {
                     let same = first.value == c.name.value ? "" : " ('\(first.value)' and '\(c.name.value)' differ only in case)"
-                    bag.error("duplicate column '\(c.name.value)' in schema '\(s.name.value)'\(same): first defined at \(first.location)",
-                              at: c.name.location)
+                    bag.error(
+                        "duplicate column '\(c.name.value)' in schema '\(s.name.value)'\(same): first defined at \(first.location)",
+                        at: c.name.location)
                 }
                 seen[normalized] = seen[normalized] ?? c.name
                 if c.name.value == Sink.recordColumn {
@@ -392,8 +410,9 @@ public struct Compiler: Sendable {
                     if type.isGenerated {
                         bag.error("column '\(c.name.value)' is \(type) and takes no default", at: d.location)
                     } else if !Self.isSafeDefault(d.value) {
-                        bag.error("default '\(d.value)' of column '\(c.name.value)' must be a number, a 'quoted string', true, false, null or one of \(Self.defaultFunctions.joined(separator: ", "))",
-                                  at: d.location)
+                        bag.error(
+                            "default '\(d.value)' of column '\(c.name.value)' must be a number, a 'quoted string', true, false, null or one of \(Self.defaultFunctions.joined(separator: ", "))",
+                            at: d.location)
                     }
                 }
                 var dateOrder = DateOrder.mdy
@@ -401,18 +420,20 @@ public struct Compiler: Sendable {
                     if let value = DateOrder(rawValue: order.value) {
                         dateOrder = value
                     } else {
-                        bag.error("unknown date_order '\(order.value)' for column '\(c.name.value)'\(Suggest.hint(for: order.value, in: DateOrder.allCases.map(\.rawValue))); one of mdy, dmy, ymd",
-                                  at: order.location)
+                        bag.error(
+                            "unknown date_order '\(order.value)' for column '\(c.name.value)'\(Suggest.hint(for: order.value, in: DateOrder.allCases.map(\.rawValue))); one of mdy, dmy, ymd",
+                            at: order.location)
                     }
                     if ![.date, .timestamp, .timestamptz].contains(type) {
                         bag.error("date_order is for date and timestamp columns; column '\(c.name.value)' is \(type)", at: order.location)
                     }
                 }
-                columns.append(Column(
-                    name: c.name.value, type: type,
-                    nullable: primaryKey ? false : (c.nullable?.value ?? !type.isGenerated),
-                    primaryKey: primaryKey, unique: c.unique?.value ?? false,
-                    defaultExpression: c.defaultExpression?.value, dateOrder: dateOrder))
+                columns.append(
+                    Column(
+                        name: c.name.value, type: type,
+                        nullable: primaryKey ? false : (c.nullable?.value ?? !type.isGenerated),
+                        primaryKey: primaryKey, unique: c.unique?.value ?? false,
+                        defaultExpression: c.defaultExpression?.value, dateOrder: dateOrder))
             }
             guard !s.name.value.isEmpty else { return nil }
             return Schema(name: s.name.value, file: s.file, columns: columns)
@@ -425,8 +446,9 @@ public struct Compiler: Sendable {
             let from = resolve(t.from, of: context, allowed: [.topic, .transform])
             guard let schemaName = t.schema else { return nil }
             guard let schema = schemas.first(where: { $0.name == schemaName.value }) else {
-                bag.error("\(context) uses schema '\(schemaName.value)', which is not defined\(Suggest.hint(for: schemaName.value, in: schemas.map(\.name)))",
-                          at: schemaName.location)
+                bag.error(
+                    "\(context) uses schema '\(schemaName.value)', which is not defined\(Suggest.hint(for: schemaName.value, in: schemas.map(\.name)))",
+                    at: schemaName.location)
                 return nil
             }
             if let sep = t.flatten, sep.value.isEmpty {
@@ -437,9 +459,10 @@ public struct Compiler: Sendable {
             var topic = from.flatMap { name in topics.first { $0.name == name } }
             if let upstream {
                 // The upstream's rows, as a topic: its columns are the fields, typed.
-                topic = Topic(name: upstream.name, from: nil, brokers: "", partitions: 1, replicationFactor: 1, format: "json", key: [],
-                              fieldTypes: Dictionary(upstream.bindings.map { ($0.column.name, $0.column.type) }, uniquingKeysWith: { a, _ in a }),
-                              lingerMs: 0, compression: "none", batchBytes: 0, messageMaxBytes: 0, properties: [:])
+                topic = Topic(
+                    name: upstream.name, from: nil, brokers: "", partitions: 1, replicationFactor: 1, format: "json", key: [],
+                    fieldTypes: Dictionary(upstream.bindings.map { ($0.column.name, $0.column.type) }, uniquingKeysWith: { a, _ in a }),
+                    lingerMs: 0, compression: "none", batchBytes: 0, messageMaxBytes: 0, properties: [:])
             }
 
             var renames: [String: String] = [:]
@@ -449,8 +472,9 @@ public struct Compiler: Sendable {
                 }
                 renames[r.from.value] = r.to.value
                 if !columnNames.contains(r.to.value), !untyped.contains(r.to.value) {
-                    bag.error("\(context) renames '\(r.from.value)' to '\(r.to.value)', which is not a column of schema '\(schema.name)'\(Suggest.hint(for: r.to.value, in: columnNames))",
-                              at: r.to.location)
+                    bag.error(
+                        "\(context) renames '\(r.from.value)' to '\(r.to.value)', which is not a column of schema '\(schema.name)'\(Suggest.hint(for: r.to.value, in: columnNames))",
+                        at: r.to.location)
                 }
             }
             let inverse = Dictionary(renames.map { ($0.value, $0.key) }, uniquingKeysWith: { a, _ in a })
@@ -458,8 +482,9 @@ public struct Compiler: Sendable {
             func column(_ field: Located<String>, role: String) -> Column? {
                 guard let column = schema.columns.first(where: { $0.name == field.value }) else {
                     if !untyped.contains(field.value) {
-                        bag.error("\(role) of '\(field.value)' in \(context): schema '\(schema.name)' has no column '\(field.value)'\(Suggest.hint(for: field.value, in: columnNames))",
-                                  at: field.location)
+                        bag.error(
+                            "\(role) of '\(field.value)' in \(context): schema '\(schema.name)' has no column '\(field.value)'\(Suggest.hint(for: field.value, in: columnNames))",
+                            at: field.location)
                     }
                     return nil
                 }
@@ -478,15 +503,16 @@ public struct Compiler: Sendable {
                     if let value = CastFailure(rawValue: e.value) {
                         onError = value
                     } else {
-                        bag.error("unknown on_error '\(e.value)'\(Suggest.hint(for: e.value, in: ["dead_letter", "null", "default"])); one of dead_letter, null, default",
-                                  at: e.location)
+                        bag.error(
+                            "unknown on_error '\(e.value)'\(Suggest.hint(for: e.value, in: ["dead_letter", "null", "default"])); one of dead_letter, null, default",
+                            at: e.location)
                     }
                 }
                 let field = inverse[col.name] ?? col.name
                 let input = topic?.fieldTypes[field] ?? .text
-                if case let .refused(reason) = Castability.of(input, to: type) {
+                if case .refused(let reason) = Castability.of(input, to: type) {
                     bag.error("cast of '\(cast.field.value)' is not allowed: \(reason) (field '\(field)' is \(input))", at: cast.type.location)
-                } else if case let .refused(reason) = Castability.of(type, to: col.type) {
+                } else if case .refused(let reason) = Castability.of(type, to: col.type) {
                     bag.error("cast of '\(cast.field.value)' is not allowed: \(reason) (column '\(col.name)' is \(col.type))", at: cast.type.location)
                 }
                 if onError == .null, !col.nullable {
@@ -498,7 +524,7 @@ public struct Compiler: Sendable {
             var defaults: [String: String] = [:]
             for d in t.defaults {
                 guard let col = column(d.field, role: "default") else { continue }
-                if case let .failure(reason) = ValueCaster.cast(d.value.value, to: col.type, dateOrder: col.dateOrder) {
+                if case .failure(let reason) = ValueCaster.cast(d.value.value, to: col.type, dateOrder: col.dateOrder) {
                     bag.error("invalid default for column '\(col.name)': \(reason.message)", at: d.value.location)
                 }
                 defaults[col.name] = d.value.value
@@ -513,16 +539,19 @@ public struct Compiler: Sendable {
                 if let value = UnknownFieldPolicy(rawValue: u.value) {
                     unknownPolicy = value
                 } else {
-                    bag.error("unknown on_unknown_field '\(u.value)'\(Suggest.hint(for: u.value, in: UnknownFieldPolicy.allCases.map(\.rawValue))); one of ignore, warn, error",
-                              at: u.location)
+                    bag.error(
+                        "unknown on_unknown_field '\(u.value)'\(Suggest.hint(for: u.value, in: UnknownFieldPolicy.allCases.map(\.rawValue))); one of ignore, warn, error",
+                        at: u.location)
                 }
             }
             // With the CSV header at hand, the matching rule (FieldMatching) is applied here, once:
             // each binding gets its exact key, and what does not match is reported before any run.
-            let header = upstream.map { up in
-                Header(file: "transform '\(up.name)'", fields: up.bindings.map(\.column.name),
-                       normalized: up.bindings.map { FieldMatching.normalized($0.column.name) })
-            } ?? topic?.from.flatMap { headers[$0] }
+            let header =
+                upstream.map { up in
+                    Header(
+                        file: "transform '\(up.name)'", fields: up.bindings.map(\.column.name),
+                        normalized: up.bindings.map { FieldMatching.normalized($0.column.name) })
+                } ?? topic?.from.flatMap { headers[$0] }
             var matcher = header.map { FieldMatcher(header: $0, transform: t) }
 
             var bindings: [ColumnBinding] = []
@@ -534,7 +563,7 @@ public struct Compiler: Sendable {
             for col in schema.columns where !col.isFilledByDatabase && (col.defaultExpression == nil || named.contains(col.name)) {
                 let field = inverse[col.name] ?? col.name
                 let input = topic?.fieldTypes[field] ?? .text
-                if casts[col.name] == nil, case let .refused(reason) = Castability.of(input, to: col.type) {
+                if casts[col.name] == nil, case .refused(let reason) = Castability.of(input, to: col.type) {
                     let loc = topic.flatMap { tp in spec.topics.first { $0.name.value == tp.name }?.fields.first { $0.name.value == field }?.type.location }
                     bag.error("field '\(field)' cannot fill column '\(col.name)': \(reason)", at: loc ?? t.location)
                 }
@@ -547,27 +576,33 @@ public struct Compiler: Sendable {
                             unfilledNullable.append((col.name, loc ?? t.location))
                         } else {
                             let hint = Suggest.hint(for: col.name, in: header.fields + header.normalized)
-                            bag.error("no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', which is not nullable; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
-                                      at: loc ?? t.location)
+                            bag.error(
+                                "no field of \(header.file) fills column '\(col.name)' of schema '\(schema.name)', which is not nullable; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
+                                at: loc ?? t.location)
                         }
                     }
                 }
-                bindings.append(ColumnBinding(
-                    column: col, field: col.name, inputType: input, castType: casts[col.name]?.type,
-                    onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name], key: key))
+                bindings.append(
+                    ColumnBinding(
+                        column: col, field: col.name, inputType: input, castType: casts[col.name]?.type,
+                        onCastError: casts[col.name]?.onError ?? .deadLetter, defaultValue: defaults[col.name], key: key))
             }
             if let header, let first = unfilledNullable.first {
                 let names = unfilledNullable.map { "'\($0.name)'" }.joined(separator: ", ")
                 let hint = unfilledNullable.count == 1 ? Suggest.hint(for: first.name, in: header.fields + header.normalized) : ""
-                let what = unfilledNullable.count == 1 ? "column \(names) of schema '\(schema.name)', so it stays" : "columns \(names) of schema '\(schema.name)', so they stay"
-                warning("no field of \(header.file) fills \(what) NULL; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
-                        at: first.location)
+                let what =
+                    unfilledNullable.count == 1
+                    ? "column \(names) of schema '\(schema.name)', so it stays" : "columns \(names) of schema '\(schema.name)', so they stay"
+                warning(
+                    "no field of \(header.file) fills \(what) NULL; the fields are \(header.fields.joined(separator: ", "))\(hint)\(Self.delimiterHint(header))",
+                    at: first.location)
             }
             if let header, let matcher {
                 let unknown = matcher.untaken
                 if !unknown.isEmpty, unknownPolicy != .ignore {
                     let list = unknown.map { "'\($0)'" }.joined(separator: ", ")
-                    let message = "\(unknown.count == 1 ? "field" : "fields") \(list) of \(header.file) \(unknown.count == 1 ? "fills" : "fill") no column of schema '\(schema.name)' and \(unknown.count == 1 ? "is" : "are") not loaded (add a column, list \(unknown.count == 1 ? "it" : "them") in 'drop', or set on_unknown_field: ignore)"
+                    let message =
+                        "\(unknown.count == 1 ? "field" : "fields") \(list) of \(header.file) \(unknown.count == 1 ? "fills" : "fill") no column of schema '\(schema.name)' and \(unknown.count == 1 ? "is" : "are") not loaded (add a column, list \(unknown.count == 1 ? "it" : "them") in 'drop', or set on_unknown_field: ignore)"
                     if unknownPolicy == .error {
                         bag.error(message, at: t.onUnknownField?.location ?? t.location)
                     } else {
@@ -592,16 +627,18 @@ public struct Compiler: Sendable {
                 if let value = WriteMode(rawValue: m.value) {
                     mode = value
                 } else {
-                    bag.error("unknown write mode '\(m.value)'\(Suggest.hint(for: m.value, in: ["insert", "upsert"])); one of insert, upsert",
-                              at: m.location)
+                    bag.error(
+                        "unknown write mode '\(m.value)'\(Suggest.hint(for: m.value, in: ["insert", "upsert"])); one of insert, upsert",
+                        at: m.location)
                 }
             }
             guard let from, let transform = transforms.first(where: { $0.name == from }) else { return nil }
             let schema = transform.schema
             let untyped = untypedColumns[schema.name] ?? []
             for key in s.key where !schema.columns.contains(where: { $0.name == key.value }) && !untyped.contains(key.value) {
-                bag.error("key column '\(key.value)' of \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: key.value, in: schema.columns.map(\.name)))",
-                          at: key.location)
+                bag.error(
+                    "key column '\(key.value)' of \(context) is not a column of schema '\(schema.name)'\(Suggest.hint(for: key.value, in: schema.columns.map(\.name)))",
+                    at: key.location)
             }
             if mode == .upsert, s.key.isEmpty {
                 bag.error("\(context) uses mode upsert and needs a 'key' naming the columns that identify a row", at: s.mode?.location ?? s.location)
@@ -663,8 +700,9 @@ public struct Compiler: Sendable {
                 if topics[index].partitions > 1, !determined {
                     let topicKey = topics[index].key.joined(separator: ", ")
                     let location = topicSpec.key.first?.location ?? spec.sinks.first { $0.name.value == sink.name }?.key.first?.location
-                    bag.error("topic '\(topics[index].name)' has \(topics[index].partitions) partitions and key [\(topicKey)], which does not determine the key [\(sink.key.joined(separator: ", "))] of upsert sink '\(sink.name)': versions of one row could land in different partitions and an older one be written last; key the topic by [\(keyFields.joined(separator: ", "))] or leave its key out",
-                              at: location ?? topicSpec.location)
+                    bag.error(
+                        "topic '\(topics[index].name)' has \(topics[index].partitions) partitions and key [\(topicKey)], which does not determine the key [\(sink.key.joined(separator: ", "))] of upsert sink '\(sink.name)': versions of one row could land in different partitions and an older one be written last; key the topic by [\(keyFields.joined(separator: ", "))] or leave its key out",
+                        at: location ?? topicSpec.location)
                 }
             }
         }
@@ -680,7 +718,9 @@ public struct Compiler: Sendable {
                 let inputs = t.sources.isEmpty ? (t.from.map { [$0.value] } ?? []) : t.sources.map(\.value)
                 nodes.append((StageRef(kind: .topic, name: t.name.value, inputs: inputs), t.name.location))
             }
-            for t in spec.transforms { nodes.append((StageRef(kind: .transform, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location)) }
+            for t in spec.transforms {
+                nodes.append((StageRef(kind: .transform, name: t.name.value, inputs: t.from.map { [$0.value] } ?? []), t.name.location))
+            }
             for s in spec.sinks { nodes.append((StageRef(kind: .sink, name: s.name.value, inputs: s.from.map { [$0.value] } ?? []), s.name.location)) }
             let known = Set(nodes.map(\.ref.name))
             var placed = Set<String>()

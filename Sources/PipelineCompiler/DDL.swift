@@ -61,7 +61,8 @@ public enum DDL {
         if !sink.key.isEmpty, sink.key != sink.schema.primaryKey.map(\.name) {
             let unique = sink.mode == .upsert ? "UNIQUE " : ""
             statements.append(
-                "CREATE \(unique)INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "key"))) ON \(target) (\(sink.key.map(SQL.quote).joined(separator: ", ")));")
+                "CREATE \(unique)INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "key"))) ON \(target) (\(sink.key.map(SQL.quote).joined(separator: ", ")));"
+            )
         }
         return statements
     }

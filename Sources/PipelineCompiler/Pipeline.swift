@@ -33,8 +33,9 @@ public struct Pipeline: Sendable {
             upstream = t.from
         }
         let topic = topic(named: upstream)!
-        return Flow(sources: topic.sources.compactMap { source(named: $0) }, topic: topic, transforms: chain, sink: sink,
-                    consumerGroup: "pipectl.\(name).\(sink.name)")
+        return Flow(
+            sources: topic.sources.compactMap { source(named: $0) }, topic: topic, transforms: chain, sink: sink,
+            consumerGroup: "pipectl.\(name).\(sink.name)")
     }
 
     /// One flow per sink, in declaration order.
@@ -148,8 +149,10 @@ public struct Column: Sendable, Equatable {
     /// How dates with the year last (`03/05/2011`) are read into this column.
     public var dateOrder: DateOrder
 
-    public init(name: String, type: SQLType, nullable: Bool, primaryKey: Bool = false, unique: Bool = false,
-                defaultExpression: String? = nil, dateOrder: DateOrder = .mdy) {
+    public init(
+        name: String, type: SQLType, nullable: Bool, primaryKey: Bool = false, unique: Bool = false,
+        defaultExpression: String? = nil, dateOrder: DateOrder = .mdy
+    ) {
         self.name = name
         self.type = type
         self.nullable = nullable
@@ -165,7 +168,8 @@ public struct Column: Sendable, Equatable {
 
 /// What to do when a value cannot be cast.
 public enum CastFailure: String, Sendable, Codable {
-    case deadLetter = "dead_letter", null, `default`
+    case deadLetter = "dead_letter"
+    case null, `default`
 }
 
 /// How one target column gets its value from an incoming record.

@@ -17,7 +17,9 @@ public struct Plan: Codable, Sendable, Equatable {
         public var brokers: String
 
         enum CodingKeys: String, CodingKey {
-            case name, partitions, replicationFactor = "replication_factor", format, key, brokers
+            case name, partitions
+            case replicationFactor = "replication_factor"
+            case format, key, brokers
         }
     }
 
@@ -56,13 +58,15 @@ public struct Plan: Codable, Sendable, Equatable {
             Stage(kind: ref.kind, name: ref.name, inputs: ref.inputs, detail: Self.detail(of: ref, in: pipeline))
         }
         self.topics = pipeline.topics.map {
-            TopicPlan(name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor,
-                      format: $0.format, key: $0.key, brokers: $0.brokers)
+            TopicPlan(
+                name: $0.name, partitions: $0.partitions, replicationFactor: $0.replicationFactor,
+                format: $0.format, key: $0.key, brokers: $0.brokers)
         }
         self.sends = pipeline.sends.map { SendPlan(source: $0.source.name, path: $0.source.path, topic: $0.topic.name) }
         self.consumers = pipeline.flows.map {
-            ConsumerPlan(group: $0.consumerGroup, topic: $0.topic.name, transforms: $0.transforms.map(\.name), sink: $0.sink.name,
-                         table: SQL.qualified($0.sink.dbSchema, $0.sink.table), columns: $0.sink.columnList)
+            ConsumerPlan(
+                group: $0.consumerGroup, topic: $0.topic.name, transforms: $0.transforms.map(\.name), sink: $0.sink.name,
+                table: SQL.qualified($0.sink.dbSchema, $0.sink.table), columns: $0.sink.columnList)
         }
         self.ddl = DDL.all(for: pipeline)
     }
@@ -106,7 +110,8 @@ public struct Plan: Codable, Sendable, Equatable {
         out += "\nTopics to create if missing:\n"
         if topics.isEmpty { out += "  (none)\n" }
         for t in topics {
-            out += "  \(e(t.name))  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(e(t.format)) key=\(e(t.key.joined(separator: "+"))) brokers=\(e(t.brokers))\n"
+            out +=
+                "  \(e(t.name))  partitions=\(t.partitions) replication_factor=\(t.replicationFactor) format=\(e(t.format)) key=\(e(t.key.joined(separator: "+"))) brokers=\(e(t.brokers))\n"
         }
         out += "\nRun (each source sent once; one consumer group per sink, side by side):\n"
         for s in sends {
@@ -120,7 +125,8 @@ public struct Plan: Codable, Sendable, Equatable {
         out += "\nDDL (each statement idempotent):\n"
         // Statements span lines on purpose; the names in them were refused at validate if they
         // held control characters, so only the line structure is kept and each line escaped.
-        out += ddl.map { $0.split(separator: "\n", omittingEmptySubsequences: false).map { e(String($0)) }.joined(separator: "\n") }
+        out +=
+            ddl.map { $0.split(separator: "\n", omittingEmptySubsequences: false).map { e(String($0)) }.joined(separator: "\n") }
             .joined(separator: "\n") + "\n"
         return out
     }

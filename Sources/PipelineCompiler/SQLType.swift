@@ -25,12 +25,12 @@ public enum SQLType: Hashable, Sendable, CustomStringConvertible {
         case .bigserial: return "bigserial"
         case .real: return "real"
         case .doublePrecision: return "double precision"
-        case let .numeric(p?, s?): return "numeric(\(p),\(s))"
-        case let .numeric(p?, nil): return "numeric(\(p))"
+        case .numeric(let p?, let s?): return "numeric(\(p),\(s))"
+        case .numeric(let p?, nil): return "numeric(\(p))"
         case .numeric: return "numeric"
         case .boolean: return "boolean"
         case .text: return "text"
-        case let .varchar(n?): return "varchar(\(n))"
+        case .varchar(let n?): return "varchar(\(n))"
         case .varchar: return "varchar"
         case .date: return "date"
         case .timestamp: return "timestamp"
@@ -115,7 +115,8 @@ public enum SQLType: Hashable, Sendable, CustomStringConvertible {
             let numbers = args.map { $0! }
             switch (names[base], numbers.count) {
             case (.numeric?, 1), (.numeric?, 2):
-                let p = numbers[0], s = numbers.count == 2 ? numbers[1] : 0
+                let p = numbers[0]
+                let s = numbers.count == 2 ? numbers[1] : 0
                 guard (1...1000).contains(p) else { return .failure(TypeError("numeric precision must be between 1 and 1000, found \(p)")) }
                 guard (0...p).contains(s) else { return .failure(TypeError("numeric scale must be between 0 and the precision \(p), found \(s)")) }
                 return .success(.numeric(precision: p, scale: numbers.count == 2 ? s : nil))
@@ -163,7 +164,7 @@ public enum Castability: Sendable, Equatable {
         if from == to { return .implicit }
         switch (from.family, to.family) {
         case (_, .text):
-            if case let .varchar(n?) = to, from.family == .text, case let .varchar(m?) = from, m <= n { return .implicit }
+            if case .varchar(let n?) = to, from.family == .text, case .varchar(let m?) = from, m <= n { return .implicit }
             if case .varchar(_?) = to { return .checked }  // may be too long
             return .implicit
         case (.text, _): return .checked

@@ -10,10 +10,10 @@ extension SQLType {
         case .bigint, .bigserial: return .bigint
         case .real: return .real
         case .doublePrecision: return .doublePrecision
-        case let .numeric(p, s): return .numeric(precision: p, scale: s)
+        case .numeric(let p, let s): return .numeric(precision: p, scale: s)
         case .boolean: return .boolean
         case .text: return .text
-        case let .varchar(n): return .varchar(n)
+        case .varchar(let n): return .varchar(n)
         case .date: return .date
         case .timestamp: return .timestamp
         case .timestamptz: return .timestamptz
@@ -27,8 +27,10 @@ extension ValueCaster {
     /// `type` and appends its escaped COPY text to `out`; on failure nothing is appended.
     /// Inlinable so the per-cell call stays one call on the hot path.
     @inlinable
-    public static func append(_ value: UnsafeBufferPointer<UInt8>, as type: SQLType, dateOrder: DateOrder = .mdy,
-                              to out: inout [UInt8]) -> CastError? {
+    public static func append(
+        _ value: UnsafeBufferPointer<UInt8>, as type: SQLType, dateOrder: DateOrder = .mdy,
+        to out: inout [UInt8]
+    ) -> CastError? {
         append(value, castingTo: type.castTarget, dateOrder: dateOrder, to: &out)
     }
 

@@ -14,7 +14,8 @@ struct ResyncNeeded: Error, CustomStringConvertible {
     var description: String {
         if rewound.isEmpty { return "reconnected; continuing from the stored offsets" }
         let parts = rewound.keys.sorted().map { p in "partition \(p) from offset \(rewound[p]!.stored) (had committed up to \(rewound[p]!.believed))" }
-        return "the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: " + parts.joined(separator: ", ")
+        return "the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: "
+            + parts.joined(separator: ", ")
     }
 }
 
@@ -253,7 +254,10 @@ final class BatchWriter: @unchecked Sendable {
                     condition.broadcast()
                 }
             }
-            if pending == nil && stopping { condition.unlock(); return }
+            if pending == nil && stopping {
+                condition.unlock()
+                return
+            }
             let job = pending!
             pending = nil
             busy = true
@@ -262,9 +266,11 @@ final class BatchWriter: @unchecked Sendable {
 
             let began = Date()
             switch job {
-            case let .batch(batch): store(batch)
+            case .batch(let batch): store(batch)
             case .sync: syncDurable()
-            case let .call(body): body(); finish {}
+            case .call(let body):
+                body()
+                finish {}
             }
             busySeconds += Date().timeIntervalSince(began)
         }
@@ -316,7 +322,8 @@ final class BatchWriter: @unchecked Sendable {
     /// every commit so far ends before the insert position, and those the flush has passed are
     /// durable. Errors are left to the next commit, which reconnects and resyncs.
     private func refreshDurability() {
-        let insert: UInt64, flushed: UInt64
+        let insert: UInt64
+        let flushed: UInt64
         do {
             (insert, flushed) = try sink.walPositions()
         } catch let error as PostgresError where error.connectionLost {
@@ -365,7 +372,8 @@ final class BatchWriter: @unchecked Sendable {
                 var survivors = 0
                 // Partitions no longer this consumer's (revoked, or claimed by another) cannot say.
                 while survivors < tentative.count,
-                      tentative[survivors].nextOffsets.allSatisfy({ p, next in kept[p].map { $0 >= next } ?? true }) { survivors += 1 }
+                    tentative[survivors].nextOffsets.allSatisfy({ p, next in kept[p].map { $0 >= next } ?? true })
+                { survivors += 1 }
                 for t in tentative[..<survivors] { addDurable(t.result) }
                 tentative.removeAll()
                 var rewound: [Int32: (believed: Int64, stored: Int64)] = [:]

@@ -1,6 +1,6 @@
 import Foundation
-import Logging
 import KafkaAdapter
+import Logging
 import PipelineCompiler
 import RecordFormats
 
@@ -56,8 +56,10 @@ public final class CSVProducer {
     ///     content fingerprint (no resume).
     ///   - asNewSource: a file changed where it was sent becomes a new source instead of an error.
     ///   - topicID: the topic incarnation the records go to (checkpoints belong to one).
-    public init(source: Source, topic: Topic, checkpoints: SourceCheckpointStore? = nil, asNewSource: Bool = false, topicID: String? = nil,
-                logger: Logger = Logger(label: "pipectl.producer")) {
+    public init(
+        source: Source, topic: Topic, checkpoints: SourceCheckpointStore? = nil, asNewSource: Bool = false, topicID: String? = nil,
+        logger: Logger = Logger(label: "pipectl.producer")
+    ) {
         self.source = source
         self.topic = topic
         self.logger = logger
@@ -72,14 +74,16 @@ public final class CSVProducer {
         try store.prepare()
         if let stored = try store.current() {
             let snapshot = try SourceSnapshot(path: source.resolvedPath, verifyBytes: stored.sent.bytes, chunkBytes: stored.sent.chunkBytes)
-            let check = SourceCheckpoint.check(sent: stored.sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
-                                               chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: stored.sent.bytes, count: 1).first)
+            let check = SourceCheckpoint.check(
+                sent: stored.sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
+                chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: stored.sent.bytes, count: 1).first)
             if check == .unchanged { return (stored, snapshot) }
             let what = describe(check, snapshot: snapshot)
             guard asNewSource else {
-                throw SourceChangedError(message: "\(source.path) changed where it was already sent: \(what); "
-                    + "run again with --as-new-source to load it as a new file (the rows loaded from it stay), "
-                    + "or delete what it loaded with `pipectl reset --source \(source.path)` and run again")
+                throw SourceChangedError(
+                    message: "\(source.path) changed where it was already sent: \(what); "
+                        + "run again with --as-new-source to load it as a new file (the rows loaded from it stay), "
+                        + "or delete what it loaded with `pipectl reset --source \(source.path)` and run again")
             }
             logger.warning("\(source.path) changed where it was already sent (\(what)): sending it as a new source (--as-new-source)")
             // The same snapshot serves: its chunks use the old life's size, which is as good.
@@ -92,8 +96,9 @@ public final class CSVProducer {
     }
 
     func newIdentity(_ snapshot: SourceSnapshot) -> String {
-        SourceCheckpoint.identity(path: source.resolvedPath, leadingDigest: snapshot.leadingDigest,
-                                  nonce: "\(Date().timeIntervalSince1970)-\(UUID().uuidString)")
+        SourceCheckpoint.identity(
+            path: source.resolvedPath, leadingDigest: snapshot.leadingDigest,
+            nonce: "\(Date().timeIntervalSince1970)-\(UUID().uuidString)")
     }
 
     /// `record 12 (line 13) differs` or `the first difference is in records 10-13 (lines 11-14)`,
@@ -102,8 +107,8 @@ public final class CSVProducer {
         let range: Range<Int64>
         switch check {
         case .unchanged: return "unchanged"
-        case let .shorter(sent, now): return "it is \(now) bytes long, shorter than the \(sent) bytes already sent"
-        case let .changed(bytes): range = bytes
+        case .shorter(let sent, let now): return "it is \(now) bytes long, shorter than the \(sent) bytes already sent"
+        case .changed(let bytes): range = bytes
         }
         let reader = snapshot.scanningReader(delimiter: source.delimiter, quote: source.quote)
         var record = CSVRecord()
@@ -122,7 +127,8 @@ public final class CSVProducer {
         guard let first, let last else { return "bytes \(range.lowerBound)-\(range.upperBound - 1) differ" }
         func name(_ r: (ordinal: Int64, line: Int)) -> String { r.ordinal == 0 ? "the header" : "record \(r.ordinal)" }
         if first == last { return "\(name(first)) (line \(first.line)) differs" }
-        return "the first difference is in \(first.ordinal == 0 ? "the header or " : "")records \(max(first.ordinal, 1))-\(last.ordinal) (lines \(first.line)-\(last.line))"
+        return
+            "the first difference is in \(first.ordinal == 0 ? "the header or " : "")records \(max(first.ordinal, 1))-\(last.ordinal) (lines \(first.line)-\(last.line))"
     }
 
     public static func kafkaSettings(_ topic: Topic) -> [String: String] {
@@ -327,8 +333,9 @@ public final class CSVProducer {
                 value.append(contentsOf: "{\"_record\":\"".utf8)
                 value.append(contentsOf: recordID)
                 value.append(UInt8(ascii: "\""))
-                Self.appendError("record on line \(record.line) is \(size) bytes as JSON, over the topic's message_max_bytes (\(topic.messageMaxBytes)); the dead-lettered payload is its first 64 KiB",
-                                 line: record.line, raw: Array(record.raw.prefix(65536)), to: &value)
+                Self.appendError(
+                    "record on line \(record.line) is \(size) bytes as JSON, over the topic's message_max_bytes (\(topic.messageMaxBytes)); the dead-lettered payload is its first 64 KiB",
+                    line: record.line, raw: Array(record.raw.prefix(65536)), to: &value)
                 problem = "too large"
             }
             // The message key: the record id by default, else the named fields' values.
@@ -348,8 +355,9 @@ public final class CSVProducer {
                 let recordEnd = streamsCopy ? record.endOffset : Int64(snapshot.size)
                 if recordEnd > sent.bytes || (record.endedAtEOF && endsOpen && !sent.openEnd) {
                     let end = streamsCopy ? SourceCheckpoint.nextSentEnd(recordEnd: recordEnd, size: Int64(snapshot.size)) : Int64(snapshot.size)
-                    sent = SentPart(bytes: end, openEnd: end == Int64(snapshot.size) && endsOpen, hash: prefixHasher.hash(upTo: end),
-                                    chunkBytes: sent.chunkBytes, chunkDigests: SourceCheckpoint.digests(snapshot.chunkDigests, chunkBytes: sent.chunkBytes, within: end))
+                    sent = SentPart(
+                        bytes: end, openEnd: end == Int64(snapshot.size) && endsOpen, hash: prefixHasher.hash(upTo: end),
+                        chunkBytes: sent.chunkBytes, chunkDigests: SourceCheckpoint.digests(snapshot.chunkDigests, chunkBytes: sent.chunkBytes, within: end))
                     try store.recordSent(sent, sourceID: lineage.sourceID)
                 }
             }
@@ -416,8 +424,9 @@ public final class CSVProducer {
                 checkpoint = ResumePoint(bytes: Int64(snapshot.size), records: Int64(report.rowsRead), line: reader.nextLine)
             }
             if checkpointDirty || finished {
-                store.recordCheckpoint(checkpoint, topicID: topicID, endOffsets: ends, sourceID: lineage.sourceID,
-                                       rows: finished ? Int64(report.rowsRead) : nil)
+                store.recordCheckpoint(
+                    checkpoint, topicID: topicID, endOffsets: ends, sourceID: lineage.sourceID,
+                    rows: finished ? Int64(report.rowsRead) : nil)
             }
         }
         return report

@@ -232,7 +232,7 @@ struct ConsumerStateMachine<Message> {
     /// The driver then stores what is in hand (best effort) and throws the error.
     mutating func failureDue(at now: Date) -> TopicIncarnationError? {
         guard let lost = lostTopic,
-              joinsCompleted > lost.joinsAtDetection || now.timeIntervalSince(lost.detectedAt) > configuration.lostTopicGrace
+            joinsCompleted > lost.joinsAtDetection || now.timeIntervalSince(lost.detectedAt) > configuration.lostTopicGrace
         else { return nil }
         isFinished = true
         return lost.error
@@ -324,7 +324,10 @@ struct ConsumerStateMachine<Message> {
         if stillHeld == true { return [] }
         var actions: [Action] = []
         if everAssigned, !configuration.restartOnNewTopic {
-            actions += noteLostTopic(message: "topic '\(configuration.topic)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.", at: now)
+            actions += noteLostTopic(
+                message:
+                    "topic '\(configuration.topic)' vanished while consuming (\(text)); a broker restart loses in-memory topics. Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.",
+                at: now)
         }
         if topicMissingSince == nil {
             topicMissingSince = now
@@ -356,9 +359,12 @@ struct ConsumerStateMachine<Message> {
         guard let idle = configuration.idleExit else { return .keepConsuming }
         let quiet = now.timeIntervalSince(lastActivity)
         guard everAssigned || quiet > configuration.firstJoinPatience, quiet > idle, writerIdle,
-              topicMissingSince == nil, lostTopic == nil else { return .keepConsuming }
+            topicMissingSince == nil, lostTopic == nil
+        else { return .keepConsuming }
         guard everAssigned else {
-            throw KafkaError("the consumer group '\(configuration.group)' did not complete a join in \(Int(quiet)) s, so nothing was consumed; is another member stuck in it? (with the embedded broker, `pipectl dev down && pipectl dev up` clears its groups)")
+            throw KafkaError(
+                "the consumer group '\(configuration.group)' did not complete a join in \(Int(quiet)) s, so nothing was consumed; is another member stuck in it? (with the embedded broker, `pipectl dev down && pipectl dev up` clears its groups)"
+            )
         }
         return .confirmTopic
     }
@@ -390,14 +396,22 @@ struct ConsumerStateMachine<Message> {
     mutating func topicChecked(current: String?, at now: Date) -> [Action] {
         guard everAssigned else { return [] }
         // An empty assignment may not have learnt the ID: the first one seen is the one held.
-        guard let held = topicID else { topicID = current; return [] }
-        if current == held { topicMissingSince = nil; return [] }
+        guard let held = topicID else {
+            topicID = current
+            return []
+        }
+        if current == held {
+            topicMissingSince = nil
+            return []
+        }
         guard configuration.restartOnNewTopic else {
             if lostTopic != nil { return [] }
             let name = configuration.topic
-            return noteLostTopic(message: current == nil
-                ? "topic '\(name)' (ID \(held)) vanished while consuming (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
-                : "topic '\(name)' was deleted and created again while consuming (ID \(held) -> \(current!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.", at: now)
+            return noteLostTopic(
+                message: current == nil
+                    ? "topic '\(name)' (ID \(held)) vanished while consuming (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
+                    : "topic '\(name)' was deleted and created again while consuming (ID \(held) -> \(current!)). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice.",
+                at: now)
         }
         if let current {
             // topicID changes when the new assignment's claim succeeds.

@@ -39,14 +39,16 @@ public enum DeadLetterList {
         let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: environment))
         let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
         let total = Int(try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0") ?? 0
-        let rows = try conn.query("""
+        let rows = try conn.query(
+            """
             SELECT "id", "stage", "sink", "topic", "partition", "offset", "source_ordinal", "reason", length("payload")
             FROM \(table) ORDER BY "id" LIMIT $1
             """, [String(limit)])
         let entries = rows.map { r in
-            Entry(id: Int64(r[0] ?? "") ?? 0, stage: r[1] ?? "", sink: r[2] ?? "", topic: r[3],
-                  partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
-                  sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
+            Entry(
+                id: Int64(r[0] ?? "") ?? 0, stage: r[1] ?? "", sink: r[2] ?? "", topic: r[3],
+                partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
+                sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
         }
         return Listing(table: table, total: total, entries: entries)
     }

@@ -23,7 +23,8 @@ public struct DeadLetterReplay {
         let sink = try PostgresSink(pipeline: pipeline, flow: flow, columnList: flow.sink.columnList, url: url)
         try sink.applyDDL()
         let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
-        let rows = try sink.query("""
+        let rows = try sink.query(
+            """
             SELECT "id", encode("payload", 'base64') FROM \(table)
             WHERE "sink" = $1 AND "stage" <> 'source' ORDER BY "id"
             """, [flow.sink.name])
@@ -34,12 +35,12 @@ public struct DeadLetterReplay {
             var batch = RowBatch()
             let outcome = Array(payload).withUnsafeBytes { decoder.decode($0, into: &batch.rows) }
             switch outcome {
-            case let .row(id, _):
+            case .row(let id, _):
                 try sink.sources.appendKey(id, to: &batch.rows)
                 batch.rowRanges.append(0..<batch.rows.count)
                 batch.rowOrigins.append(RowOrigin(partition: -1, offset: -1, recordID: id, holder: CopiedPayload(Array(payload))))
                 if try sink.replay(batch, deadLetterID: idText, table: table) { result.loaded += 1 } else { result.stillFailing += 1 }
-            case let .rejected(_, rejected):
+            case .rejected(_, let rejected):
                 _ = try sink.query("UPDATE \(table) SET \"reason\" = $2 WHERE \"id\" = $1", [idText, rejected.reason])
                 result.stillFailing += 1
             }

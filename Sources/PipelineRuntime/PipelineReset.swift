@@ -47,7 +47,8 @@ public enum PipelineReset {
             try inTransaction(conn) {
                 for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
                 try conn.execute("DELETE FROM \(SQL.qualified(Bookkeeping.schema, b.offsets))")
-                try conn.execute("""
+                try conn.execute(
+                    """
                     UPDATE \(SQL.qualified(Bookkeeping.schema, b.sources)) SET "checkpoint_bytes" = 0, "checkpoint_records" = 0,
                         "checkpoint_line" = 1, "topic_id" = NULL, "end_offsets" = NULL, "updated_at" = now()
                     WHERE "sent_bytes" IS NOT NULL
@@ -78,7 +79,8 @@ public enum PipelineReset {
         for database in all {
             let conn = try PostgresConnection(url: database.url)
             for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
-            let current = try conn.query("""
+            let current = try conn.query(
+                """
                 SELECT "fingerprint" FROM \(sources) WHERE "source" = $1 AND "path" = $2 AND "sent_bytes" IS NOT NULL
                 ORDER BY "source_id" DESC LIMIT 1
                 """, [source.name, source.resolvedPath])
@@ -88,8 +90,9 @@ public enum PipelineReset {
         for database in all {
             let conn = try PostgresConnection(url: database.url)
             try inTransaction(conn) {
-                let lives = try conn.query("SELECT \"source_id\", \"fingerprint\" FROM \(sources) WHERE \"fingerprint\" = ANY($1::text[]) FOR UPDATE",
-                                           [identityList])
+                let lives = try conn.query(
+                    "SELECT \"source_id\", \"fingerprint\" FROM \(sources) WHERE \"fingerprint\" = ANY($1::text[]) FOR UPDATE",
+                    [identityList])
                 let ids = lives.compactMap { Int64($0[0] ?? "") }
                 for sink in database.sinks {
                     let target = SQL.qualified(sink.dbSchema, sink.table)
@@ -99,14 +102,16 @@ public enum PipelineReset {
                         // A range on the record column uses its index.
                         deleted += try conn.query(
                             "DELETE FROM \(target) WHERE \(SQL.quote(Sink.recordColumn)) >= $1 AND \(SQL.quote(Sink.recordColumn)) < $2 RETURNING 1",
-                            [String(id << 40), String((id + 1) << 40)]).count
+                            [String(id << 40), String((id + 1) << 40)]
+                        ).count
                     }
                     report.rows.append((target, deleted))
                 }
                 let fingerprints = "{" + lives.compactMap { $0[1] }.joined(separator: ",") + "}"
                 report.deadLetters += try conn.query(
                     "DELETE FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = ANY($1::text[]) RETURNING 1",
-                    [fingerprints]).count
+                    [fingerprints]
+                ).count
                 try conn.query("DELETE FROM \(sources) WHERE \"source_id\" = ANY($1::int[])", ["{" + ids.map(String.init).joined(separator: ",") + "}"])
                 report.lives += lives.count
             }

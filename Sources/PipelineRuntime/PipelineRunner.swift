@@ -1,6 +1,6 @@
 import Foundation
-import Logging
 import KafkaAdapter
+import Logging
 import PipelineCompiler
 import PostgresAdapter
 
@@ -96,15 +96,18 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         for flow in flows {
             let sink = try prepare(flow)
             let chain = ([flow.topic.name] + flow.transforms.map(\.name)).joined(separator: " -> ")
-            logger.info("\(flow.sources.map(\.path).joined(separator: ", ")) -> \(chain) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url)) (group \(flow.consumerGroup))")
+            logger.info(
+                "\(flow.sources.map(\.path).joined(separator: ", ")) -> \(chain) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url)) (group \(flow.consumerGroup))"
+            )
             sinks.append(sink)
         }
         // One production per produced topic, each file sent once however many sinks read it.
         var productions: [String: TopicProduction] = [:]
         var order: [TopicProduction] = []
         for send in pipeline.sends where productions[send.topic.name] == nil {
-            let production = TopicProduction(topic: send.topic, sources: pipeline.sends.filter { $0.topic.name == send.topic.name }.map(\.source),
-                                              consumers: flows.filter { $0.topic.name == send.topic.name }.count)
+            let production = TopicProduction(
+                topic: send.topic, sources: pipeline.sends.filter { $0.topic.name == send.topic.name }.map(\.source),
+                consumers: flows.filter { $0.topic.name == send.topic.name }.count)
             productions[send.topic.name] = production
             order.append(production)
         }
@@ -135,12 +138,12 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         for production in order {
             if let error = production.error { firstError = firstError ?? error }
         }
-        for load in loads { if case let .failure(error)? = load { firstError = firstError ?? error } }
+        for load in loads { if case .failure(let error)? = load { firstError = firstError ?? error } }
         if let firstError { throw firstError }
 
         var summaries: [Summary] = []
         for (index, flow) in flows.enumerated() {
-            guard let production = productions[flow.topic.name], case let .success(load)? = loads[index] else { continue }
+            guard let production = productions[flow.topic.name], case .success(let load)? = loads[index] else { continue }
             let produced = production.reports.compactMap { $0 }
             let sink = sinks[index]
             var summary = Summary(flow: flow.sink.name)
@@ -177,16 +180,19 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             while !actions.isEmpty {
                 let action = actions.removeFirst()
                 switch action {
-                case let .send(index, again):
-                    if StopSignal.requested { actions += production.handle(.stopRequested); continue }
+                case .send(let index, let again):
+                    if StopSignal.requested {
+                        actions += production.handle(.stopRequested)
+                        continue
+                    }
                     let source = production.sources[index]
                     if again { self.logger.info("topic \(topic.name) was lost before every record was stored; sending \(source.path) again") }
                     let result = self.produceWithRetries(source: source, topic: topic, onChecked: { _ = production.handle(.sourceChecked) })
                     switch result {
-                    case let .success(report):
+                    case .success(let report):
                         production.store(report, at: index)
                         actions += production.handle(.sourceSent(endOffsets: report.endOffsets, topicID: report.topicID ?? ""))
-                    case let .failure(error):
+                    case .failure(let error):
                         production.store(error)
                         actions += production.handle(.sendFailed(message: "\(error)"))
                     }
@@ -194,7 +200,10 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                     // Records sent but not yet stored can vanish with the topic (a broker that
                     // keeps topics in memory restarted): until the consumers are done, watch it.
                     guard production.waitWhileWatching(seconds: 0.5) else { continue }
-                    if StopSignal.requested { actions += production.handle(.stopRequested); continue }
+                    if StopSignal.requested {
+                        actions += production.handle(.stopRequested)
+                        continue
+                    }
                     guard let admin else { continue }
                     let current: String? = (try? admin.partitionCount(topic.name)) ?? nil == nil ? nil : try? admin.topicID(topic.name)
                     actions += production.handle(.topicChecked(topicID: current))
@@ -217,7 +226,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             var options = TopicLoader.Options()
             options.restartOnNewTopic = true
             if !follow { options.until = { production.consumerBound } }
-            let result = Result { try TopicLoader(pipeline: self.pipeline, flow: flow, options: options, logger: self.logger).run(url: sink.value.url, sink: sink.value) }
+            let result = Result {
+                try TopicLoader(pipeline: self.pipeline, flow: flow, options: options, logger: self.logger).run(url: sink.value.url, sink: sink.value)
+            }
             production.consumersFinished(count: 1)
             results.set(result, at: index)
         }
@@ -239,8 +250,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                 }
                 let topicID = try admin.topicID(topic.name)
                 let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment, logger: logger)
-                let producer = CSVProducer(source: source, topic: topic, checkpoints: store,
-                                           asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger)
+                let producer = CSVProducer(
+                    source: source, topic: topic, checkpoints: store,
+                    asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger)
                 producer.onChecked = onChecked
                 var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.
@@ -265,14 +277,19 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// How many rows and dead letters of one source file the database holds.
     func storedCounts(fingerprint: String, sink: PostgresSink) throws -> (Int, Int) {
         let b = pipeline.bookkeeping
-        guard let id = try sink.query("SELECT \"source_id\" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) WHERE \"fingerprint\" = $1", [fingerprint]).first?[0] ?? nil,
-              let sid = Int64(id) else {
-            let dead = try sink.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
+        guard
+            let id = try sink.query("SELECT \"source_id\" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) WHERE \"fingerprint\" = $1", [fingerprint])
+                .first?[0] ?? nil,
+            let sid = Int64(id)
+        else {
+            let dead = try sink.query(
+                "SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
             return (0, Int(dead.first?[0] ?? "0") ?? 0)
         }
         let target = SQL.qualified(sink.sink.dbSchema, sink.sink.table)
-        let rows = try sink.query("SELECT count(*) FROM \(target) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
-                                  [String(sid << 40), String((sid + 1) << 40 - 1)])
+        let rows = try sink.query(
+            "SELECT count(*) FROM \(target) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
+            [String(sid << 40), String((sid + 1) << 40 - 1)])
         let dead = try sink.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
         return (Int(rows.first?[0] ?? "0") ?? 0, Int(dead.first?[0] ?? "0") ?? 0)
     }
@@ -304,23 +321,27 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             "  rows read:          \(s.rowsRead)",
             "  rows sent:          \(s.rowsSent)",
             s.mode == .upsert ? "  rows inserted:      \(s.loaded)" : "  rows loaded:        \(s.loaded)",
-            s.mode == .upsert ? "  rows updated:       \(s.duplicates)  (a row with the same key existed, or a later version in the same batch replaced it)"
+            s.mode == .upsert
+                ? "  rows updated:       \(s.duplicates)  (a row with the same key existed, or a later version in the same batch replaced it)"
                 : "  already loaded:     \(s.duplicates)  (re-sent records skipped by record id)",
             "  dead-lettered:      \(s.deadLettered)",
             s.mode == .upsert && s.loadedEarlier
                 ? "  reconciled:         yes (nothing sent: loaded by an earlier run; \(s.storedRows) rows + \(s.storedDeadLetters) dead letters of this file stored)"
                 : s.mode == .upsert
-                ? "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.loaded) inserted + \(s.duplicates) updated + \(s.deadLettered) dead-lettered)"
-                : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
+                    ? "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.loaded) inserted + \(s.duplicates) updated + \(s.deadLettered) dead-lettered)"
+                    : "  reconciled:         \(s.reconciled ? "yes" : "NO") (\(s.rowsRead) read = \(s.storedRows) rows + \(s.storedDeadLetters) dead letters stored for this file)",
             String(format: "  elapsed:            %.2f s  (%.0f rows/s)", s.elapsed, rate),
         ]
         if !s.fieldsNotLoaded.isEmpty {
-            lines.insert("  fields not loaded:  \(s.fieldsNotLoaded.count) (\(s.fieldsNotLoaded.joined(separator: ", "))): no column takes them; see on_unknown_field", at: lines.count - 1)
+            lines.insert(
+                "  fields not loaded:  \(s.fieldsNotLoaded.count) (\(s.fieldsNotLoaded.joined(separator: ", "))): no column takes them; see on_unknown_field",
+                at: lines.count - 1)
         }
         if let check = s.check { lines.append("Check: " + check) }
         if s.interrupted {
-            lines.append("Interrupted: \(s.rowsRead) records read so far\(s.lag > 0 ? ", \(s.lag) sent but not yet stored" : ""). "
-                + "Run the same command again to finish: records already stored are skipped by record id.")
+            lines.append(
+                "Interrupted: \(s.rowsRead) records read so far\(s.lag > 0 ? ", \(s.lag) sent but not yet stored" : ""). "
+                    + "Run the same command again to finish: records already stored are skipped by record id.")
         }
         return lines.joined(separator: "\n")
     }
@@ -353,7 +374,10 @@ final class TopicProduction: @unchecked Sendable {  // every var is read and wri
     /// Changes under the lock, then wakes every waiter.
     private func locked<T>(_ body: () -> T) -> T {
         condition.lock()
-        defer { condition.broadcast(); condition.unlock() }
+        defer {
+            condition.broadcast()
+            condition.unlock()
+        }
         return body()
     }
 

@@ -81,8 +81,10 @@ public enum PipelineStatusReader {
 
     /// - Throws: `PostgresError` when a sink's database cannot be read (the caller reports it);
     ///   an unreachable broker is a problem in the report, not an error.
-    public static func read(_ pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment,
-                            now: Date = Date()) throws -> PipelineStatusReport {
+    public static func read(
+        _ pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment,
+        now: Date = Date()
+    ) throws -> PipelineStatusReport {
         var problems: [String] = []
         var sinks: [SinkStatus] = []
         let b = pipeline.bookkeeping
@@ -91,15 +93,17 @@ public enum PipelineStatusReader {
             let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: environment), applicationName: "pipectl status")
             let exists = try conn.query("SELECT to_regclass($1) IS NOT NULL", [SQL.qualified(Bookkeeping.schema, b.offsets)]).first?[0] == "t"
             let tableExists = try conn.query("SELECT to_regclass($1) IS NOT NULL", [SQL.qualified(sink.dbSchema, sink.table)]).first?[0] == "t"
-            var status = SinkStatus(sink: sink.name, table: SQL.qualified(sink.dbSchema, sink.table), topic: flow.topic.name, rows: 0,
-                                    partitions: [], sources: [], deadLetters: [])
+            var status = SinkStatus(
+                sink: sink.name, table: SQL.qualified(sink.dbSchema, sink.table), topic: flow.topic.name, rows: 0,
+                partitions: [], sources: [], deadLetters: [])
             guard exists, tableExists else {
                 problems.append("sink '\(sink.name)': nothing applied yet (run `pipectl apply` or `pipectl run`)")
                 sinks.append(status)
                 continue
             }
             status.rows = Int(try conn.query("SELECT count(*) FROM \(status.table)").first?[0] ?? "0") ?? 0
-            let offsets = try conn.query("""
+            let offsets = try conn.query(
+                """
                 SELECT "partition", "next_offset", to_char("updated_at" AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.MS"Z"'),
                        extract(epoch FROM now() - "updated_at"), extract(epoch FROM now() - "claimed_at")
                 FROM \(SQL.qualified(Bookkeeping.schema, b.offsets)) WHERE "sink" = $1 AND "topic" = $2 ORDER BY "partition"
@@ -110,7 +114,8 @@ public enum PipelineStatusReader {
                 let admin = try KafkaAdmin(settings: TopicLoader.consumerSettings(flow.topic).merging(["log_level": "3"]) { a, _ in a })
                 if let n = try admin.partitionCount(flow.topic.name) {
                     partitionCount = n
-                    ends = try fetchHighWatermarks(topic: flow.topic.name, partitions: (0..<Int32(n)).map { $0 }, settings: TopicLoader.consumerSettings(flow.topic))
+                    ends = try fetchHighWatermarks(
+                        topic: flow.topic.name, partitions: (0..<Int32(n)).map { $0 }, settings: TopicLoader.consumerSettings(flow.topic))
                 } else {
                     problems.append("topic '\(flow.topic.name)' does not exist on the broker")
                 }
@@ -130,24 +135,30 @@ public enum PipelineStatusReader {
                 if let lag { totalLag = (totalLag ?? 0) + lag }
                 status.partitions.append(PartitionStatus(partition: p, storedOffset: next, endOffset: end, lag: lag))
                 if let lag, lag > 0, (stored[p]?.idle ?? .infinity) > stalledAfterSeconds {
-                    problems.append("sink '\(sink.name)' partition \(p): \(lag) records waiting and no commit for \(stored[p]?.idle.map { String(format: "%.0f s", $0) } ?? "ever") (is a consumer running?)")
+                    problems.append(
+                        "sink '\(sink.name)' partition \(p): \(lag) records waiting and no commit for \(stored[p]?.idle.map { String(format: "%.0f s", $0) } ?? "ever") (is a consumer running?)"
+                    )
                 }
             }
             status.lag = totalLag
             let newest = stored.values.min { ($0.idle ?? .infinity) < ($1.idle ?? .infinity) }
             status.lastCommitAt = newest?.updatedAt
             status.ownerAgeSeconds = stored.values.compactMap(\.claimAge).min()
-            let sources = try conn.query("""
+            let sources = try conn.query(
+                """
                 SELECT "source_id", "source", "path", "fingerprint", "rows" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) ORDER BY "source_id"
                 """)
             for row in sources {
                 guard let id = Int64(row[0] ?? "") else { continue }
                 let fingerprint = row[3] ?? ""
-                let rows = try conn.query("SELECT count(*) FROM \(status.table) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
-                                          [String(id << 40), String((id + 1) << 40 - 1)])
-                let dead = try conn.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"sink\" = $1 AND \"source_fingerprint\" = $2",
-                                          [sink.name, fingerprint])
-                let rowCount = Int(rows.first?[0] ?? "0") ?? 0, deadCount = Int(dead.first?[0] ?? "0") ?? 0
+                let rows = try conn.query(
+                    "SELECT count(*) FROM \(status.table) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
+                    [String(id << 40), String((id + 1) << 40 - 1)])
+                let dead = try conn.query(
+                    "SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"sink\" = $1 AND \"source_fingerprint\" = $2",
+                    [sink.name, fingerprint])
+                let rowCount = Int(rows.first?[0] ?? "0") ?? 0
+                let deadCount = Int(dead.first?[0] ?? "0") ?? 0
                 if rowCount + deadCount > 0 {
                     var source = SourceStatus(source: row[1] ?? "", path: row[2] ?? "", fingerprint: fingerprint, rows: rowCount, deadLetters: deadCount)
                     if let read = Int(row[4] ?? "") {
@@ -157,16 +168,19 @@ public enum PipelineStatusReader {
                     status.sources.append(source)
                 }
             }
-            status.deadLetters = try conn.query("""
+            status.deadLetters = try conn.query(
+                """
                 SELECT "stage", "reason", count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters))
                 WHERE "sink" = $1 GROUP BY "stage", "reason" ORDER BY count(*) DESC, "stage", "reason" LIMIT 50
-                """, [sink.name]).map { DeadLetterCount(stage: $0[0] ?? "", reason: $0[1] ?? "", count: Int($0[2] ?? "0") ?? 0) }
+                """, [sink.name]
+            ).map { DeadLetterCount(stage: $0[0] ?? "", reason: $0[1] ?? "", count: Int($0[2] ?? "0") ?? 0) }
             sinks.append(status)
         }
         let formatter = ISO8601DateFormatter()
         formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return PipelineStatusReport(pipeline: pipeline.name, generatedAt: formatter.string(from: now),
-                                    health: problems.isEmpty ? "healthy" : "unhealthy", problems: problems, sinks: sinks)
+        return PipelineStatusReport(
+            pipeline: pipeline.name, generatedAt: formatter.string(from: now),
+            health: problems.isEmpty ? "healthy" : "unhealthy", problems: problems, sinks: sinks)
     }
 
     /// The report as a person reads it at a terminal.
@@ -179,8 +193,9 @@ public enum PipelineStatusReader {
             lines.append("  partition  stored offset  end offset  lag")
             for p in s.partitions {
                 func pad(_ text: String, _ width: Int) -> String { String(repeating: " ", count: max(0, width - text.count)) + text }
-                lines.append("  " + pad(String(p.partition), 9) + "  " + pad(String(p.storedOffset), 13) + "  "
-                             + pad(p.endOffset.map(String.init) ?? "?", 10) + "  " + (p.lag.map(String.init) ?? "?"))
+                lines.append(
+                    "  " + pad(String(p.partition), 9) + "  " + pad(String(p.storedOffset), 13) + "  "
+                        + pad(p.endOffset.map(String.init) ?? "?", 10) + "  " + (p.lag.map(String.init) ?? "?"))
             }
             for source in s.sources {
                 let read = source.rowsRead.map { "\($0) read, " } ?? ""

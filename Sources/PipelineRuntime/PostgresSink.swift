@@ -76,7 +76,8 @@ struct CommitOutcomeUnknown: Error {
 /// A PostgreSQL `pg_lsn` (`16/B374D848`) as a number, for comparing WAL positions.
 func parseLSN(_ text: String?) -> UInt64 {
     guard let text, let slash = text.firstIndex(of: "/"),
-          let high = UInt64(text[..<slash], radix: 16), let low = UInt64(text[text.index(after: slash)...], radix: 16) else { return 0 }
+        let high = UInt64(text[..<slash], radix: 16), let low = UInt64(text[text.index(after: slash)...], radix: 16)
+    else { return 0 }
     return high << 32 | low
 }
 
@@ -114,7 +115,8 @@ public struct TopicIncarnationError: Error, CustomStringConvertible, Sendable {
     /// Stored offsets of another incarnation, found while claiming `partition`.
     init(recreated topic: String, partition: Int32, storedID: String?, currentID: String) {
         self.reason = .recreated(topic: topic, partition: partition, storedID: storedID, currentID: currentID)
-        self.message = "stored offsets of topic '\(topic)' partition \(partition) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(currentID): it was deleted and created again (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
+        self.message =
+            "stored offsets of topic '\(topic)' partition \(partition) belong to topic ID \(storedID ?? "?"), but the topic now has ID \(currentID): it was deleted and created again (a broker restart loses in-memory topics). Nothing was skipped. Re-send the data (`pipectl run` or `pipectl produce`) and start `pipectl consume --restart-on-new-topic`; record ids keep rows from loading twice."
     }
 }
 
@@ -198,8 +200,9 @@ public final class PostgresSink {
                 if StopSignal.requested { throw PostgresError("stopped while reconnecting to PostgreSQL (\(error.message)); every committed batch is safe") }
                 let left = deadline.timeIntervalSinceNow
                 if left <= 0 {
-                    throw PostgresError("PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(sink.retryTimeoutMs) ms): \(error.message). "
-                        + "Every committed batch is safe; run again once the server is back to continue from the stored offsets.")
+                    throw PostgresError(
+                        "PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(sink.retryTimeoutMs) ms): \(error.message). "
+                            + "Every committed batch is safe; run again once the server is back to continue from the stored offsets.")
                 }
                 Thread.sleep(forTimeInterval: min(delay, left))
                 delay = min(delay * 2, 5)
@@ -255,8 +258,9 @@ public final class PostgresSink {
 
     /// Source numbers for record keys; used by the consumer thread while it decodes, on a
     /// connection of its own (the writer thread owns `conn`).
-    public private(set) lazy var sources = SourceRegistry(url: url, table: sourcesTable, source: sourceName, path: sourcePath,
-                                                                retryTimeout: Double(sink.retryTimeoutMs) / 1000)
+    public private(set) lazy var sources = SourceRegistry(
+        url: url, table: sourcesTable, source: sourceName, path: sourcePath,
+        retryTimeout: Double(sink.retryTimeoutMs) / 1000)
 
     // MARK: offsets
 
@@ -270,7 +274,8 @@ public final class PostgresSink {
             // A lost claim would leave this consumer fenced out of its own partitions.
             try conn.execute("SET LOCAL synchronous_commit = on")
             for p in partitions {
-                let rows = try conn.query("""
+                let rows = try conn.query(
+                    """
                     INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner", "claimed_at")
                     VALUES ($1, $2, $3, $4, -1, $5, now())
                     ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner", "claimed_at" = now()
@@ -282,8 +287,9 @@ public final class PostgresSink {
                     guard restartOnNewTopic else {
                         throw TopicIncarnationError(recreated: topic.name, partition: p, storedID: storedID, currentID: topicID)
                     }
-                    try conn.query("UPDATE \(offsetsTable) SET \"topic_id\" = $4, \"next_offset\" = -1 WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
-                                   [sink.name, topic.name, String(p), topicID])
+                    try conn.query(
+                        "UPDATE \(offsetsTable) SET \"topic_id\" = $4, \"next_offset\" = -1 WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = $3",
+                        [sink.name, topic.name, String(p), topicID])
                     continue
                 }
                 if next >= 0 { starts[p] = next }
@@ -320,23 +326,31 @@ public final class PostgresSink {
                 result.duplicates = written.duplicates
             }
             for (origin, rejected) in dead {
-                try conn.query("""
+                try conn.query(
+                    """
                     INSERT INTO \(deadLetterTable) ("stage", "sink", "topic", "partition", "offset", "source_fingerprint", "source_ordinal", "payload", "reason")
                     VALUES ($1, $2, $3, $4, $5, $6, $7, decode($8, 'base64'), $9)
                     ON CONFLICT ("sink", "source_fingerprint", "source_ordinal") DO NOTHING
-                    """, [rejected.stage, sink.name, topic.name, String(origin.partition), String(origin.offset),
-                          origin.recordID?.fingerprint, origin.recordID.map { String($0.ordinal) },
-                          Data(rejected.payload).base64EncodedString(), rejected.reason])
+                    """,
+                    [
+                        rejected.stage, sink.name, topic.name, String(origin.partition), String(origin.offset),
+                        origin.recordID?.fingerprint, origin.recordID.map { String($0.ordinal) },
+                        Data(rejected.payload).base64EncodedString(), rejected.reason,
+                    ])
             }
             result.deadLettered = dead.count
             for (_, rejected) in dead { result.deadLettersByStage[rejected.stage, default: 0] += 1 }
             // All partitions' next offsets in one statement.
-            try conn.query("""
+            try conn.query(
+                """
                 UPDATE \(offsetsTable) AS o SET "next_offset" = n.next, "updated_at" = now()
                 FROM unnest($3::int[], $4::bigint[]) AS n(part, next)
                 WHERE o."sink" = $1 AND o."topic" = $2 AND o."partition" = n.part
-                """, [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}",
-                      "{" + partitions.map { String(batch.nextOffsets[$0]!) }.joined(separator: ",") + "}"])
+                """,
+                [
+                    sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}",
+                    "{" + partitions.map { String(batch.nextOffsets[$0]!) }.joined(separator: ",") + "}",
+                ])
             StopSignal.crashIfAsked("before-commit", batch: batchesCommitted)
             return result
         } commitFailed: { result, error in
@@ -405,7 +419,8 @@ public final class PostgresSink {
             conflict = "ON CONFLICT (\(sink.key.map(SQL.quote).joined(separator: ", "))) DO UPDATE SET \(updates.joined(separator: ", "))"
             // Several versions of one key in a batch: the last one wins.
             let keyList = sink.key.map(SQL.quote).joined(separator: ", ")
-            let rows = try conn.query("""
+            let rows = try conn.query(
+                """
                 INSERT INTO \(target) (\(columnList))
                 SELECT \(columnList) FROM (
                   SELECT DISTINCT ON (\(keyList)) * FROM "pipectl_staging" ORDER BY \(keyList), ctid DESC
@@ -448,14 +463,18 @@ public final class SourceRegistry {
 
     func id(_ fingerprint: String) throws -> Int64 {
         if let last, last.fingerprint == fingerprint { return last.id }
-        if let id = ids[fingerprint] { last = (fingerprint, id); return id }
+        if let id = ids[fingerprint] {
+            last = (fingerprint, id)
+            return id
+        }
         var deadline: Date?
         while true {
             do {
                 if conn == nil || conn?.isConnected == false { conn = try PostgresConnection(url: url) }
                 // Autocommit with the server's default synchronous_commit: a source number is
                 // durable before any row carries it.
-                let rows = try conn!.query("""
+                let rows = try conn!.query(
+                    """
                     INSERT INTO \(table) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
                     ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
                     RETURNING "source_id"

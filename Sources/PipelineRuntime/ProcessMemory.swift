@@ -1,5 +1,5 @@
 #if canImport(Glibc)
-import Glibc
+    import Glibc
 #endif
 
 /// Bounds on glibc's allocator for a long `run`, so peak RSS stays flat whatever the file's size.
@@ -17,13 +17,14 @@ public enum ProcessMemory {
     /// `MALLOC_ARENA_MAX` or `MALLOC_MMAP_THRESHOLD_` the user set wins over these values.
     public static func bound(environment: [String: String]) {
         #if canImport(Glibc)
-        // <malloc.h> is not part of Swift's Glibc module: look mallopt up in the C library.
-        typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
-        guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
-        let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
-        let mmapThreshold: Int32 = -3, arenaMax: Int32 = -8  // M_MMAP_THRESHOLD, M_ARENA_MAX (malloc.h)
-        if environment["MALLOC_MMAP_THRESHOLD_"] == nil { _ = mallopt(mmapThreshold, 128 * 1024) }
-        if environment["MALLOC_ARENA_MAX"] == nil { _ = mallopt(arenaMax, 2) }
+            // <malloc.h> is not part of Swift's Glibc module: look mallopt up in the C library.
+            typealias Mallopt = @convention(c) (Int32, Int32) -> Int32
+            guard let symbol = dlsym(UnsafeMutableRawPointer(bitPattern: 0), "mallopt") else { return }
+            let mallopt = unsafeBitCast(symbol, to: Mallopt.self)
+            let mmapThreshold: Int32 = -3
+            let arenaMax: Int32 = -8  // M_MMAP_THRESHOLD, M_ARENA_MAX (malloc.h)
+            if environment["MALLOC_MMAP_THRESHOLD_"] == nil { _ = mallopt(mmapThreshold, 128 * 1024) }
+            if environment["MALLOC_ARENA_MAX"] == nil { _ = mallopt(arenaMax, 2) }
         #endif
     }
 }

@@ -95,7 +95,7 @@ public struct ProducerLifecycle: Sendable, Equatable {
     /// offsets once the producer failed or stopped (stop after what is there), else nil (wait).
     public var consumerBound: (offsets: [Int32: Int64], topicID: String?)? {
         switch state {
-        case let .watching(d), let .finished(d?), let .stopped(d?): return (d.endOffsets, d.topicID)
+        case .watching(let d), .finished(let d?), .stopped(let d?): return (d.endOffsets, d.topicID)
         case .failed, .stopped(nil), .finished(nil): return ([:], nil)
         case .idle, .sending: return nil
         }
@@ -107,7 +107,7 @@ public struct ProducerLifecycle: Sendable, Equatable {
         case (_, .stopRequested):
             switch state {
             case .finished, .failed, .stopped: return []
-            case let .watching(delivered): state = .stopped(delivered)
+            case .watching(let delivered): state = .stopped(delivered)
             default: state = .stopped(nil)
             }
             return [.exit]
@@ -118,7 +118,7 @@ public struct ProducerLifecycle: Sendable, Equatable {
             guard !consumersStarted else { return [] }
             consumersStarted = true
             return [.startConsumers]
-        case let (.sending(source, sent), .sourceSent(offsets, topicID)):
+        case (.sending(let source, let sent), .sourceSent(let offsets, let topicID)):
             let delivered: Delivered
             if let sent {
                 // Files before this one went to another incarnation: they are gone with it.
@@ -140,16 +140,16 @@ public struct ProducerLifecycle: Sendable, Equatable {
             }
             state = .watching(delivered)
             return [.publish(delivered), .checkTopicLater]
-        case let (.sending, .sendFailed(message)):
+        case (.sending, .sendFailed(let message)):
             state = .failed(message: message)
             return [.fail(message: message), .exit]
-        case let (.watching(delivered), .topicChecked(id)):
+        case (.watching(let delivered), .topicChecked(let id)):
             guard id == delivered.topicID else {
                 state = .sending(source: 0, sent: nil)
                 return [.withdraw, .send(source: 0, again: true)]
             }
             return [.checkTopicLater]
-        case let (.watching(delivered), .consumersFinished):
+        case (.watching(let delivered), .consumersFinished):
             state = .finished(delivered)
             return [.exit]
         case (.sending, .consumersFinished):

@@ -123,14 +123,14 @@ public struct RecordDecoder {
         }
         row.removeAll(keepingCapacity: true)
         let first = decodeRecord(payload, into: &row)
-        guard case let .row(id, sentAt) = first else { return first }
+        guard case .row(let id, let sentAt) = first else { return first }
         var columns = transform.bindings.map(\.column.name)
         for i in next.indices {
             record.removeAll(keepingCapacity: true)
             Self.appendRecord(row: row, columns: columns, id: id, sentAt: sentAt, to: &record)
             row.removeAll(keepingCapacity: true)
             let outcome = record.withUnsafeBytes { next[i].decodeRecord($0, into: &row) }
-            if case let .rejected(_, rejected) = outcome {
+            if case .rejected(_, let rejected) = outcome {
                 let reason = "transform '\(next[i].transform.name)': \(rejected.reason)"
                 return .rejected(id, RejectedRecord(stage: rejected.stage, reason: reason, payload: Array(payload.bindMemory(to: UInt8.self))))
             }
@@ -198,7 +198,8 @@ public struct RecordDecoder {
             let reason = String(decoding: json.scratch[json.fields[e].valueStart..<json.fields[e].valueEnd], as: UTF8.self)
             var raw = Array(bytes)
             if let r = json.index(of: Self.rawKey, hint: 4),
-               let data = Data(base64Encoded: String(decoding: json.scratch[json.fields[r].valueStart..<json.fields[r].valueEnd], as: UTF8.self)) {
+                let data = Data(base64Encoded: String(decoding: json.scratch[json.fields[r].valueStart..<json.fields[r].valueEnd], as: UTF8.self))
+            {
                 raw = Array(data)
             }
             return .rejected(id, RejectedRecord(stage: "source", reason: reason, payload: raw))
@@ -228,7 +229,8 @@ public struct RecordDecoder {
                 isNull = nullIf.contains { $0.elementsEqual(value) }
             }
             if !isNull, f.kind == .raw, binding.column.type.family != .json, binding.column.type.family != .text {
-                return "field '\(binding.field)' holds a JSON \(json.scratch[f.valueStart] == UInt8(ascii: "[") ? "array" : "object"), not a \(binding.column.type)"
+                return
+                    "field '\(binding.field)' holds a JSON \(json.scratch[f.valueStart] == UInt8(ascii: "[") ? "array" : "object"), not a \(binding.column.type)"
             }
         }
         if isNull { return appendNull(binding, to: &out, why: index == nil ? "is missing" : "is null") }
@@ -246,7 +248,9 @@ public struct RecordDecoder {
         guard let error else { return nil }
         switch binding.onCastError {
         case .deadLetter: return "column '\(binding.column.name)': \(error.message)"
-        case .null: out.append(contentsOf: "\\N".utf8); return nil
+        case .null:
+            out.append(contentsOf: "\\N".utf8)
+            return nil
         case .default: return appendNull(binding, to: &out, why: "could not be cast")
         }
     }
@@ -269,7 +273,9 @@ public struct RecordDecoder {
 
     func appendNull(_ binding: ColumnBinding, to out: inout [UInt8], why: String) -> String? {
         if let d = binding.defaultValue {
-            let error: CastError? = Array(d.utf8).withUnsafeBufferPointer { ValueCaster.append($0, as: binding.column.type, dateOrder: binding.column.dateOrder, to: &out) }
+            let error: CastError? = Array(d.utf8).withUnsafeBufferPointer {
+                ValueCaster.append($0, as: binding.column.type, dateOrder: binding.column.dateOrder, to: &out)
+            }
             return error.map { "default for '\(binding.column.name)': \($0.message)" }
         }
         if !binding.column.nullable {

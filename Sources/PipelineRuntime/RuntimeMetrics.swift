@@ -26,10 +26,12 @@ public enum RuntimeMetric: String, CaseIterable, Sendable {
         case .sourceBytesRead: return "How far the producer has read into the source file, in bytes (label source)."
         case .sourceSize: return "The source file's size as read (its one-read snapshot), in bytes (label source)."
         case .recordsProduced: return "Records delivered to a Kafka topic, by delivery report (label topic)."
-        case .recordsConsumed: return "Records polled from the topic by the consumer (label topic), including ones read again after a lost PostgreSQL connection."
+        case .recordsConsumed:
+            return "Records polled from the topic by the consumer (label topic), including ones read again after a lost PostgreSQL connection."
         case .rowsWritten: return "Rows inserted into the sink's table, counted once their commit is durable (label sink)."
         case .rowsUpdated: return "Rows updated by a newer version of their key (mode upsert), counted once durable (label sink)."
-        case .recordsAlreadyLoaded: return "Records skipped because their record id was already in the table (mode insert: a re-sent file), counted once durable (label sink)."
+        case .recordsAlreadyLoaded:
+            return "Records skipped because their record id was already in the table (mode insert: a re-sent file), counted once durable (label sink)."
         case .deadLetters: return "Records set aside in the dead-letter table, counted once durable (labels sink, stage: source, parse, cast, constraint)."
         case .consumerLag: return "Records on the topic past the stored next offset, from the last fetch's high watermark (labels topic, partition)."
         case .commitDuration: return "Time to commit one batch (rows, dead letters and offsets in one PostgreSQL transaction), in seconds."

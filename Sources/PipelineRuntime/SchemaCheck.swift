@@ -15,8 +15,8 @@ public enum SchemaCheck {
             switch self {
             case .createTable: return "table will be created"
             case .matches: return "table exists and matches"
-            case let .addColumn(name, type): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
-            case let .incompatible(reason): return "refused: \(reason)"
+            case .addColumn(let name, let type): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
+            case .incompatible(let reason): return "refused: \(reason)"
             }
         }
     }
@@ -39,7 +39,8 @@ public enum SchemaCheck {
 
     /// Compares the sink's table with the database's `information_schema`, read-only.
     public static func diff(sink: Sink, on conn: PostgresConnection) throws -> [Change] {
-        let rows = try conn.query("""
+        let rows = try conn.query(
+            """
             SELECT column_name, data_type, is_nullable, character_maximum_length, numeric_precision, numeric_scale
             FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2
             """, [sink.dbSchema, sink.table])
@@ -53,20 +54,27 @@ public enum SchemaCheck {
                 if column.nullable || column.defaultExpression != nil {
                     changes.append(.addColumn(column.name, column.type))
                 } else {
-                    changes.append(.incompatible("column \(SQL.quote(column.name)) is missing and is NOT NULL without a default; add it yourself (pipectl only adds nullable columns)"))
+                    changes.append(
+                        .incompatible(
+                            "column \(SQL.quote(column.name)) is missing and is NOT NULL without a default; add it yourself (pipectl only adds nullable columns)"
+                        ))
                 }
                 continue
             }
             let dbType = row[1] ?? ""
             if dbType != column.type.informationSchemaName {
-                changes.append(.incompatible("column \(SQL.quote(column.name)) is \(dbType) in the database but \(column.type) in schema '\(sink.schema.name)'; pipectl never changes a column's type"))
+                changes.append(
+                    .incompatible(
+                        "column \(SQL.quote(column.name)) is \(dbType) in the database but \(column.type) in schema '\(sink.schema.name)'; pipectl never changes a column's type"
+                    ))
                 continue
             }
-            if case let .varchar(n?) = column.type, let have = Int(row[3] ?? ""), have < n {
+            if case .varchar(let n?) = column.type, let have = Int(row[3] ?? ""), have < n {
                 changes.append(.incompatible("column \(SQL.quote(column.name)) is varchar(\(have)) in the database, narrower than varchar(\(n)) in the schema"))
             }
-            if case let .numeric(p?, s) = column.type, let hp = Int(row[4] ?? ""), let hs = Int(row[5] ?? ""), hp < p || hs < (s ?? 0) {
-                changes.append(.incompatible("column \(SQL.quote(column.name)) is numeric(\(hp),\(hs)) in the database, narrower than \(column.type) in the schema"))
+            if case .numeric(let p?, let s) = column.type, let hp = Int(row[4] ?? ""), let hs = Int(row[5] ?? ""), hp < p || hs < (s ?? 0) {
+                changes.append(
+                    .incompatible("column \(SQL.quote(column.name)) is numeric(\(hp),\(hs)) in the database, narrower than \(column.type) in the schema"))
             }
         }
         return changes.isEmpty ? [.matches] : changes
@@ -80,7 +88,7 @@ public enum SchemaCheck {
     /// - Throws: `Refusal` before any change, `PostgresError` from the statements.
     public static func apply(sink: Sink, on conn: PostgresConnection) throws {
         let changes = try diff(sink: sink, on: conn)
-        let refused = changes.compactMap { if case let .incompatible(r) = $0 { return r } else { return nil } }
+        let refused = changes.compactMap { if case .incompatible(let r) = $0 { return r } else { return nil } }
         if !refused.isEmpty {
             throw Refusal(table: SQL.qualified(sink.dbSchema, sink.table), sink: sink.name, reasons: refused)
         }
@@ -88,7 +96,7 @@ public enum SchemaCheck {
         if changes.contains(.createTable) {
             try conn.execute(DDL.createTable(for: sink))
         }
-        for case let .addColumn(name, type) in changes {
+        for case .addColumn(let name, let type) in changes {
             try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
         }
         for statement in DDL.indexes(for: sink) { try conn.execute(statement) }

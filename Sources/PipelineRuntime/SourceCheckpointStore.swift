@@ -49,11 +49,14 @@ public final class SourceCheckpointStore {
     /// The store for `source` sent to `topic`: in the database of the first flow that reads
     /// the topic (several sinks of one topic share its records, and so its checkpoint).
     /// - Throws: `PostgresError` when that sink has no url and DATABASE_URL is not set.
-    public static func forSource(_ source: Source, topic: Topic, pipeline: Pipeline, environment: [String: String], logger: Logger = Logger(label: "pipectl.producer")) throws -> SourceCheckpointStore? {
+    public static func forSource(
+        _ source: Source, topic: Topic, pipeline: Pipeline, environment: [String: String], logger: Logger = Logger(label: "pipectl.producer")
+    ) throws -> SourceCheckpointStore? {
         guard let flow = pipeline.flows.first(where: { $0.topic.name == topic.name }) else { return nil }
         let url = try PipelineRunner.databaseURL(for: flow.sink, environment: environment)
-        return SourceCheckpointStore(url: url, pipeline: pipeline, source: source.name, path: source.resolvedPath,
-                                     retryTimeout: Double(flow.sink.retryTimeoutMs) / 1000, logger: logger)
+        return SourceCheckpointStore(
+            url: url, pipeline: pipeline, source: source.name, path: source.resolvedPath,
+            retryTimeout: Double(flow.sink.retryTimeoutMs) / 1000, logger: logger)
     }
 
     /// Runs `body` on the connection, reconnecting (0.5 s apart) for up to `retryTimeout`
@@ -73,7 +76,9 @@ public final class SourceCheckpointStore {
                 deadline = end
                 conn = nil
                 if Date() > end || StopSignal.requested {
-                    throw PostgresError("cannot store the send checkpoint of \(path): PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(Int(retryTimeout * 1000)) ms): \(error.message)")
+                    throw PostgresError(
+                        "cannot store the send checkpoint of \(path): PostgreSQL unreachable for longer than the sink's retry_timeout_ms (\(Int(retryTimeout * 1000)) ms): \(error.message)"
+                    )
                 }
                 Thread.sleep(forTimeInterval: 0.5)
             }
@@ -108,14 +113,16 @@ public final class SourceCheckpointStore {
             sourceID: id, identity: identity,
             checkpoint: ResumePoint(bytes: Int64(row[2] ?? "") ?? 0, records: Int64(row[3] ?? "") ?? 0, line: Int(row[4] ?? "") ?? 1),
             topicID: row[5], endOffsets: ends,
-            sent: SentPart(bytes: Int64(row[7] ?? "") ?? 0, openEnd: row[8] == "t", hash: row[9] ?? "",
-                           chunkBytes: chunk > 0 ? chunk : 256, chunkDigests: hexBytes(row[11] ?? "")))
+            sent: SentPart(
+                bytes: Int64(row[7] ?? "") ?? 0, openEnd: row[8] == "t", hash: row[9] ?? "",
+                chunkBytes: chunk > 0 ? chunk : 256, chunkDigests: hexBytes(row[11] ?? "")))
     }
 
     /// The source's current life at this path (the newest one with a checkpoint), if any.
     public func current() throws -> SourceLineage? {
         try withConnection { conn in
-            let rows = try conn.query("""
+            let rows = try conn.query(
+                """
                 SELECT \(Self.columns) FROM \(table)
                 WHERE "source" = $1 AND "path" = $2 AND "sent_bytes" IS NOT NULL ORDER BY "source_id" DESC LIMIT 1
                 """, [source, path])
@@ -130,7 +137,8 @@ public final class SourceCheckpointStore {
     public func create(identity: String, chunkBytes: Int) throws -> SourceLineage {
         let nothing = SentPart.nothing(chunkBytes: chunkBytes)
         return try withConnection { conn in
-            let rows = try conn.query("""
+            let rows = try conn.query(
+                """
                 INSERT INTO \(table) AS s ("fingerprint", "source", "path", "checkpoint_bytes", "checkpoint_records", "checkpoint_line",
                                            "sent_bytes", "sent_open", "sent_hash", "chunk_bytes", "chunk_digests", "updated_at")
                 VALUES ($1, $2, $3, 0, 0, 1, 0, false, $4, $5, ''::bytea, now())
@@ -159,7 +167,8 @@ public final class SourceCheckpointStore {
     /// synchronous commit, retried for the sink's retry_timeout_ms).
     public func recordSent(_ sent: SentPart, sourceID: Int64) throws {
         try withConnection { conn in
-            _ = try conn.query("""
+            _ = try conn.query(
+                """
                 UPDATE \(table) SET "sent_bytes" = $2, "sent_open" = $3, "sent_hash" = $4, "chunk_digests" = decode($5, 'hex'), "updated_at" = now()
                 WHERE "source_id" = $1
                 """, [String(sourceID), String(sent.bytes), sent.openEnd ? "true" : "false", sent.hash, Self.hex(sent.chunkDigests)])
@@ -179,7 +188,8 @@ public final class SourceCheckpointStore {
                 conn = c
             }
             let ends = endOffsets.keys.sorted().map { "\($0):\(endOffsets[$0]!)" }.joined(separator: ",")
-            _ = try conn!.query("""
+            _ = try conn!.query(
+                """
                 UPDATE \(table) SET "checkpoint_bytes" = $2, "checkpoint_records" = $3, "checkpoint_line" = $4, "topic_id" = $5,
                     "end_offsets" = $6, "rows" = coalesce($7::bigint, "rows"), "updated_at" = now()
                 WHERE "source_id" = $1
@@ -216,7 +226,12 @@ public final class SourceCheckpointStore {
             case 0x61...0x66: v = c - 0x61 + 10
             default: continue
             }
-            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
+            if let h = high {
+                out.append(h << 4 | v)
+                high = nil
+            } else {
+                high = v
+            }
         }
         return out
     }

@@ -18,8 +18,10 @@ public enum SourceSend {
     /// - Parameter asNewSource: a file changed where it was already sent is sent as a new
     ///   file instead of refused (always so for topics only upsert sinks read).
     /// - Throws: `KafkaError`, `PostgresError`, `SourceChangedError`; or what `sent` throws.
-    public static func run(_ pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
-                           sent: (Sent) throws -> Void) throws {
+    public static func run(
+        _ pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
+        sent: (Sent) throws -> Void
+    ) throws {
         for topic in pipeline.topics {
             guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
             let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
@@ -28,8 +30,10 @@ public enum SourceSend {
             // this incarnation of the topic.
             let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment)
             let topicID = try admin.topicID(topic.name)
-            let report = try CSVProducer(source: source, topic: topic, checkpoints: store,
-                                         asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID).run()
+            let report = try CSVProducer(
+                source: source, topic: topic, checkpoints: store,
+                asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID
+            ).run()
             try sent(Sent(source: source, topic: topic, report: report))
             if report.interrupted { return }
         }

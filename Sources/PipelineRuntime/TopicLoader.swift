@@ -1,6 +1,6 @@
 import Foundation
-import Logging
 import KafkaAdapter
+import Logging
 import PipelineCompiler
 import PostgresAdapter
 
@@ -149,19 +149,19 @@ private final class ConsumerDriver {
             }
             if isDone(), try finish(), isDone() { return result() }
             switch machine.nextRead(at: Date()) {
-            case let .replay(_, generation):
+            case .replay(_, let generation):
                 for m in machine.takeStash() {
                     // A resync (or a rebalance) while replaying: the rest are stale.
                     guard machine.generation == generation else { break }
                     try add(m, fromStash: true)
                 }
                 continue
-            case let .poll(timeoutMs):
+            case .poll(let timeoutMs):
                 let polled = Date()
                 switch try consumer.poll(timeoutMs: timeoutMs) {
-                case let .message(message):
+                case .message(let message):
                     try add(message, fromStash: false)
-                case let .topicUnavailable(text):
+                case .topicUnavailable(let text):
                     // A passing answer (metadata still settling) is confirmed against the topic's ID.
                     let stillHeld = machine.topicID.map { held in (try? admin.currentTopicID(topic.name)) == held }
                     try perform(machine.topicUnavailable(text, stillHeld: stillHeld, at: Date()))
@@ -174,7 +174,9 @@ private final class ConsumerDriver {
                         do {
                             id = try admin.currentTopicID(topic.name)
                         } catch {
-                            throw KafkaError("cannot confirm that topic '\(topic.name)' is still the one consumed after \(Int(options.idleExit ?? 0)) s without records (\(error)); not reporting the load as complete")
+                            throw KafkaError(
+                                "cannot confirm that topic '\(topic.name)' is still the one consumed after \(Int(options.idleExit ?? 0)) s without records (\(error)); not reporting the load as complete"
+                            )
                         }
                         switch machine.idleExitTopicConfirmed(id) {
                         case .checkTopicAndContinue:
@@ -195,7 +197,7 @@ private final class ConsumerDriver {
     func perform(_ actions: [Machine.Action]) throws {
         for action in actions {
             switch action {
-            case let .drainWriter(ignoreResync):
+            case .drainWriter(let ignoreResync):
                 do {
                     try writer.drain()
                 } catch let resync as ResyncNeeded {
@@ -207,15 +209,15 @@ private final class ConsumerDriver {
                 batch.clear()
             case .claim, .learnTopicID:
                 break  // done inside `assigned`, which must return the start offsets
-            case let .forget(partitions):
+            case .forget(let partitions):
                 writer.forget(partitions)
             case .handOver:
                 try handOver()
-            case let .pause(partitions):
+            case .pause(let partitions):
                 consumer.pause(partitions)
-            case let .resume(partitions):
+            case .resume(let partitions):
                 consumer.resume(partitions)
-            case let .seek(offsets):
+            case .seek(let offsets):
                 try consumer.seek(offsets)
                 writer.resumeAfterResync()
             case .rejoin:
@@ -230,9 +232,9 @@ private final class ConsumerDriver {
                 if (try? admin.partitionCount(topic.name)) ?? nil != nil { try perform(machine.topicExists()) }
             case .reportLag:
                 reportLag()
-            case let .logInfo(text):
+            case .logInfo(let text):
                 logger.info("\(text)")
-            case let .logWarning(text):
+            case .logWarning(let text):
                 logger.warning("\(text)")
             }
         }
@@ -297,7 +299,7 @@ private final class ConsumerDriver {
             // A rebalance inside the poll below can drop the batch: then there is nothing to hand over.
             while machine.hasBatch, try !writer.submit(batch, timeout: 0.5) {
                 try perform(machine.writerBusy())
-                if case let .message(m) = try consumer.poll(timeoutMs: 0) { machine.stashed(m) }
+                if case .message(let m) = try consumer.poll(timeoutMs: 0) { machine.stashed(m) }
             }
             taken = machine.hasBatch
             batch = RowBatch()
@@ -319,12 +321,12 @@ private final class ConsumerDriver {
         if batch.firstAt == nil { batch.firstAt = Date() }
         let start = batch.rows.count
         switch decoder.decode(message.value, into: &batch.rows) {
-        case let .row(id, sentAt):
+        case .row(let id, let sentAt):
             try sink.sources.appendKey(id, to: &batch.rows)
             batch.rowRanges.append(start..<batch.rows.count)
             batch.rowOrigins.append(RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: message))
             if let sentAt, keepSendTimes { batch.sentAtMicros.append(sentAt) }
-        case let .rejected(id, rejected):
+        case .rejected(let id, let rejected):
             batch.rejected.append((RowOrigin(partition: message.partition, offset: message.offset, recordID: id, holder: nil), rejected))
         }
         batch.nextOffsets[message.partition] = message.offset + 1
@@ -363,8 +365,10 @@ private final class ConsumerDriver {
         machine.finished()
         reportLag()
         if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
-            printTiming(String(format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
-                               writer.busySeconds, submitWait, idlePolls, idleSeconds))
+            printTiming(
+                String(
+                    format: "timing: writer busy %.2f s, consumer waiting for the writer %.2f s, polls without a record %d (%.2f s)",
+                    writer.busySeconds, submitWait, idlePolls, idleSeconds))
         }
         var report = writer.currentReport()
         report.consumed = consumed

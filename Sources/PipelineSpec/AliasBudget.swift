@@ -97,10 +97,14 @@ public enum AliasBudget {
                     // An unknown anchor is the parser's error to report; count it as one node.
                     add(anchored[anchor] ?? (1, 0))
                     if total.nodes > limits.nodes {
-                        return violation("alias '*\(Excerpt.quoted(anchor))' expands the document past \(limits.nodes) nodes (nested aliases, a \"billion laughs\" bomb?); write the values out instead")
+                        return violation(
+                            "alias '*\(Excerpt.quoted(anchor))' expands the document past \(limits.nodes) nodes (nested aliases, a \"billion laughs\" bomb?); write the values out instead"
+                        )
                     }
                     if total.bytes > limits.scalarBytes {
-                        return violation("alias '*\(Excerpt.quoted(anchor))' expands the document past \(limits.scalarBytes >> 20) MiB of text; write the values out instead")
+                        return violation(
+                            "alias '*\(Excerpt.quoted(anchor))' expands the document past \(limits.scalarBytes >> 20) MiB of text; write the values out instead"
+                        )
                     }
                 default:
                     break

@@ -52,7 +52,7 @@ public struct DiagnosticError: Error, Sendable, CustomStringConvertible {
     public init(_ diagnostics: [Diagnostic]) {
         self.diagnostics = diagnostics.sorted { a, b in
             switch (a.location, b.location) {
-            case let (l?, r?): return l == r ? a.message < b.message : l < r
+            case (let l?, let r?): return l == r ? a.message < b.message : l < r
             case (nil, _?): return true
             case (_?, nil): return false
             case (nil, nil): return a.message < b.message
@@ -104,7 +104,8 @@ public enum Suggest {
 
     /// Levenshtein distance, with a transposition counted as one edit.
     static func distance(_ a: String, _ b: String) -> Int {
-        let a = Array(a.unicodeScalars), b = Array(b.unicodeScalars)
+        let a = Array(a.unicodeScalars)
+        let b = Array(b.unicodeScalars)
         if a.isEmpty { return b.count }
         if b.isEmpty { return a.count }
         var prev2 = [Int](repeating: 0, count: b.count + 1)

@@ -8,7 +8,7 @@ struct FieldReader {
     let allowed: [String]
 
     init?(_ tree: YAMLTree, context: String, allowed: [String], bag: inout DiagnosticBag) {
-        guard case let .mapping(pairs, location) = tree else {
+        guard case .mapping(let pairs, let location) = tree else {
             bag.error("\(context) must be a mapping, found \(tree.kindName)", at: tree.location)
             return nil
         }
@@ -18,7 +18,8 @@ struct FieldReader {
         self.allowed = allowed
         for pair in pairs where !allowed.contains(pair.key.value) {
             // `{ type: numeric(10,2) }`: the comma ends the value in a flow mapping.
-            let hint = pair.key.value.hasSuffix(")") && !pair.key.value.contains("(")
+            let hint =
+                pair.key.value.hasSuffix(")") && !pair.key.value.contains("(")
                 ? "; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\""
                 : Suggest.hint(for: pair.key.value, in: allowed)
             // The key may be a whole line of some other file: show a short, escaped excerpt.
@@ -29,7 +30,7 @@ struct FieldReader {
     /// Whether `tree` is a mapping with at least one of `keys`: tells a file of the expected
     /// kind with mistakes in it from a file of another kind altogether.
     static func looksLike(_ tree: YAMLTree, anyOf keys: [String]) -> Bool {
-        guard case let .mapping(pairs, _) = tree else { return false }
+        guard case .mapping(let pairs, _) = tree else { return false }
         return pairs.contains { keys.contains($0.key.value) }
     }
 
@@ -52,7 +53,7 @@ struct FieldReader {
             if required { missing(key, bag: &bag) }
             return nil
         }
-        guard case let .scalar(text, _, loc) = tree else {
+        guard case .scalar(let text, _, let loc) = tree else {
             bag.error("'\(key)' in \(context) must be a string, found \(tree.kindName)", at: tree.location)
             return nil
         }
@@ -62,7 +63,7 @@ struct FieldReader {
     /// A string where YAML's null words are meant as text (`on_error: null`, `null: NULL`);
     /// only an empty value reads as absent.
     func literalString(_ key: String, bag: inout DiagnosticBag) -> Located<String>? {
-        if case let .scalar(text, true, loc)? = pairs.first(where: { $0.key.value == key })?.value, !text.isEmpty {
+        if case .scalar(let text, true, let loc)? = pairs.first(where: { $0.key.value == key })?.value, !text.isEmpty {
             return Located(text, at: loc)
         }
         return string(key, bag: &bag)
@@ -105,11 +106,11 @@ struct FieldReader {
     func strings(_ key: String, bag: inout DiagnosticBag) -> [Located<String>] {
         guard let tree = self[key] else { return [] }
         switch tree {
-        case let .scalar(text, _, loc):
+        case .scalar(let text, _, let loc):
             return [Located(text, at: loc)]
-        case let .sequence(items, _):
+        case .sequence(let items, _):
             return items.compactMap { item in
-                guard case let .scalar(text, _, loc) = item else {
+                guard case .scalar(let text, _, let loc) = item else {
                     bag.error("'\(key)' in \(context) must list strings, found \(item.kindName)", at: item.location)
                     return nil
                 }
@@ -124,14 +125,15 @@ struct FieldReader {
     /// A mapping of strings to strings, in file order.
     func stringMap(_ key: String, bag: inout DiagnosticBag) -> [(key: Located<String>, value: Located<String>)] {
         guard let tree = self[key] else { return [] }
-        guard case let .mapping(pairs, _) = tree else {
+        guard case .mapping(let pairs, _) = tree else {
             bag.error("'\(key)' in \(context) must be a mapping, found \(tree.kindName)", at: tree.location)
             return []
         }
         return pairs.compactMap { pair in
-            guard case let .scalar(text, _, loc) = pair.value else {
-                bag.error("'\(pair.key.value)' under '\(key)' in \(context) must be a string, found \(pair.value.kindName)",
-                          at: pair.value.location)
+            guard case .scalar(let text, _, let loc) = pair.value else {
+                bag.error(
+                    "'\(pair.key.value)' under '\(key)' in \(context) must be a string, found \(pair.value.kindName)",
+                    at: pair.value.location)
                 return nil
             }
             return (pair.key, Located(text, at: loc))
@@ -141,7 +143,7 @@ struct FieldReader {
     /// The items of a list field (`sources:`); absence is an empty list.
     func list(_ key: String, bag: inout DiagnosticBag) -> [YAMLTree] {
         guard let tree = self[key] else { return [] }
-        guard case let .sequence(items, _) = tree else {
+        guard case .sequence(let items, _) = tree else {
             bag.error("'\(key)' in \(context) must be a list, found \(tree.kindName)", at: tree.location)
             return []
         }

@@ -25,8 +25,10 @@ public struct SpecParser: Sendable {
 
     static let topKeys = ["version", "name", "description", "sources", "topics", "schemas", "transforms", "sinks"]
     static let sourceKeys = ["name", "type", "path", "header", "delimiter", "quote", "null", "batch_size", "rate_limit", "encoding"]
-    static let topicKeys = ["name", "from", "brokers", "partitions", "replication_factor", "format", "key", "fields",
-                            "linger_ms", "compression", "batch_bytes", "message_max_bytes", "properties"]
+    static let topicKeys = [
+        "name", "from", "brokers", "partitions", "replication_factor", "format", "key", "fields",
+        "linger_ms", "compression", "batch_bytes", "message_max_bytes", "properties",
+    ]
     static let schemaKeys = ["version", "name", "description", "columns"]
     static let columnKeys = ["name", "type", "nullable", "primary_key", "unique", "default", "description", "date_order"]
     static let transformKeys = ["name", "from", "schema", "flatten", "rename", "drop", "casts", "defaults", "null_if", "on_unknown_field"]
@@ -56,7 +58,8 @@ public struct SpecParser: Sendable {
         if let path {
             // Foundation reports a symlink loop as a generic error 256 and a dangling link as
             // "no such file"; stat tells them apart.
-            var info = stat(), link = stat()
+            var info = stat()
+            var link = stat()
             if stat(path, &info) != 0 {
                 if errno == ELOOP { return "it is a symlink loop" }
                 if errno == ENOENT, lstat(path, &link) == 0 { return "it is a symlink to a file that does not exist" }
@@ -117,8 +120,9 @@ public struct SpecParser: Sendable {
     }
 
     private func context(_ kind: String, _ tree: YAMLTree) -> String {
-        if case let .mapping(pairs, _) = tree, let n = pairs.first(where: { $0.key.value == "name" }),
-           case let .scalar(text, _, _) = n.value {
+        if case .mapping(let pairs, _) = tree, let n = pairs.first(where: { $0.key.value == "name" }),
+            case .scalar(let text, _, _) = n.value
+        {
             return "\(kind) '\(Excerpt.quoted(text))'"
         }
         return kind
@@ -127,8 +131,9 @@ public struct SpecParser: Sendable {
     /// Refuses a path outside the project unless the caller allowed it; true when it may be read.
     func checkInsideProject(_ full: String, what: String, project: ProjectFolder, at location: SourceLocation, bag: inout DiagnosticBag) -> Bool {
         guard !allowOutsideProject, !project.contains(full) else { return true }
-        bag.error("\(what) '\(Excerpt.quoted(full, limit: 200))' is outside the project folder '\(Excerpt.quoted(project.shownAs, limit: 200))'; pass \(Self.outsideProjectFlag) to read it",
-                  at: location)
+        bag.error(
+            "\(what) '\(Excerpt.quoted(full, limit: 200))' is outside the project folder '\(Excerpt.quoted(project.shownAs, limit: 200))'; pass \(Self.outsideProjectFlag) to read it",
+            at: location)
         return false
     }
 
@@ -136,8 +141,9 @@ public struct SpecParser: Sendable {
         guard let f = FieldReader(tree, context: context("source", tree), allowed: Self.sourceKeys, bag: &bag) else { return nil }
         let name = itemName(f, bag: &bag)
         if let type = f.string("type", required: true, bag: &bag), type.value != "csv" {
-            bag.error("unknown source type '\(type.value)'\(Suggest.hint(for: type.value, in: ["csv"])); supported: csv",
-                      at: type.location)
+            bag.error(
+                "unknown source type '\(type.value)'\(Suggest.hint(for: type.value, in: ["csv"])); supported: csv",
+                at: type.location)
         }
         var csv = CSVSourceSpec(path: f.string("path", required: true, bag: &bag) ?? Located("", at: f.location))
         if let project, !csv.path.value.isEmpty {
@@ -182,7 +188,7 @@ public struct SpecParser: Sendable {
     /// `- ../schemas/housing.yaml` (a file, relative to the spec) or an inline schema mapping.
     func parseSchemaReference(_ tree: YAMLTree, directory: String, project: ProjectFolder? = nil, bag: inout DiagnosticBag) -> SchemaSpec? {
         switch tree {
-        case let .scalar(path, _, loc):
+        case .scalar(let path, _, let loc):
             let full = Self.join(directory, path)
             if let project, !checkInsideProject(full, what: "schema file", project: project, at: loc, bag: &bag) { return nil }
             let text: String
@@ -208,8 +214,9 @@ public struct SpecParser: Sendable {
         // A referenced file that is not a schema at all (any text reads as YAML of some kind)
         // gets one line, not one "unknown key" per line quoting the file back.
         if fromFile, !FieldReader.looksLike(tree, anyOf: ["name", "columns"]) {
-            bag.error("'\(Excerpt.quoted(file, limit: 200))' is not a pipectl schema file: it has neither 'name' nor 'columns' at the top level",
-                      at: referencedAt)
+            bag.error(
+                "'\(Excerpt.quoted(file, limit: 200))' is not a pipectl schema file: it has neither 'name' nor 'columns' at the top level",
+                at: referencedAt)
             return nil
         }
         guard let f = FieldReader(tree, context: context("schema", tree), allowed: Self.schemaKeys, bag: &bag) else { return nil }
@@ -238,10 +245,10 @@ public struct SpecParser: Sendable {
         guard let f = FieldReader(tree, context: context("transform", tree), allowed: Self.transformKeys, bag: &bag) else { return nil }
         var casts: [CastSpec] = []
         if let castTree = f["casts"] {
-            if case let .mapping(pairs, _) = castTree {
+            if case .mapping(let pairs, _) = castTree {
                 for pair in pairs {
                     switch pair.value {
-                    case let .scalar(type, _, loc):
+                    case .scalar(let type, _, let loc):
                         casts.append(CastSpec(field: pair.key, type: Located(type, at: loc), onError: nil))
                     case .mapping:
                         guard let c = FieldReader(pair.value, context: "cast of '\(pair.key.value)'", allowed: Self.castKeys, bag: &bag) else { continue }
@@ -271,8 +278,9 @@ public struct SpecParser: Sendable {
     func parseSink(_ tree: YAMLTree, bag: inout DiagnosticBag) -> SinkSpec? {
         guard let f = FieldReader(tree, context: context("sink", tree), allowed: Self.sinkKeys, bag: &bag) else { return nil }
         if let type = f.string("type", required: true, bag: &bag), type.value != "postgres" {
-            bag.error("unknown sink type '\(type.value)'\(Suggest.hint(for: type.value, in: ["postgres"])); supported: postgres",
-                      at: type.location)
+            bag.error(
+                "unknown sink type '\(type.value)'\(Suggest.hint(for: type.value, in: ["postgres"])); supported: postgres",
+                at: type.location)
         }
         return SinkSpec(
             name: itemName(f, bag: &bag), location: f.location,
@@ -298,7 +306,10 @@ public struct SpecParser: Sendable {
         var parts: [Substring] = []
         for part in path.split(separator: "/", omittingEmptySubsequences: true) {
             if part == "." { continue }
-            if part == "..", let last = parts.last, last != ".." { parts.removeLast(); continue }
+            if part == "..", let last = parts.last, last != ".." {
+                parts.removeLast()
+                continue
+            }
             if part == "..", absolute { continue }
             parts.append(part)
         }

@@ -24,7 +24,7 @@ public indirect enum YAMLTree: Sendable {
 
     public var location: SourceLocation {
         switch self {
-        case let .scalar(_, _, l), let .mapping(_, l), let .sequence(_, l): return l
+        case .scalar(_, _, let l), .mapping(_, let l), .sequence(_, let l): return l
         }
     }
 
@@ -71,14 +71,14 @@ public indirect enum YAMLTree: Sendable {
             SourceLocation(file: file, line: max(mark.line, 1), column: max(mark.column, 1))
         }
         switch error {
-        case let .scanner(context, problem, mark, _), let .parser(context, problem, mark, _),
-             let .composer(context, problem, mark, _):
+        case .scanner(let context, let problem, let mark, _), .parser(let context, let problem, let mark, _),
+            .composer(let context, let problem, let mark, _):
             let extra = context.map { " \($0.text)" } ?? ""
             return .error("YAML syntax error: \(problem)\(extra)", at: at(mark))
-        case let .duplicatedKeysInMapping(duplicates, context):
+        case .duplicatedKeysInMapping(let duplicates, let context):
             let names = duplicates.sorted().map { "'\($0)'" }.joined(separator: ", ")
             return .error("duplicate key \(names) in a mapping", at: at(context.mark))
-        case let .reader(problem, _, _, _):
+        case .reader(let problem, _, _, _):
             return .error("cannot read the file: \(problem)", at: SourceLocation(file: file, line: 1, column: 1))
         default:
             return .error("cannot read YAML: \(error)", at: SourceLocation(file: file, line: 1, column: 1))
@@ -110,18 +110,20 @@ public indirect enum YAMLTree: Sendable {
         mutating func admit(_ node: Node) -> Bool {
             if exhausted { return false }
             nodes += 1
-            if case let .scalar(scalar) = node { scalarBytes += scalar.string.utf8.count }
+            if case .scalar(let scalar) = node { scalarBytes += scalar.string.utf8.count }
             guard nodes > limits.nodes || scalarBytes > limits.scalarBytes else { return true }
             exhausted = true
-            diagnostics.append(.error("YAML aliases expand too far: more than \(limits.nodes) nodes or \(limits.scalarBytes >> 20) MiB of text; write the values out instead",
-                                      at: location(node.mark)))
+            diagnostics.append(
+                .error(
+                    "YAML aliases expand too far: more than \(limits.nodes) nodes or \(limits.scalarBytes >> 20) MiB of text; write the values out instead",
+                    at: location(node.mark)))
             return false
         }
 
         mutating func convert(_ node: Node) -> YAMLTree {
             guard admit(node) else { return .scalar("", isPlainNull: true, location(node.mark)) }
             switch node {
-            case let .scalar(scalar):
+            case .scalar(let scalar):
                 let loc = location(scalar.mark)
                 let isNull = scalar.style == .plain && ["", "~", "null", "Null", "NULL"].contains(scalar.string)
                 do {
@@ -132,7 +134,7 @@ public indirect enum YAMLTree: Sendable {
                 } catch {
                     return .scalar(scalar.string, isPlainNull: false, loc)
                 }
-            case let .mapping(mapping):
+            case .mapping(let mapping):
                 var pairs: [(key: Located<String>, value: YAMLTree)] = []
                 for (key, value) in mapping {
                     guard !exhausted else { break }
@@ -140,14 +142,14 @@ public indirect enum YAMLTree: Sendable {
                     pairs.append((Located(key.string ?? "<\(Self.kind(key))>", at: location(key.mark)), convert(value)))
                 }
                 return .mapping(pairs, location(mapping.mark))
-            case let .sequence(sequence):
+            case .sequence(let sequence):
                 var items: [YAMLTree] = []
                 for item in sequence {
                     guard !exhausted else { break }
                     items.append(convert(item))
                 }
                 return .sequence(items, location(sequence.mark))
-            case let .alias(alias):
+            case .alias(let alias):
                 diagnostics.append(.error("YAML aliases are not supported in specs", at: location(alias.mark)))
                 return .scalar("", isPlainNull: true, location(alias.mark))
             }
@@ -185,7 +187,8 @@ public enum Interpolation {
                         throw Failure(message: "unterminated '${' in '\(text)'; write '$${' for a literal '${'")
                     }
                     let body = String(text[text.index(after: next)..<close])
-                    let name: String, fallback: String?
+                    let name: String
+                    let fallback: String?
                     if let range = body.range(of: ":-") {
                         name = String(body[..<range.lowerBound])
                         fallback = String(body[range.upperBound...])

@@ -39,8 +39,14 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
 
         /// The code for a SQLSTATE (`23505`, `08006`, …); `connectionLost` wins over it.
         public init(sqlState: String?, connectionLost: Bool = false) {
-            if connectionLost { self = .connectionFailure; return }
-            guard let sqlState else { self = .other(nil); return }
+            if connectionLost {
+                self = .connectionFailure
+                return
+            }
+            guard let sqlState else {
+                self = .other(nil)
+                return
+            }
             switch sqlState {
             case "23505": self = .uniqueViolation
             case "23502": self = .notNullViolation
@@ -201,7 +207,8 @@ public final class PostgresConnection: @unchecked Sendable {
         self.url = url
         // libpq's parse errors quote the text around the mistake, which may be the password.
         if !ConnectionString.isURL(url), ConnectionString.parse(url) == nil {
-            throw PostgresError("cannot read the PostgreSQL connection string: it is neither a postgresql:// URL nor valid key=value pairs (not shown: it may hold a password)")
+            throw PostgresError(
+                "cannot read the PostgreSQL connection string: it is neither a postgresql:// URL nor valid key=value pairs (not shown: it may hold a password)")
         }
         let keys = ["dbname", "application_name", "connect_timeout"]
         let values = [url, applicationName, "10"]
@@ -259,7 +266,8 @@ public final class PostgresConnection: @unchecked Sendable {
         guard status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK else {
             throw error(from: result, fallback: "query failed")
         }
-        let rows = Int(PQntuples(result)), columns = Int(PQnfields(result))
+        let rows = Int(PQntuples(result))
+        let columns = Int(PQnfields(result))
         var out: [[String?]] = []
         out.reserveCapacity(rows)
         for r in 0..<rows {
@@ -287,8 +295,10 @@ public final class PostgresConnection: @unchecked Sendable {
     ///   committed: the caller may need the body's result to find out). By default the
     ///   `PostgresError` itself.
     /// - Throws: the body's error, `commitFailed`'s, or `PostgresError` from BEGIN.
-    public func withTransaction<T>(_ body: () throws -> T,
-                                   commitFailed: (T, PostgresError) -> any Error = { $1 }) throws -> T {
+    public func withTransaction<T>(
+        _ body: () throws -> T,
+        commitFailed: (T, PostgresError) -> any Error = { $1 }
+    ) throws -> T {
         try execute("BEGIN")
         do {
             let value = try body()
@@ -320,7 +330,10 @@ public final class PostgresConnection: @unchecked Sendable {
         while offset < data.count {
             let n = min(chunk, data.count - offset)
             let rc = PQputCopyData(conn, data.baseAddress!.advanced(by: offset).assumingMemoryBound(to: CChar.self), Int32(n))
-            if rc != 1 { sendFailed = true; break }
+            if rc != 1 {
+                sendFailed = true
+                break
+            }
             offset += n
         }
         _ = PQputCopyEnd(conn, sendFailed ? "pipectl could not send the data" : nil)

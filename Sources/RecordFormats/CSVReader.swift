@@ -126,7 +126,10 @@ public final class CSVReader {
             eof = true
             return false
         }
-        if data.isEmpty { eof = true; return false }
+        if data.isEmpty {
+            eof = true
+            return false
+        }
         buffer.append(contentsOf: data)
         return true
     }
@@ -162,7 +165,10 @@ public final class CSVReader {
                     let save = position
                     var bom = true
                     for expected: UInt8 in [0xEF, 0xBB, 0xBF] {
-                        guard let b = peek(), b == expected else { bom = false; break }
+                        guard let b = peek(), b == expected else {
+                            bom = false
+                            break
+                        }
                         position += 1
                     }
                     if !bom { position = save }
@@ -172,7 +178,11 @@ public final class CSVReader {
         while true {
             // Skip blank lines (a lone LF or CRLF) between records.
             guard let first = peek() else { return false }
-            if first == 0x0A { position += 1; line += 1; continue }
+            if first == 0x0A {
+                position += 1
+                line += 1
+                continue
+            }
             if first == 0x0D {
                 position += 1
                 if peek() == 0x0A { position += 1 }
@@ -188,7 +198,8 @@ public final class CSVReader {
         var fieldQuoted = false
         var inQuotes = false
         var afterQuote = false
-        let delimiter = self.delimiter, quote = self.quote
+        let delimiter = self.delimiter
+        let quote = self.quote
         while true {
             if position >= buffer.count, !refill() { break }
             // Fast path: copy the run of ordinary bytes up to the next one that matters, in bulk.

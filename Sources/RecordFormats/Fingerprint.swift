@@ -66,10 +66,13 @@ public final class SourceSnapshot {
         let input = open(path, O_RDONLY)
         guard input >= 0 else { throw CSVError(message: "\(path): \(String(cString: strerror(errno)))") }
         defer { close(input) }
-        var template = Array((temporaryDirectory.hasSuffix("/") ? temporaryDirectory : temporaryDirectory + "/").utf8CString.dropLast())
+        var template =
+            Array((temporaryDirectory.hasSuffix("/") ? temporaryDirectory : temporaryDirectory + "/").utf8CString.dropLast())
             + Array("pipectl-source-XXXXXX".utf8CString)
         let copy = template.withUnsafeMutableBufferPointer { mkstemp($0.baseAddress!) }
-        guard copy >= 0 else { throw CSVError(message: "\(path): cannot create a temporary copy in \(temporaryDirectory): \(String(cString: strerror(errno)))") }
+        guard copy >= 0 else {
+            throw CSVError(message: "\(path): cannot create a temporary copy in \(temporaryDirectory): \(String(cString: strerror(errno)))")
+        }
         template.withUnsafeBufferPointer { _ = unlink($0.baseAddress!) }
         let handle = FileHandle(fileDescriptor: copy, closeOnDealloc: true)
         var info = stat()

@@ -50,7 +50,6 @@ public struct JSONFlatRecord: Sendable {
     }
 }
 
-
 /// A small, allocation-free JSON reader for record payloads: one object per message.
 public struct JSONScanner {
     let bytes: UnsafeBufferPointer<UInt8>
@@ -108,7 +107,10 @@ public struct JSONScanner {
         defer { depth -= 1 }
         try expect(UInt8(ascii: "{"))
         skipSpace()
-        if i < bytes.count, bytes[i] == UInt8(ascii: "}") { i += 1; return }
+        if i < bytes.count, bytes[i] == UInt8(ascii: "}") {
+            i += 1
+            return
+        }
         while true {
             skipSpace()
             let keyStart = record.scratch.count
@@ -129,8 +131,14 @@ public struct JSONScanner {
             }
             skipSpace()
             guard i < bytes.count else { throw fail("unterminated object") }
-            if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-            if bytes[i] == UInt8(ascii: "}") { i += 1; return }
+            if bytes[i] == UInt8(ascii: ",") {
+                i += 1
+                continue
+            }
+            if bytes[i] == UInt8(ascii: "}") {
+                i += 1
+                return
+            }
             throw fail("expected ',' or '}'")
         }
     }
@@ -146,9 +154,15 @@ public struct JSONScanner {
             try skipValue()
             out.append(contentsOf: bytes[start..<i])
             return .raw
-        case UInt8(ascii: "t"): try literal("true", into: &out); return .bool
-        case UInt8(ascii: "f"): try literal("false", into: &out); return .bool
-        case UInt8(ascii: "n"): try literal("null", into: &out, keep: false); return .null
+        case UInt8(ascii: "t"):
+            try literal("true", into: &out)
+            return .bool
+        case UInt8(ascii: "f"):
+            try literal("false", into: &out)
+            return .bool
+        case UInt8(ascii: "n"):
+            try literal("null", into: &out, keep: false)
+            return .null
         default:
             let start = i
             try number()
@@ -168,19 +182,28 @@ public struct JSONScanner {
         let start = i
         if i < bytes.count, bytes[i] == UInt8(ascii: "-") { i += 1 }
         var digits = 0
-        while i < bytes.count, bytes[i] &- 0x30 < 10 { i += 1; digits += 1 }
+        while i < bytes.count, bytes[i] &- 0x30 < 10 {
+            i += 1
+            digits += 1
+        }
         guard digits > 0 else { throw fail("expected a value") }
         if i < bytes.count, bytes[i] == UInt8(ascii: ".") {
             i += 1
             var frac = 0
-            while i < bytes.count, bytes[i] &- 0x30 < 10 { i += 1; frac += 1 }
+            while i < bytes.count, bytes[i] &- 0x30 < 10 {
+                i += 1
+                frac += 1
+            }
             guard frac > 0 else { throw fail("malformed number") }
         }
         if i < bytes.count, bytes[i] | 0x20 == UInt8(ascii: "e") {
             i += 1
             if i < bytes.count, bytes[i] == UInt8(ascii: "+") || bytes[i] == UInt8(ascii: "-") { i += 1 }
             var exp = 0
-            while i < bytes.count, bytes[i] &- 0x30 < 10 { i += 1; exp += 1 }
+            while i < bytes.count, bytes[i] &- 0x30 < 10 {
+                i += 1
+                exp += 1
+            }
             guard exp > 0 else { throw fail("malformed number") }
         }
         _ = start
@@ -199,7 +222,10 @@ public struct JSONScanner {
             defer { depth -= 1 }
             i += 1
             skipSpace()
-            if i < bytes.count, bytes[i] == close { i += 1; return }
+            if i < bytes.count, bytes[i] == close {
+                i += 1
+                return
+            }
             while true {
                 if isObject {
                     skipSpace()
@@ -210,8 +236,14 @@ public struct JSONScanner {
                 try skipValue()
                 skipSpace()
                 guard i < bytes.count else { throw fail("unterminated \(isObject ? "object" : "array")") }
-                if bytes[i] == UInt8(ascii: ",") { i += 1; continue }
-                if bytes[i] == close { i += 1; return }
+                if bytes[i] == UInt8(ascii: ",") {
+                    i += 1
+                    continue
+                }
+                if bytes[i] == close {
+                    i += 1
+                    return
+                }
                 throw fail("expected ',' or '\(Character(Unicode.Scalar(close)))'")
             }
         default:
@@ -235,7 +267,10 @@ public struct JSONScanner {
             if i > runStart { out.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[runStart..<i])) }
             guard i < bytes.count else { break }
             let b = bytes[i]
-            if b == UInt8(ascii: "\"") { i += 1; return }
+            if b == UInt8(ascii: "\"") {
+                i += 1
+                return
+            }
             if b == UInt8(ascii: "\\") {
                 i += 1
                 guard i < bytes.count else { break }
@@ -302,12 +337,22 @@ public struct JSONScanner {
     /// Validates one UTF-8 sequence starting at `at`; returns its length.
     func utf8Length(at p: Int) throws -> Int {
         let b = bytes[p]
-        let n: Int, minimum: UInt32
+        let n: Int
+        let minimum: UInt32
         var scalar: UInt32
         switch b {
-        case 0xC2...0xDF: n = 2; scalar = UInt32(b & 0x1F); minimum = 0x80
-        case 0xE0...0xEF: n = 3; scalar = UInt32(b & 0x0F); minimum = 0x800
-        case 0xF0...0xF4: n = 4; scalar = UInt32(b & 0x07); minimum = 0x10000
+        case 0xC2...0xDF:
+            n = 2
+            scalar = UInt32(b & 0x1F)
+            minimum = 0x80
+        case 0xE0...0xEF:
+            n = 3
+            scalar = UInt32(b & 0x0F)
+            minimum = 0x800
+        case 0xF0...0xF4:
+            n = 4
+            scalar = UInt32(b & 0x07)
+            minimum = 0x10000
         default: throw Failure(message: "payload is not valid UTF-8 (byte 0x\(String(b, radix: 16)) at \(p))")
         }
         guard p + n <= bytes.count else { throw Failure(message: "payload is not valid UTF-8 (truncated sequence at \(p))") }
@@ -331,7 +376,10 @@ public enum JSONText {
     /// are copied in one piece.
     public static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout [UInt8]) {
         var plain = true
-        for b in bytes where b < 0x20 || b == 0x22 || b == 0x5C { plain = false; break }
+        for b in bytes where b < 0x20 || b == 0x22 || b == 0x5C {
+            plain = false
+            break
+        }
         if plain {
             out.append(0x22)
             out.append(contentsOf: bytes)
@@ -350,8 +398,11 @@ public enum JSONText {
     public static func appendDecimal(_ value: Int64, to out: inout [UInt8]) {
         if value < 0 { out.append(UInt8(ascii: "-")) }
         var v = value.magnitude
-        var digits: (UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
-                     UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
+        var digits:
+            (
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8,
+                UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8, UInt8
+            ) = (0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0)
         var n = 0
         withUnsafeMutableBytes(of: &digits) { d in
             repeat {
@@ -367,11 +418,21 @@ public enum JSONText {
         out.append(0x22)
         for b in bytes {
             switch b {
-            case 0x22: out.append(0x5C); out.append(0x22)
-            case 0x5C: out.append(0x5C); out.append(0x5C)
-            case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
-            case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
-            case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+            case 0x22:
+                out.append(0x5C)
+                out.append(0x22)
+            case 0x5C:
+                out.append(0x5C)
+                out.append(0x5C)
+            case 0x0A:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "n"))
+            case 0x0D:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "r"))
+            case 0x09:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "t"))
             case 0..<0x20:
                 out.append(contentsOf: Array("\\u00".utf8))
                 out.append(hexDigits[Int(b >> 4)])
@@ -389,8 +450,14 @@ public enum JSONText {
         let ascii = bytes.withUnsafeBytes { raw -> Bool in
             var i = 0
             var acc: UInt64 = 0
-            while i + 8 <= raw.count { acc |= raw.loadUnaligned(fromByteOffset: i, as: UInt64.self); i += 8 }
-            while i < raw.count { acc |= UInt64(raw[i]); i += 1 }
+            while i + 8 <= raw.count {
+                acc |= raw.loadUnaligned(fromByteOffset: i, as: UInt64.self)
+                i += 8
+            }
+            while i < raw.count {
+                acc |= UInt64(raw[i])
+                i += 1
+            }
             return acc & 0x8080_8080_8080_8080 == 0
         }
         return ascii || isValidUTF8(bytes[...])

@@ -105,7 +105,8 @@ public enum SourceCheckpoint {
             return .unchanged
         }
         let full = min(sent.chunkDigests.count, chunkDigests.count) / digestBytes
-        for k in 0..<full where !sent.chunkDigests[(k * digestBytes)..<((k + 1) * digestBytes)].elementsEqual(chunkDigests[(k * digestBytes)..<((k + 1) * digestBytes)]) {
+        for k in 0..<full
+        where !sent.chunkDigests[(k * digestBytes)..<((k + 1) * digestBytes)].elementsEqual(chunkDigests[(k * digestBytes)..<((k + 1) * digestBytes)]) {
             let from = Int64(k) * Int64(sent.chunkBytes)
             return .changed(bytes: from..<min(from + Int64(sent.chunkBytes), sent.bytes))
         }

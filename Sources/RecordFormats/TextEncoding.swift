@@ -42,7 +42,8 @@ public enum TextEncoding: String, Sendable, CaseIterable, Codable {
         if sample.starts(with: [0xFE, 0xFF]) { return (.utf16be, "it starts with the UTF-16BE byte order mark FE FF") }
         let pairs = sample.count / 2
         if pairs > 0 {
-            var evenZeros = 0, oddZeros = 0
+            var evenZeros = 0
+            var oddZeros = 0
             for i in 0..<pairs {
                 if sample[2 * i] == 0 { evenZeros += 1 }
                 if sample[2 * i + 1] == 0 { oddZeros += 1 }
@@ -104,7 +105,8 @@ public enum SourceText {
     /// it looks like and the option to set.
     public static func checkDeclaredUTF8(path: String, sample: [UInt8]) throws {
         if let (guess, why) = TextEncoding.sniff(sample) {
-            throw CSVError(message: "\(path) does not look like UTF-8 text (\(why)); it looks like \(guess.rawValue): set 'encoding: \(guess.rawValue)' on the source")
+            throw CSVError(
+                message: "\(path) does not look like UTF-8 text (\(why)); it looks like \(guess.rawValue): set 'encoding: \(guess.rawValue)' on the source")
         }
     }
 

@@ -45,8 +45,10 @@ public enum CastTarget: Hashable, Sendable {
 public enum ValueCaster {
     /// Validates `value` as `type` and appends its escaped COPY text to `out`; dates with the
     /// year last are read in `dateOrder`. On failure nothing is appended.
-    public static func append(_ value: UnsafeBufferPointer<UInt8>, castingTo type: CastTarget, dateOrder: DateOrder = .mdy,
-                              to out: inout [UInt8]) -> CastError? {
+    public static func append(
+        _ value: UnsafeBufferPointer<UInt8>, castingTo type: CastTarget, dateOrder: DateOrder = .mdy,
+        to out: inout [UInt8]
+    ) -> CastError? {
         var v = value[...]
         switch type {
         case .text, .varchar, .json:
@@ -62,10 +64,10 @@ public enum ValueCaster {
         case .bigint: return appendInteger(v, min: Int64.min, max: Int64.max, name: "bigint", to: &out)
         case .real: return appendFloat(v, single: true, to: &out)
         case .doublePrecision: return appendFloat(v, single: false, to: &out)
-        case let .numeric(p, s): return appendNumeric(v, precision: p, scale: s ?? 0, to: &out)
+        case .numeric(let p, let s): return appendNumeric(v, precision: p, scale: s ?? 0, to: &out)
         case .boolean: return appendBoolean(v, to: &out)
         case .text: return appendText(v, limit: nil, to: &out)
-        case let .varchar(n): return appendText(v, limit: n, to: &out)
+        case .varchar(let n): return appendText(v, limit: n, to: &out)
         case .date: return appendDate(v, order: dateOrder, to: &out)
         case .timestamp: return appendTimestamp(v, zoned: false, order: dateOrder, to: &out)
         case .timestamptz: return appendTimestamp(v, zoned: true, order: dateOrder, to: &out)
@@ -162,26 +164,42 @@ public enum ValueCaster {
     static func scanDecimal(_ v: Slice<UnsafeBufferPointer<UInt8>>) -> (intDigits: Int, fracDigits: Int, exponent: Int, hasExponent: Bool)? {
         var i = v.startIndex
         if i < v.endIndex, v[i] == UInt8(ascii: "-") || v[i] == UInt8(ascii: "+") { i += 1 }
-        var intDigits = 0, fracDigits = 0, leading = true
+        var intDigits = 0
+        var fracDigits = 0
+        var leading = true
         while i < v.endIndex, isDigit(v[i]) {
-            if !(leading && v[i] == UInt8(ascii: "0")) { intDigits += 1; leading = false }
+            if !(leading && v[i] == UInt8(ascii: "0")) {
+                intDigits += 1
+                leading = false
+            }
             i += 1
         }
         let sawInt = i > v.startIndex && isDigit(v[i - 1])
         var sawFrac = false
         if i < v.endIndex, v[i] == UInt8(ascii: ".") {
             i += 1
-            while i < v.endIndex, isDigit(v[i]) { fracDigits += 1; sawFrac = true; i += 1 }
+            while i < v.endIndex, isDigit(v[i]) {
+                fracDigits += 1
+                sawFrac = true
+                i += 1
+            }
         }
         guard sawInt || sawFrac else { return nil }
-        var exponent = 0, hasExponent = false
+        var exponent = 0
+        var hasExponent = false
         if i < v.endIndex, v[i] | 0x20 == UInt8(ascii: "e") {
             hasExponent = true
             i += 1
             var negative = false
-            if i < v.endIndex, v[i] == UInt8(ascii: "-") || v[i] == UInt8(ascii: "+") { negative = v[i] == UInt8(ascii: "-"); i += 1 }
+            if i < v.endIndex, v[i] == UInt8(ascii: "-") || v[i] == UInt8(ascii: "+") {
+                negative = v[i] == UInt8(ascii: "-")
+                i += 1
+            }
             guard i < v.endIndex else { return nil }
-            while i < v.endIndex, isDigit(v[i]) { exponent = min(exponent * 10 + Int(v[i] - 0x30), 100_000); i += 1 }
+            while i < v.endIndex, isDigit(v[i]) {
+                exponent = min(exponent * 10 + Int(v[i] - 0x30), 100_000)
+                i += 1
+            }
             if negative { exponent = -exponent }
         }
         guard i == v.endIndex else { return nil }
@@ -254,8 +272,14 @@ public enum ValueCaster {
 
     static func appendBoolean(_ v: Slice<UnsafeBufferPointer<UInt8>>, to out: inout [UInt8]) -> CastError? {
         let word = String(decoding: v, as: UTF8.self).lowercased()
-        if trueWords.contains(word) { out.append(UInt8(ascii: "t")); return nil }
-        if falseWords.contains(word) { out.append(UInt8(ascii: "f")); return nil }
+        if trueWords.contains(word) {
+            out.append(UInt8(ascii: "t"))
+            return nil
+        }
+        if falseWords.contains(word) {
+            out.append(UInt8(ascii: "f"))
+            return nil
+        }
         return CastError("\(show(v)) is not a valid boolean")
     }
 
@@ -268,11 +292,21 @@ public enum ValueCaster {
         let start = out.count
         for b in v {
             switch b {
-            case 0: out.removeSubrange(start...); return CastError("text contains a NUL character, which PostgreSQL cannot store")
-            case 0x5C: out.append(0x5C); out.append(0x5C)
-            case 0x0A: out.append(0x5C); out.append(UInt8(ascii: "n"))
-            case 0x0D: out.append(0x5C); out.append(UInt8(ascii: "r"))
-            case 0x09: out.append(0x5C); out.append(UInt8(ascii: "t"))
+            case 0:
+                out.removeSubrange(start...)
+                return CastError("text contains a NUL character, which PostgreSQL cannot store")
+            case 0x5C:
+                out.append(0x5C)
+                out.append(0x5C)
+            case 0x0A:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "n"))
+            case 0x0D:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "r"))
+            case 0x09:
+                out.append(0x5C)
+                out.append(UInt8(ascii: "t"))
             default: out.append(b)
             }
         }
@@ -305,8 +339,9 @@ public enum ValueCaster {
     public static func scanDate(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder = .mdy) -> (Int, Int, Int, Int)? {
         let s = v.startIndex
         if let y = digits(v, s, 4), s + 10 <= v.endIndex, v[s + 4] == v[s + 7],
-           v[s + 4] == UInt8(ascii: "-") || v[s + 4] == UInt8(ascii: "/"),
-           let m = digits(v, s + 5, 2), let d = digits(v, s + 8, 2) {
+            v[s + 4] == UInt8(ascii: "-") || v[s + 4] == UInt8(ascii: "/"),
+            let m = digits(v, s + 5, 2), let d = digits(v, s + 8, 2)
+        {
             return isValidDate(year: y, month: m, day: d) ? (y, m, d, 10) : nil
         }
         if s + 10 <= v.endIndex, let a = digits(v, s, 2), let b = digits(v, s + 3, 2), let y = digits(v, s + 6, 4) {
@@ -325,9 +360,17 @@ public enum ValueCaster {
     }
 
     static func appendISODate(_ y: Int, _ m: Int, _ d: Int, to out: inout [UInt8]) {
-        func two(_ n: Int) { out.append(UInt8(0x30 + n / 10)); out.append(UInt8(0x30 + n % 10)) }
-        out.append(UInt8(0x30 + y / 1000 % 10)); out.append(UInt8(0x30 + y / 100 % 10)); two(y % 100)
-        out.append(UInt8(ascii: "-")); two(m); out.append(UInt8(ascii: "-")); two(d)
+        func two(_ n: Int) {
+            out.append(UInt8(0x30 + n / 10))
+            out.append(UInt8(0x30 + n % 10))
+        }
+        out.append(UInt8(0x30 + y / 1000 % 10))
+        out.append(UInt8(0x30 + y / 100 % 10))
+        two(y % 100)
+        out.append(UInt8(ascii: "-"))
+        two(m)
+        out.append(UInt8(ascii: "-"))
+        two(d)
     }
 
     static func appendDate(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder, to out: inout [UInt8]) -> CastError? {
@@ -337,13 +380,15 @@ public enum ValueCaster {
     }
 
     /// `2024-01-31 12:34[:56[.123456]][Z|+02[:00]]`, with `T` or a space between date and time.
-    public static func scanTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder = .mdy) -> (date: (Int, Int, Int), time: [UInt8], zone: [UInt8])? {
+    public static func scanTimestamp(_ v: Slice<UnsafeBufferPointer<UInt8>>, order: DateOrder = .mdy) -> (date: (Int, Int, Int), time: [UInt8], zone: [UInt8])?
+    {
         guard let (y, mo, d, n) = scanDate(v, order: order) else { return nil }
         var i = v.startIndex + n
         guard i < v.endIndex, v[i] == UInt8(ascii: "T") || v[i] == UInt8(ascii: " ") else { return nil }
         i += 1
         guard let h = digits(v, i, 2), i + 5 <= v.endIndex, v[i + 2] == UInt8(ascii: ":"), let mi = digits(v, i + 3, 2),
-              h < 24, mi < 60 else { return nil }
+            h < 24, mi < 60
+        else { return nil }
         var end = i + 5
         if end < v.endIndex, v[end] == UInt8(ascii: ":") {
             guard let sec = digits(v, end + 1, 2), sec < 61 else { return nil }
@@ -362,9 +407,10 @@ public enum ValueCaster {
             if z.count == 1, z.first == UInt8(ascii: "Z") {
                 zone = Array("+00".utf8)
             } else if let sign = z.first, sign == UInt8(ascii: "+") || sign == UInt8(ascii: "-"),
-                      digits(v, end + 1, 2) != nil,
-                      z.count == 3 || (z.count == 6 && v[end + 3] == UInt8(ascii: ":") && digits(v, end + 4, 2) != nil)
-                      || (z.count == 5 && digits(v, end + 3, 2) != nil) {
+                digits(v, end + 1, 2) != nil,
+                z.count == 3 || (z.count == 6 && v[end + 3] == UInt8(ascii: ":") && digits(v, end + 4, 2) != nil)
+                    || (z.count == 5 && digits(v, end + 3, 2) != nil)
+            {
                 zone = Array(z)
             } else {
                 return nil

@@ -25,52 +25,55 @@ public enum StatusPage {
     ///   - samples: oldest first, at most the last 10 minutes.
     ///   - counters: current totals by metric (records consumed, rows written, dead letters).
     ///   - plan: the pipeline's stage graph as `pipectl plan` prints it.
-    public static func render(pipeline: String, report: PipelineStatusReport?, samples: [StatusSample],
-                              counters: [RuntimeMetric: Int64], plan: String) -> String {
+    public static func render(
+        pipeline: String, report: PipelineStatusReport?, samples: [StatusSample],
+        counters: [RuntimeMetric: Int64], plan: String
+    ) -> String {
         let rates = ratesPerSecond(samples)
         let currentRate = rates.last?.value ?? 0
         let lag = report?.sinks.compactMap(\.lag).reduce(0, +) ?? samples.last?.lag ?? 0
         var html = """
-        <!DOCTYPE html>
-        <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
-        <title>pipectl: \(escape(pipeline))</title>
-        <style>
-        body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
-        h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
-        .cards { display: flex; gap: 1em; flex-wrap: wrap; }
-        .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; min-width: 9em; }
-        .card b { display: block; font-size: 1.6em; }
-        table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: right; }
-        th { background: #f4f4f4; } td.text { text-align: left; }
-        .healthy { color: #1a7f37; } .unhealthy { color: #cf222e; }
-        pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
-        svg { border: 1px solid #ddd; background: #fff; }
-        </style></head><body>
-        <h1>pipeline <code>\(escape(pipeline))</code>: <span id="health" class="\(report?.health ?? "healthy")">\(escape(report?.health ?? "starting"))</span></h1>
+            <!DOCTYPE html>
+            <html lang="en"><head><meta charset="utf-8"><meta http-equiv="refresh" content="5">
+            <title>pipectl: \(escape(pipeline))</title>
+            <style>
+            body { font-family: system-ui, sans-serif; margin: 1.5em; color: #222; }
+            h1 { font-size: 1.4em; } h2 { font-size: 1.1em; margin-top: 1.5em; }
+            .cards { display: flex; gap: 1em; flex-wrap: wrap; }
+            .card { border: 1px solid #ccc; border-radius: 6px; padding: 0.6em 1em; min-width: 9em; }
+            .card b { display: block; font-size: 1.6em; }
+            table { border-collapse: collapse; } td, th { border: 1px solid #ddd; padding: 0.25em 0.7em; text-align: right; }
+            th { background: #f4f4f4; } td.text { text-align: left; }
+            .healthy { color: #1a7f37; } .unhealthy { color: #cf222e; }
+            pre { background: #f6f8fa; padding: 0.8em; overflow-x: auto; }
+            svg { border: 1px solid #ddd; background: #fff; }
+            </style></head><body>
+            <h1>pipeline <code>\(escape(pipeline))</code>: <span id="health" class="\(report?.health ?? "healthy")">\(escape(report?.health ?? "starting"))</span></h1>
 
-        """
+            """
         for problem in report?.problems ?? [] { html += "<p class=\"unhealthy\">\(escape(problem))</p>\n" }
         html += """
-        <div class="cards">
-        <div class="card">records consumed<b id="records-consumed">\(counters[.recordsConsumed] ?? 0)</b></div>
-        <div class="card">rows stored<b id="rows-stored">\((counters[.rowsWritten] ?? 0) + (counters[.rowsUpdated] ?? 0))</b></div>
-        <div class="card">already loaded<b id="already-loaded">\(counters[.recordsAlreadyLoaded] ?? 0)</b></div>
-        <div class="card">dead letters<b id="dead-letters">\(counters[.deadLetters] ?? 0)</b></div>
-        <div class="card">rows/s<b id="rows-per-second">\(Int(currentRate.rounded()))</b></div>
-        <div class="card">lag (records)<b id="lag">\(lag)</b></div>
-        </div>
-        <h2>Rows stored per second, last 10 minutes</h2>
-        \(chart(rates.map { ($0.at, $0.value) }, id: "rate-chart"))
-        <h2>Consumer lag (records), last 10 minutes</h2>
-        \(chart(samples.map { ($0.at, Double($0.lag)) }, id: "lag-chart"))
+            <div class="cards">
+            <div class="card">records consumed<b id="records-consumed">\(counters[.recordsConsumed] ?? 0)</b></div>
+            <div class="card">rows stored<b id="rows-stored">\((counters[.rowsWritten] ?? 0) + (counters[.rowsUpdated] ?? 0))</b></div>
+            <div class="card">already loaded<b id="already-loaded">\(counters[.recordsAlreadyLoaded] ?? 0)</b></div>
+            <div class="card">dead letters<b id="dead-letters">\(counters[.deadLetters] ?? 0)</b></div>
+            <div class="card">rows/s<b id="rows-per-second">\(Int(currentRate.rounded()))</b></div>
+            <div class="card">lag (records)<b id="lag">\(lag)</b></div>
+            </div>
+            <h2>Rows stored per second, last 10 minutes</h2>
+            \(chart(rates.map { ($0.at, $0.value) }, id: "rate-chart"))
+            <h2>Consumer lag (records), last 10 minutes</h2>
+            \(chart(samples.map { ($0.at, Double($0.lag)) }, id: "lag-chart"))
 
-        """
+            """
         for sink in report?.sinks ?? [] {
             html += "<h2>Sink <code>\(escape(sink.sink))</code> &rarr; <code>\(escape(sink.table))</code>: \(sink.rows) rows</h2>\n"
             html += "<p>topic <code>\(escape(sink.topic))</code>; last commit \(escape(sink.lastCommitAt ?? "none"))</p>\n"
             html += "<table id=\"partitions-\(escape(sink.sink))\"><tr><th>partition</th><th>stored offset</th><th>end offset</th><th>lag</th></tr>\n"
             for p in sink.partitions {
-                html += "<tr><td>\(p.partition)</td><td>\(p.storedOffset)</td><td>\(p.endOffset.map(String.init) ?? "?")</td><td>\(p.lag.map(String.init) ?? "?")</td></tr>\n"
+                html +=
+                    "<tr><td>\(p.partition)</td><td>\(p.storedOffset)</td><td>\(p.endOffset.map(String.init) ?? "?")</td><td>\(p.lag.map(String.init) ?? "?")</td></tr>\n"
             }
             html += "</table>\n"
             if sink.deadLetters.isEmpty {
@@ -104,18 +107,19 @@ public enum StatusPage {
         }
         let maxY = max(points.map(\.1).max() ?? 1, 1)
         let span = max(last.0 - first.0, 1)
-        let left = 50.0, bottom = height - 20
+        let left = 50.0
+        let bottom = height - 20
         let coordinates = points.map { x, y in
             String(format: "%.1f,%.1f", left + (x - first.0) / span * (width - left - 10), bottom - y / maxY * (bottom - 10))
         }.joined(separator: " ")
         return """
-        <svg id="\(id)" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))">
-        <line x1="\(left)" y1="\(bottom)" x2="\(width - 10)" y2="\(bottom)" stroke="#999"/>
-        <text x="4" y="16" font-size="11">\(Int(maxY.rounded()))</text><text x="4" y="\(bottom)" font-size="11">0</text>
-        <text x="\(left)" y="\(height - 4)" font-size="11">\(Int(span.rounded())) s</text>
-        <polyline fill="none" stroke="#0969da" stroke-width="2" points="\(coordinates)"/>
-        </svg>
-        """
+            <svg id="\(id)" width="\(Int(width))" height="\(Int(height))" viewBox="0 0 \(Int(width)) \(Int(height))">
+            <line x1="\(left)" y1="\(bottom)" x2="\(width - 10)" y2="\(bottom)" stroke="#999"/>
+            <text x="4" y="16" font-size="11">\(Int(maxY.rounded()))</text><text x="4" y="\(bottom)" font-size="11">0</text>
+            <text x="\(left)" y="\(height - 4)" font-size="11">\(Int(span.rounded())) s</text>
+            <polyline fill="none" stroke="#0969da" stroke-width="2" points="\(coordinates)"/>
+            </svg>
+            """
     }
 
     static func escape(_ text: String) -> String {

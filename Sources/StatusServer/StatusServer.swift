@@ -32,8 +32,10 @@ public final class StatusServer: @unchecked Sendable {
     private var stopped = false
     private let started = Date()
 
-    public init(pipeline: Pipeline, plan: String, factory: PipelineMetricsFactory,
-                environment: [String: String] = ProcessInfo.processInfo.environment) {
+    public init(
+        pipeline: Pipeline, plan: String, factory: PipelineMetricsFactory,
+        environment: [String: String] = ProcessInfo.processInfo.environment
+    ) {
         self.pipeline = pipeline
         self.plan = plan
         self.factory = factory
@@ -59,28 +61,33 @@ public final class StatusServer: @unchecked Sendable {
         router.get("metrics") { [factory] _, _ -> Response in
             var buffer: [UInt8] = []
             factory.registry.emit(into: &buffer)
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
+            return Response(
+                status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(bytes: buffer)))
         }
         router.get("status") { [self] _, _ -> Response in
             await refreshReport()
             let encoder = JSONEncoder()
             encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-            let body = (try? encoder.encode(currentReport() ?? PipelineStatusReport(pipeline: pipeline.name, generatedAt: "", health: "starting", problems: [], sinks: []))) ?? Data()
+            let body =
+                (try? encoder.encode(
+                    currentReport() ?? PipelineStatusReport(pipeline: pipeline.name, generatedAt: "", health: "starting", problems: [], sinks: []))) ?? Data()
             return Response(status: .ok, headers: [.contentType: "application/json"], body: ResponseBody(byteBuffer: ByteBuffer(bytes: body)))
         }
         router.get("/") { [self] _, _ -> Response in
             await refreshReport()
             let html = page()
-            return Response(status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
-                            body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
+            return Response(
+                status: .ok, headers: [.contentType: "text/html; charset=utf-8"],
+                body: ResponseBody(byteBuffer: ByteBuffer(string: html)))
         }
         var logger = Logger(label: "pipectl.http")
         logger.logLevel = .critical
         let ready = DispatchSemaphore(value: 0)
         let failure = LockedBox<Error?>(nil)
-        let app = Application(router: router, configuration: .init(address: .hostname(host, port: port), serverName: "pipectl"),
-                              onServerRunning: { _ in ready.signal() }, logger: logger)
+        let app = Application(
+            router: router, configuration: .init(address: .hostname(host, port: port), serverName: "pipectl"),
+            onServerRunning: { _ in ready.signal() }, logger: logger)
         task = Task {
             do {
                 try await app.run()
@@ -144,9 +151,10 @@ public final class StatusServer: @unchecked Sendable {
             let done = stopped
             lock.unlock()
             if done { return }
-            let sample = StatusSample(at: Date().timeIntervalSince(started),
-                                      rowsWritten: factory.totals.sum(.rowsWritten) + factory.totals.sum(.rowsUpdated),
-                                      lag: factory.totals.sum(.consumerLag))
+            let sample = StatusSample(
+                at: Date().timeIntervalSince(started),
+                rowsWritten: factory.totals.sum(.rowsWritten) + factory.totals.sum(.rowsUpdated),
+                lag: factory.totals.sum(.consumerLag))
             lock.lock()
             samples.append(sample)
             if samples.count > Self.sampleCount { samples.removeFirst(samples.count - Self.sampleCount) }
@@ -166,6 +174,14 @@ final class LockedBox<Value>: @unchecked Sendable {
     private let lock = NSLock()
     private var value: Value
     init(_ value: Value) { self.value = value }
-    func get() -> Value { lock.lock(); defer { lock.unlock() }; return value }
-    func set(_ new: Value) { lock.lock(); value = new; lock.unlock() }
+    func get() -> Value {
+        lock.lock()
+        defer { lock.unlock() }
+        return value
+    }
+    func set(_ new: Value) {
+        lock.lock()
+        value = new
+        lock.unlock()
+    }
 }

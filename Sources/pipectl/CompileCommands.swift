@@ -36,7 +36,9 @@ enum GenerateTarget: String, ExpressibleByArgument, CaseIterable {
 
 struct Generate: PipectlCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift), or with --target spark a PySpark job per sink (DIR/spark/<sink>_job.py).")
+        abstract:
+            "Write the DDL (DIR/sql/<table>.sql) and typed Swift records (DIR/Sources/<Name>Records/Records.swift), or with --target spark a PySpark job per sink (DIR/spark/<sink>_job.py)."
+    )
     @OptionGroup var spec: SpecArgument
     @Option(help: "The folder to write into.") var out: String
     @Option(help: "What to generate: swift (DDL and Swift records) or spark (a PySpark job per sink, see docs/spark.md).")
@@ -142,8 +144,9 @@ struct Init: PipectlCommand {
 
     func run() throws {
         guard !name.isEmpty, name.count <= 40,
-              name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }),
-              !("0"..."9").contains(name.unicodeScalars.first!) else {
+            name.unicodeScalars.allSatisfy({ ("a"..."z").contains($0) || ("0"..."9").contains($0) || $0 == "_" }),
+            !("0"..."9").contains(name.unicodeScalars.first!)
+        else {
             throw ValidationError("NAME '\(name)' must be 1 to 40 of a-z, 0-9 and _, not starting with a digit")
         }
         let inference = try options.inference(for: csv)
@@ -159,18 +162,21 @@ struct Init: PipectlCommand {
         let absoluteProject = project.hasPrefix("/") ? project : fm.currentDirectoryPath + "/" + project
         let relative = Self.relativePath(from: SpecParser.normalize(absoluteProject + "/pipelines"), to: SpecParser.normalize(absoluteCSV))
         let schemaText = SchemaInference.schemaYAML(name: name, columns: columns, from: csv)
-        let pipelineText = SchemaInference.pipelineYAML(name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!,
-                                                        encoding: inference.encoding, columns: columns)
+        let pipelineText = SchemaInference.pipelineYAML(
+            name: name, csvPath: relative, delimiter: options.delimiter.utf8.first!,
+            encoding: inference.encoding, columns: columns)
         // The result must compile, and is compiled before anything is written: a failing
         // init leaves no half-made files behind.
         let texts = [SpecParser.normalize(schemaPath): schemaText, SpecParser.normalize(pipelinePath): pipelineText]
         // The user named this CSV, so reading it is allowed here; later commands need the
         // opt-in when it lies outside the project, and the hint says so.
         let outside = !ProjectFolder(path: project).contains(csv)
-        let parser = SpecParser(allowOutsideProject: outside, readFile: { path in
-            if let text = texts[SpecParser.normalize(path)] { return text }
-            return try String(contentsOfFile: path, encoding: .utf8)
-        })
+        let parser = SpecParser(
+            allowOutsideProject: outside,
+            readFile: { path in
+                if let text = texts[SpecParser.normalize(path)] { return text }
+                return try String(contentsOfFile: path, encoding: .utf8)
+            })
         let pipeline = try Compiler().compile(try parser.parse(path: pipelinePath))
         for warning in pipeline.warnings { printError(warning.description) }
         try fm.createDirectory(atPath: SpecParser.join(project, "schemas"), withIntermediateDirectories: true)
@@ -183,7 +189,8 @@ struct Init: PipectlCommand {
     }
 
     static func relativePath(from directory: String, to file: String) -> String {
-        let a = directory.split(separator: "/"), b = file.split(separator: "/")
+        let a = directory.split(separator: "/")
+        let b = file.split(separator: "/")
         var common = 0
         while common < a.count, common < b.count, a[common] == b[common] { common += 1 }
         return (Array(repeating: "..", count: a.count - common) + b[common...].map(String.init)).joined(separator: "/")

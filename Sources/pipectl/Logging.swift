@@ -69,8 +69,10 @@ struct CLILogHandler: LogHandler {
         write(level: event.level, message: event.message, metadata: event.metadata)
     }
 
-    func log(level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
-             file: String, function: String, line: UInt) {
+    func log(
+        level: Logger.Level, message: Logger.Message, metadata explicit: Logger.Metadata?, source: String,
+        file: String, function: String, line: UInt
+    ) {
         write(level: level, message: message, metadata: explicit)
     }
 
@@ -79,8 +81,10 @@ struct CLILogHandler: LogHandler {
         if let explicit { all.merge(explicit) { _, new in new } }
         let text: String
         if json {
-            var object: [String: String] = ["time": ISO8601DateFormatter().string(from: Date()), "level": level.rawValue,
-                                            "label": label, "message": message.description]
+            var object: [String: String] = [
+                "time": ISO8601DateFormatter().string(from: Date()), "level": level.rawValue,
+                "label": label, "message": message.description,
+            ]
             for (k, v) in all { object[k] = v.description }
             let data = (try? JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])) ?? Data()
             text = String(decoding: data, as: UTF8.self)

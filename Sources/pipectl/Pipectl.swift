@@ -1,13 +1,8 @@
-#if canImport(Glibc)
-// `stdout` is a C global, set up once in `main` before any thread starts. (This import must
-// come before Foundation's, which would otherwise bring the variable in without it.)
-@preconcurrency import Glibc
-#endif
 import ArgumentParser
 import Foundation
+import KafkaAdapter
 import PipelineCompiler
 import PipelineRuntime
-import KafkaAdapter
 import PipelineSpec
 import PostgresAdapter
 
@@ -17,7 +12,7 @@ struct Pipectl: ParsableCommand {
     /// standard error and an exit status (`CommandFailure.report`).
     static func main() {
         // Progress lines ("Sent batch of ...") must show as they happen, also in a file or pipe.
-        setvbuf(stdout, nil, _IOLBF, 0)
+        lineBufferStandardOutput()
         ProcessMemory.bound(environment: ProcessInfo.processInfo.environment)
         if CommandLine.arguments.dropFirst().first == "--version" {
             print(versionText())
@@ -32,7 +27,7 @@ struct Pipectl: ParsableCommand {
         }
         do {
             try command.run()
-        } catch where command is any PipectlCommand && !(error is CleanExit) {
+        } catch let error where command is any PipectlCommand && !(error is CleanExit) {
             Foundation.exit(CommandFailure.report(error))
         } catch {
             // The parser's own commands (help, a command group run without a subcommand).
@@ -103,9 +98,9 @@ enum CommandFailure: Error, Equatable {
     /// The line on standard error, if the command has not already said why on standard output.
     var message: String? {
         switch self {
-        case let .planRefused(changes):
+        case .planRefused(let changes):
             "the live database refuses this plan (\(changes) change\(changes == 1 ? "" : "s") marked 'refused'); apply and run would stop"
-        case let .deadLettered(rows, spec):
+        case .deadLettered(let rows, let spec):
             "finished with \(rows) dead-lettered row\(rows == 1 ? "" : "s"): see `pipectl dlq list \(spec)` (exit status 3; --allow-dead-letters exits 0)"
         case .interrupted, .stackDown, .unhealthy:
             nil
@@ -180,8 +175,9 @@ struct SpecArgument: ParsableArguments {
 
     /// `--allow-outside-project`: off by default, so validating a spec from an untrusted
     /// place never reads files outside the folder that holds its `pipelines/`.
-    @Flag(name: .customLong("allow-outside-project"),
-          help: "Let the spec name schema and CSV files outside its project folder (the parent of the spec's folder).")
+    @Flag(
+        name: .customLong("allow-outside-project"),
+        help: "Let the spec name schema and CSV files outside its project folder (the parent of the spec's folder).")
     var allowOutsideProject = false
 }
 

@@ -53,7 +53,9 @@ struct Run: PipectlCommand {
         for s in summaries { print(PipelineRunner.format(s)) }
         if summaries.contains(where: \.interrupted) { throw CommandFailure.interrupted }
         if let s = summaries.first(where: { !$0.reconciled }) {
-            throw ValidationError("sink '\(s.flow)': the load does not reconcile (\(s.rowsRead) read, \(s.storedRows) rows and \(s.storedDeadLetters) dead letters stored for this file); run again, or see docs/reliability.md")
+            throw ValidationError(
+                "sink '\(s.flow)': the load does not reconcile (\(s.rowsRead) read, \(s.storedRows) rows and \(s.storedDeadLetters) dead letters stored for this file); run again, or see docs/reliability.md"
+            )
         }
         try deadLetters.check(deadLetters: summaries.map { max($0.deadLettered, $0.storedDeadLetters) }.reduce(0, +), spec: spec.file)
     }
@@ -70,7 +72,9 @@ struct Apply: PipectlCommand {
         let pipeline = try compileForKafka(spec, handleSignals: false)
         let runner = PipelineRunner(pipeline: pipeline)
         for flow in pipeline.flows { _ = try runner.prepare(flow) }
-        print("applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables")
+        print(
+            "applied: \(pipeline.topics.count) topic\(pipeline.topics.count == 1 ? "" : "s"), \(pipeline.sinks.count) table\(pipeline.sinks.count == 1 ? "" : "s") and the bookkeeping tables"
+        )
     }
 }
 
@@ -95,7 +99,8 @@ struct Produce: PipectlCommand {
             let skipped = report.rowsSkipped > 0 ? "; \(report.rowsSkipped) sent before" : ""
             print("Produced \(report.rowsSent) records from \(source.path) to \(sent.topic.name) (\(report.rowsSentAsErrors) as error records\(skipped))")
             if report.interrupted {
-                print("Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
+                print(
+                    "Interrupted before the end of \(source.path); run `pipectl produce \(spec.file)` again to send the rest (it resumes from its checkpoint).")
                 throw CommandFailure.interrupted
             }
             errorRecords += report.rowsSentAsErrors
@@ -126,7 +131,9 @@ struct Consume: PipectlCommand {
         let server = try http.start(pipeline)
         defer { server?.stop() }
         let sink = try PipelineRunner(pipeline: pipeline).prepare(flow)
-        Logger(label: "pipectl.consumer").info("topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url))")
+        Logger(label: "pipectl.consumer").info(
+            "topic \(flow.topic.name) at \(flow.topic.brokers) -> table \(SQL.qualified(flow.sink.dbSchema, flow.sink.table)) at \(ConnectionString.redacted(sink.url))"
+        )
         var options = TopicLoader.Options()
         options.restartOnNewTopic = restartOnNewTopic
         options.idleExit = idleExit
@@ -147,10 +154,15 @@ struct Consume: PipectlCommand {
 
 struct Reset: PipectlCommand {
     static let configuration = CommandConfiguration(
-        abstract: "Forget where consumers and producers stopped (the next run sends and reads everything again; stored rows are not loaded twice), or with --source delete everything one file loaded.")
+        abstract:
+            "Forget where consumers and producers stopped (the next run sends and reads everything again; stored rows are not loaded twice), or with --source delete everything one file loaded."
+    )
     @OptionGroup var spec: SpecArgument
     @Flag(help: "Do not ask for confirmation.") var yes = false
-    @Option(help: ArgumentHelp("Delete the rows, dead letters and send checkpoint of this source file (its path or source name), so the next run loads it again.", valueName: "file"))
+    @Option(
+        help: ArgumentHelp(
+            "Delete the rows, dead letters and send checkpoint of this source file (its path or source name), so the next run loads it again.",
+            valueName: "file"))
     var source: String?
 
     /// The spec's source named by `--source`: its name, its path as the spec writes it, or any
@@ -164,7 +176,9 @@ struct Reset: PipectlCommand {
         let given = real(text)
         if let found = pipeline.sources.first(where: { s in
             s.name == text || s.path == text || s.resolvedPath == text || (given != nil && real(s.resolvedPath) == given)
-        }) { return found }
+        }) {
+            return found
+        }
         let known = pipeline.sources.map { "\($0.path) (\($0.name))" }.joined(separator: ", ")
         throw ValidationError("\(text) is not a source of pipeline '\(pipeline.name)'; its sources are: \(known)")
     }
@@ -175,20 +189,27 @@ struct Reset: PipectlCommand {
         if let text = source {
             let source = try Self.matchingSource(text, in: pipeline)
             if !yes {
-                print("This deletes the rows, dead letters and send checkpoint that \(source.path) loaded into pipeline '\(pipeline.name)'; the next run loads it again. Continue? [y/N] ", terminator: "")
+                print(
+                    "This deletes the rows, dead letters and send checkpoint that \(source.path) loaded into pipeline '\(pipeline.name)'; the next run loads it again. Continue? [y/N] ",
+                    terminator: "")
                 guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                     print("nothing changed")
                     return
                 }
             }
-            let report = try PipelineReset.source(source, pipeline: pipeline, legacyFingerprint: try? Fingerprint.ofFile(atPath: source.resolvedPath),
-                                                  environment: environment)
+            let report = try PipelineReset.source(
+                source, pipeline: pipeline, legacyFingerprint: try? Fingerprint.ofFile(atPath: source.resolvedPath),
+                environment: environment)
             let rows = report.rows.map { "\($0.count) row\($0.count == 1 ? "" : "s") from \($0.table)" }.joined(separator: ", ")
-            print("reset source '\(source.name)' (\(source.path)): deleted \(rows.isEmpty ? "no rows" : rows), \(report.deadLetters) dead letter\(report.deadLetters == 1 ? "" : "s") and \(report.lives == 0 ? "no send checkpoint (it was never sent)" : "its send checkpoint"); the next run loads it again")
+            print(
+                "reset source '\(source.name)' (\(source.path)): deleted \(rows.isEmpty ? "no rows" : rows), \(report.deadLetters) dead letter\(report.deadLetters == 1 ? "" : "s") and \(report.lives == 0 ? "no send checkpoint (it was never sent)" : "its send checkpoint"); the next run loads it again"
+            )
             return
         }
         if !yes {
-            print("This forgets the stored offsets and send checkpoints of pipeline '\(pipeline.name)'; the next run reads topics from the start and sends every source again (rows already stored are not loaded twice). Continue? [y/N] ", terminator: "")
+            print(
+                "This forgets the stored offsets and send checkpoints of pipeline '\(pipeline.name)'; the next run reads topics from the start and sends every source again (rows already stored are not loaded twice). Continue? [y/N] ",
+                terminator: "")
             guard let answer = readLine(), ["y", "yes"].contains(answer.lowercased()) else {
                 print("nothing changed")
                 return
@@ -213,8 +234,11 @@ struct DeadLetters: ParsableCommand {
             let listing = try DeadLetterList.read(pipeline, limit: limit, environment: ProcessInfo.processInfo.environment)
             print("\(listing.total) dead-lettered row\(listing.total == 1 ? "" : "s") in \(listing.table)")
             for e in listing.entries {
-                let partition = e.partition.map(String.init) ?? "", offset = e.offset.map(String.init) ?? ""
-                print("#\(e.id) [\(e.stage)] sink=\(e.sink) \(e.topic ?? "")[\(partition)]@\(offset) record=\(e.sourceOrdinal.map(String.init) ?? "") payload=\(e.payloadBytes.map(String.init) ?? "") bytes: \(e.reason)")
+                let partition = e.partition.map(String.init) ?? ""
+                let offset = e.offset.map(String.init) ?? ""
+                print(
+                    "#\(e.id) [\(e.stage)] sink=\(e.sink) \(e.topic ?? "")[\(partition)]@\(offset) record=\(e.sourceOrdinal.map(String.init) ?? "") payload=\(e.payloadBytes.map(String.init) ?? "") bytes: \(e.reason)"
+                )
             }
         }
     }
@@ -229,7 +253,9 @@ struct DeadLetters: ParsableCommand {
             for flow in pipeline.flows {
                 let url = try PipelineRunner.databaseURL(for: flow.sink, environment: ProcessInfo.processInfo.environment)
                 let result = try DeadLetterReplay(pipeline: pipeline, flow: flow, url: url).run()
-                print("replayed \(result.attempted) dead-lettered rows of sink '\(flow.sink.name)': \(result.loaded) loaded and removed, \(result.stillFailing) still failing")
+                print(
+                    "replayed \(result.attempted) dead-lettered rows of sink '\(flow.sink.name)': \(result.loaded) loaded and removed, \(result.stillFailing) still failing"
+                )
             }
         }
     }

@@ -37,9 +37,11 @@ enum Observability {
 
 /// `--http HOST:PORT` for `run` and `consume`.
 struct HTTPOption: ParsableArguments {
-    @Option(name: .customLong("http"), help: ArgumentHelp(
-        "Serve Prometheus /metrics, /status (JSON) and a status page at HOST:PORT, e.g. 127.0.0.1:9464 (off by default).",
-        valueName: "host:port"))
+    @Option(
+        name: .customLong("http"),
+        help: ArgumentHelp(
+            "Serve Prometheus /metrics, /status (JSON) and a status page at HOST:PORT, e.g. 127.0.0.1:9464 (off by default).",
+            valueName: "host:port"))
     var address: String?
 
     /// Starts the progress line, and the server when asked (nil otherwise).
@@ -58,7 +60,8 @@ struct HTTPOption: ParsableArguments {
 struct Status: PipectlCommand {
     static let configuration = CommandConfiguration(
         abstract: "Show where each sink's consumer stands: stored and end offsets, lag, rows per source, dead letters by reason.",
-        discussion: "Exit status 0 when healthy, 6 when unhealthy (a topic missing, records waiting with no commit for 60 s), 1 when the database cannot be read.")
+        discussion:
+            "Exit status 0 when healthy, 6 when unhealthy (a topic missing, records waiting with no commit for 60 s), 1 when the database cannot be read.")
     @OptionGroup var spec: SpecArgument
     @OptionGroup var logging: LogOptions
     @Flag(help: "Print the report as JSON (the same as the status server's /status).") var json = false

@@ -6,7 +6,7 @@ import XCTest
 /// the stored reason short (libpq parameters are C strings) and `dlq list` stays one line per row.
 final class BadInputCasterTests: XCTestCase {
     func reason(_ text: String, _ type: SQLType) -> String? {
-        if case let .failure(error) = ValueCaster.cast(text, to: type) { return error.message }
+        if case .failure(let error) = ValueCaster.cast(text, to: type) { return error.message }
         return nil
     }
 

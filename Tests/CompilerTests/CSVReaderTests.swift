@@ -36,34 +36,42 @@ final class CSVReaderTests: XCTestCase {
     }
 
     func testPlainRecords() throws {
-        XCTAssertEqual(try read("a,b,c\n1,2,3\n"), [
-            Row(fields: ["a", "b", "c"], line: 1, ordinal: 1),
-            Row(fields: ["1", "2", "3"], line: 2, ordinal: 2),
-        ])
+        XCTAssertEqual(
+            try read("a,b,c\n1,2,3\n"),
+            [
+                Row(fields: ["a", "b", "c"], line: 1, ordinal: 1),
+                Row(fields: ["1", "2", "3"], line: 2, ordinal: 2),
+            ])
     }
 
     func testQuotedFieldsWithDelimiterAndDoubledQuotes() throws {
-        XCTAssertEqual(try read(#"name,quote"# + "\n" + #""Smith, Jane","She said ""hi""""# + "\n"), [
-            Row(fields: ["name", "quote"], line: 1, ordinal: 1),
-            Row(fields: ["Smith, Jane", #"She said "hi""#], line: 2, ordinal: 2),
-        ])
+        XCTAssertEqual(
+            try read(#"name,quote"# + "\n" + #""Smith, Jane","She said ""hi""""# + "\n"),
+            [
+                Row(fields: ["name", "quote"], line: 1, ordinal: 1),
+                Row(fields: ["Smith, Jane", #"She said "hi""#], line: 2, ordinal: 2),
+            ])
     }
 
     func testNewlineInsideQuotesKeepsOrdinalAndLineApart() throws {
         let rows = try read("id,note\n1,\"two\nlines\"\n2,plain\n")
-        XCTAssertEqual(rows, [
-            Row(fields: ["id", "note"], line: 1, ordinal: 1),
-            Row(fields: ["1", "two\nlines"], line: 2, ordinal: 2),
-            Row(fields: ["2", "plain"], line: 4, ordinal: 3),  // third record, fourth line
-        ])
+        XCTAssertEqual(
+            rows,
+            [
+                Row(fields: ["id", "note"], line: 1, ordinal: 1),
+                Row(fields: ["1", "two\nlines"], line: 2, ordinal: 2),
+                Row(fields: ["2", "plain"], line: 4, ordinal: 3),  // third record, fourth line
+            ])
     }
 
     func testCRLFLineEndings() throws {
-        XCTAssertEqual(try read("a,b\r\n1,\"x\r\ny\"\r\n2,3\r\n"), [
-            Row(fields: ["a", "b"], line: 1, ordinal: 1),
-            Row(fields: ["1", "x\r\ny"], line: 2, ordinal: 2),
-            Row(fields: ["2", "3"], line: 4, ordinal: 3),
-        ])
+        XCTAssertEqual(
+            try read("a,b\r\n1,\"x\r\ny\"\r\n2,3\r\n"),
+            [
+                Row(fields: ["a", "b"], line: 1, ordinal: 1),
+                Row(fields: ["1", "x\r\ny"], line: 2, ordinal: 2),
+                Row(fields: ["2", "3"], line: 4, ordinal: 3),
+            ])
     }
 
     func testByteOrderMarkIsNotPartOfTheFirstField() throws {
@@ -72,11 +80,13 @@ final class CSVReaderTests: XCTestCase {
     }
 
     func testBlankLinesAreSkippedButCounted() throws {
-        XCTAssertEqual(try read("a\n\n\r\n1\n\n2"), [
-            Row(fields: ["a"], line: 1, ordinal: 1),
-            Row(fields: ["1"], line: 4, ordinal: 2),
-            Row(fields: ["2"], line: 6, ordinal: 3),
-        ])
+        XCTAssertEqual(
+            try read("a\n\n\r\n1\n\n2"),
+            [
+                Row(fields: ["a"], line: 1, ordinal: 1),
+                Row(fields: ["1"], line: 4, ordinal: 2),
+                Row(fields: ["2"], line: 6, ordinal: 3),
+            ])
     }
 
     func testTrailingDelimiterMakesAnEmptyLastField() throws {
@@ -92,11 +102,14 @@ final class CSVReaderTests: XCTestCase {
     }
 
     func testUnclosedQuoteRunsToTheEndWithAnError() throws {
-        XCTAssertEqual(try read("a,b\n1,\"open\n2,3\n"), [
-            Row(fields: ["a", "b"], line: 1, ordinal: 1),
-            Row(fields: ["1", "open\n2,3\n"], line: 2, ordinal: 2,
-                error: "unclosed quote: the quoted field starting on line 2 runs to the end of the file"),
-        ])
+        XCTAssertEqual(
+            try read("a,b\n1,\"open\n2,3\n"),
+            [
+                Row(fields: ["a", "b"], line: 1, ordinal: 1),
+                Row(
+                    fields: ["1", "open\n2,3\n"], line: 2, ordinal: 2,
+                    error: "unclosed quote: the quoted field starting on line 2 runs to the end of the file"),
+            ])
     }
 
     func testTextAfterAClosingQuoteIsAnError() throws {
@@ -112,11 +125,13 @@ final class CSVReaderTests: XCTestCase {
     func testRecordsSpanningFileBufferRefills() throws {
         // Chunks of 3 bytes split quotes, CRLFs and the BOM across refills.
         let bytes = [0xEF, 0xBB, 0xBF] + Array("id,note\r\n1,\"a \"\"quoted\"\"\r\nvalue\"\r\n\r\n2,last".utf8)
-        XCTAssertEqual(try read(bytes: bytes, chunkSize: 3), [
-            Row(fields: ["id", "note"], line: 1, ordinal: 1),
-            Row(fields: ["1", "a \"quoted\"\r\nvalue"], line: 2, ordinal: 2),
-            Row(fields: ["2", "last"], line: 5, ordinal: 3),
-        ])
+        XCTAssertEqual(
+            try read(bytes: bytes, chunkSize: 3),
+            [
+                Row(fields: ["id", "note"], line: 1, ordinal: 1),
+                Row(fields: ["1", "a \"quoted\"\r\nvalue"], line: 2, ordinal: 2),
+                Row(fields: ["2", "last"], line: 5, ordinal: 3),
+            ])
     }
 
     func testRawTextIsKeptForDeadLetters() {
@@ -133,7 +148,8 @@ final class CSVReaderTests: XCTestCase {
     }
 
     func testHeaderNormalisation() {
-        XCTAssertEqual(CSVReader.normalizeHeader(["Price ($)", "price", "Price", "  Zip Code ", "2nd", "", "a\"; DROP TABLE x; --", "ÄÖ"]),
-                       ["price", "price_2", "price_3", "zip_code", "_2nd", "column_6", "a_drop_table_x", "column_8"])
+        XCTAssertEqual(
+            CSVReader.normalizeHeader(["Price ($)", "price", "Price", "  Zip Code ", "2nd", "", "a\"; DROP TABLE x; --", "ÄÖ"]),
+            ["price", "price_2", "price_3", "zip_code", "_2nd", "column_6", "a_drop_table_x", "column_8"])
     }
 }

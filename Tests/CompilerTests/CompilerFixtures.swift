@@ -60,9 +60,11 @@ enum CompilerFixtures {
     /// Reads files relative to the repository root, so `pipelines/housing.yaml` works from anywhere.
     static func parser(environment: [String: String] = [:]) -> SpecParser {
         let root = Self.root
-        return SpecParser(environment: environment, readFile: { path in
-            try String(contentsOfFile: path.hasPrefix("/") ? path : root + "/" + path, encoding: .utf8)
-        })
+        return SpecParser(
+            environment: environment,
+            readFile: { path in
+                try String(contentsOfFile: path.hasPrefix("/") ? path : root + "/" + path, encoding: .utf8)
+            })
     }
 
     static func compile(_ text: String, file: String = "spec.yaml") throws -> Pipeline {

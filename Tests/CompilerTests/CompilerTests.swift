@@ -83,13 +83,15 @@ final class CompilerTests: XCTestCase {
     }
 
     func testRenamesDropsNullIfAndLongFormCasts() throws {
-        let text = F.editing(F.people, line: 24, to: """
-                  age: { type: numeric, on_error: null }
-                rename: { birthday: born, name: full_name }
-                drop: [internal_id]
-                null_if: ["NA", "-"]
-                flatten: "__"
-            """)
+        let text = F.editing(
+            F.people, line: 24,
+            to: """
+                      age: { type: numeric, on_error: null }
+                    rename: { birthday: born, name: full_name }
+                    drop: [internal_id]
+                    null_if: ["NA", "-"]
+                    flatten: "__"
+                """)
         let t = try XCTUnwrap(F.compile(text).transform(named: "person_rows"))
         XCTAssertEqual(t.renames, ["birthday": "born", "name": "full_name"])
         XCTAssertEqual(t.drops, ["internal_id"])
@@ -110,16 +112,18 @@ final class CompilerTests: XCTestCase {
     }
 
     func testTopicPropertiesAndTuningAreKeptAsWritten() throws {
-        let text = F.editing(F.people, line: 10, to: """
-                compression: gzip
-                linger_ms: 0
-                batch_bytes: 65536
-                message_max_bytes: 2_000_000
-                key: [full_name, born]
-                properties:
-                  security.protocol: SASL_SSL
-                  sasl.mechanism: SCRAM-SHA-512
-            """)
+        let text = F.editing(
+            F.people, line: 10,
+            to: """
+                    compression: gzip
+                    linger_ms: 0
+                    batch_bytes: 65536
+                    message_max_bytes: 2_000_000
+                    key: [full_name, born]
+                    properties:
+                      security.protocol: SASL_SSL
+                      sasl.mechanism: SCRAM-SHA-512
+                """)
         let topic = try XCTUnwrap(F.compile(text).topic(named: "people-data"))
         XCTAssertEqual(topic.compression, "gzip")
         XCTAssertEqual(topic.lingerMs, 0)
@@ -141,40 +145,44 @@ final class DDLTests: XCTestCase {
 
     func testInsertSinkGetsARecordIndex() throws {
         let sink = try XCTUnwrap(F.compile(F.people).sinks.first)
-        XCTAssertEqual(DDL.table(for: sink), [
-            """
-            CREATE TABLE IF NOT EXISTS "public"."person" (
-                "id" bigserial PRIMARY KEY,
-                "full_name" text,
-                "age" integer,
-                "born" date,
-                "created_at" timestamptz DEFAULT now(),
-                "_pipectl_record" bigint
-            );
-            """,
-            #"CREATE UNIQUE INDEX IF NOT EXISTS "person__pipectl_record" ON "public"."person" ("_pipectl_record");"#,
-        ])
+        XCTAssertEqual(
+            DDL.table(for: sink),
+            [
+                """
+                CREATE TABLE IF NOT EXISTS "public"."person" (
+                    "id" bigserial PRIMARY KEY,
+                    "full_name" text,
+                    "age" integer,
+                    "born" date,
+                    "created_at" timestamptz DEFAULT now(),
+                    "_pipectl_record" bigint
+                );
+                """,
+                #"CREATE UNIQUE INDEX IF NOT EXISTS "person__pipectl_record" ON "public"."person" ("_pipectl_record");"#,
+            ])
     }
 
     func testUpsertSinkGetsAUniqueKeyIndexInItsSchema() throws {
         var text = F.editing(F.people, line: 15, to: "      - { name: full_name, type: \"varchar(200)\", nullable: false, unique: true }")
         text = F.inserting("    db_schema: crm\n    mode: upsert\n    key: [full_name, born]", after: 29, in: text)
         let sink = try XCTUnwrap(F.compile(text).sinks.first)
-        XCTAssertEqual(DDL.table(for: sink), [
-            // A db_schema other than public may not exist yet: creating it is part of the plan.
-            #"CREATE SCHEMA IF NOT EXISTS "crm";"#,
-            """
-            CREATE TABLE IF NOT EXISTS "crm"."person" (
-                "id" bigserial PRIMARY KEY,
-                "full_name" varchar(200) NOT NULL UNIQUE,
-                "age" integer,
-                "born" date,
-                "created_at" timestamptz DEFAULT now(),
-                "_pipectl_record" bigint
-            );
-            """,
-            #"CREATE UNIQUE INDEX IF NOT EXISTS "person__pipectl_key" ON "crm"."person" ("full_name", "born");"#,
-        ])
+        XCTAssertEqual(
+            DDL.table(for: sink),
+            [
+                // A db_schema other than public may not exist yet: creating it is part of the plan.
+                #"CREATE SCHEMA IF NOT EXISTS "crm";"#,
+                """
+                CREATE TABLE IF NOT EXISTS "crm"."person" (
+                    "id" bigserial PRIMARY KEY,
+                    "full_name" varchar(200) NOT NULL UNIQUE,
+                    "age" integer,
+                    "born" date,
+                    "created_at" timestamptz DEFAULT now(),
+                    "_pipectl_record" bigint
+                );
+                """,
+                #"CREATE UNIQUE INDEX IF NOT EXISTS "person__pipectl_key" ON "crm"."person" ("full_name", "born");"#,
+            ])
     }
 
     func testHostileIdentifiersAreQuoted() {
@@ -189,9 +197,12 @@ final class DDLTests: XCTestCase {
     func testHostileTableNameStaysQuotedInDDL() throws {
         let text = F.editing(F.people, line: 29, to: #"    table: 'person"; DROP TABLE users; --'"#)
         let statements = DDL.table(for: try XCTUnwrap(F.compile(text).sinks.first))
-        XCTAssertEqual(statements[0].components(separatedBy: "\n")[0],
-                       #"CREATE TABLE IF NOT EXISTS "public"."person""; DROP TABLE users; --" ("#)
-        XCTAssertEqual(statements[1],
-                       #"CREATE UNIQUE INDEX IF NOT EXISTS "person""; DROP TABLE users; --__pipectl_record" ON "public"."person""; DROP TABLE users; --" ("_pipectl_record");"#)
+        XCTAssertEqual(
+            statements[0].components(separatedBy: "\n")[0],
+            #"CREATE TABLE IF NOT EXISTS "public"."person""; DROP TABLE users; --" ("#)
+        XCTAssertEqual(
+            statements[1],
+            #"CREATE UNIQUE INDEX IF NOT EXISTS "person""; DROP TABLE users; --__pipectl_record" ON "public"."person""; DROP TABLE users; --" ("_pipectl_record");"#
+        )
     }
 }

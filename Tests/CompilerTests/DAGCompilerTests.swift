@@ -85,10 +85,12 @@ final class DAGCompilerTests: XCTestCase {
     /// at the schema line, as for a CSV header; an output column nothing takes is a warning.
     func testChainColumnNoUpstreamColumnFillsIsRefusedAtItsLine() {
         let text = CompilerFixtures.editing(Self.chain, line: 18, to: "  - { name: adult_rows, from: person_rows, schema: adult }")
-        XCTAssertEqual(diagnostics(text), [
-            "dag.yaml:14:17: error: no field of transform 'person_rows' fills column 'who' of schema 'adult', which is not nullable; the fields are full_name, age",
-            "dag.yaml:18:5: warning: field 'full_name' of transform 'person_rows' fills no column of schema 'adult' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)",
-        ])
+        XCTAssertEqual(
+            diagnostics(text),
+            [
+                "dag.yaml:14:17: error: no field of transform 'person_rows' fills column 'who' of schema 'adult', which is not nullable; the fields are full_name, age",
+                "dag.yaml:18:5: warning: field 'full_name' of transform 'person_rows' fills no column of schema 'adult' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)",
+            ])
     }
 
     /// An upsert sink behind a chain keys its topic by the CSV field that fills its key
@@ -104,20 +106,23 @@ final class DAGCompilerTests: XCTestCase {
     /// The plan says what `run` does: the file sent once, each consumer group's chain.
     func testPlanShowsTheSendAndTheChainOfEachGroup() throws {
         let text = Plan(try compile(Self.chain)).text
-        XCTAssertTrue(text.contains("""
-            Run (each source sent once; one consumer group per sink, side by side):
-              send     a.csv (a_csv) -> topic people
-              consume  topic people -> person_rows -> adult_rows -> "public"."adults" in group pipectl.dag.adults_db
+        XCTAssertTrue(
+            text.contains(
+                """
+                Run (each source sent once; one consumer group per sink, side by side):
+                  send     a.csv (a_csv) -> topic people
+                  consume  topic people -> person_rows -> adult_rows -> "public"."adults" in group pipectl.dag.adults_db
 
-            """), text)
+                """), text)
     }
 
     /// One topic, two sinks: one send, two consumer groups.
     func testTopicReadByTwoSinksIsSentOnceAndConsumedByTwoGroups() throws {
-        let text = Self.chain + """
-              - { name: people_db, type: postgres, from: person_rows, table: people }
+        let text =
+            Self.chain + """
+                  - { name: people_db, type: postgres, from: person_rows, table: people }
 
-            """
+                """
         let p = try compile(text)
         XCTAssertEqual(p.sends.count, 1)
         XCTAssertEqual(p.flows.map(\.consumerGroup), ["pipectl.dag.adults_db", "pipectl.dag.people_db"])
@@ -146,14 +151,19 @@ final class DAGCompilerTests: XCTestCase {
     /// topic with different headers, a source listed twice.
     func testRefusesWhatRunCannotDo() {
         let twoTopics = CompilerFixtures.editing(Self.chain, line: 6, to: "  - { name: people, from: a_csv }\n  - { name: people2, from: a_csv }")
-        XCTAssertEqual(diagnostics(twoTopics), [
-            "dag.yaml:7:28: error: source 'a_csv' feeds topic 'people' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under 'people' or add a second source",
-        ])
-        var headers = CompilerFixtures.editing(Self.chain, line: 4, to: "  - { name: a_csv, type: csv, path: a.csv }\n  - { name: c_csv, type: csv, path: c.csv }")
+        XCTAssertEqual(
+            diagnostics(twoTopics),
+            [
+                "dag.yaml:7:28: error: source 'a_csv' feeds topic 'people' already; a source feeds one topic (its send checkpoint and record ids belong to the file), so list both topics' readers under 'people' or add a second source"
+            ])
+        var headers = CompilerFixtures.editing(
+            Self.chain, line: 4, to: "  - { name: a_csv, type: csv, path: a.csv }\n  - { name: c_csv, type: csv, path: c.csv }")
         headers = headers.replacingOccurrences(of: "{ name: people, from: a_csv }", with: "{ name: people, from: [a_csv, c_csv] }")
-        XCTAssertEqual(diagnostics(headers), [
-            "dag.yaml:7:35: error: sources 'a_csv' and 'c_csv' of topic 'people' have different fields (Full Name, Age, Town and name, years); sources sharing a topic must have the same header",
-        ])
+        XCTAssertEqual(
+            diagnostics(headers),
+            [
+                "dag.yaml:7:35: error: sources 'a_csv' and 'c_csv' of topic 'people' have different fields (Full Name, Age, Town and name, years); sources sharing a topic must have the same header"
+            ])
         let twice = Self.chain.replacingOccurrences(of: "{ name: people, from: a_csv }", with: "{ name: people, from: [a_csv, a_csv] }")
         XCTAssertEqual(diagnostics(twice), ["dag.yaml:6:35: error: topic 'people' lists source 'a_csv' twice in 'from:'"])
     }

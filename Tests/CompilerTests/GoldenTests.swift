@@ -27,9 +27,11 @@ final class GoldenTests: XCTestCase {
         }
         let expected = try String(contentsOfFile: full, encoding: .utf8)
         if actual != expected {
-            let a = actual.components(separatedBy: "\n"), e = expected.components(separatedBy: "\n")
+            let a = actual.components(separatedBy: "\n")
+            let e = expected.components(separatedBy: "\n")
             let first = Array(zip(a, e)).firstIndex { $0 != $1 } ?? min(a.count, e.count)
-            XCTFail("""
+            XCTFail(
+                """
                 \(path) differs at line \(first + 1) (run with UPDATE_GOLDEN=1 to regenerate):
                   expected: \(first < e.count ? e[first] : "<end of file>")
                   actual:   \(first < a.count ? a[first] : "<end of file>")
@@ -111,9 +113,11 @@ final class HousingRecordTests: XCTestCase {
         XCTAssertEqual(row.lstat, 4.98)
         XCTAssertEqual(row.medv, 24)
         XCTAssertEqual(row.createdAt, Date(timeIntervalSince1970: 1_714_564_800))
-        XCTAssertEqual(row, Housing(
-            id: 1, crim: 0.00632, zn: 18, indus: 2.31, chas: 0, nox: 0.538, rm: 6.575, age: 65.2, dis: 4.09,
-            rad: 1, tax: 296, ptratio: 15.3, b: 396.9, lstat: 4.98, medv: 24, createdAt: Date(timeIntervalSince1970: 1_714_564_800)))
+        XCTAssertEqual(
+            row,
+            Housing(
+                id: 1, crim: 0.00632, zn: 18, indus: 2.31, chas: 0, nox: 0.538, rm: 6.575, age: 65.2, dis: 4.09,
+                rad: 1, tax: 296, ptratio: 15.3, b: 396.9, lstat: 4.98, medv: 24, createdAt: Date(timeIntervalSince1970: 1_714_564_800)))
     }
 
     func testNullableColumnsMayBeAbsent() throws {

@@ -18,10 +18,12 @@ final class InitYAMLInjectionTests: XCTestCase {
         let inferred = try SchemaInference().infer(reader: CSVReader(bytes: Array(csv.utf8)))
         let yaml = SchemaInference.schemaYAML(name: "t", columns: inferred, from: "t.csv")
         let spec = "version: 1\nname: t\nschemas: [t.yaml]\n"
-        let parser = SpecParser(environment: [:], readFile: { path in
-            guard path == "t.yaml" else { throw CocoaError(.fileReadNoSuchFile) }
-            return yaml
-        })
+        let parser = SpecParser(
+            environment: [:],
+            readFile: { path in
+                guard path == "t.yaml" else { throw CocoaError(.fileReadNoSuchFile) }
+                return yaml
+            })
         let pipeline = try Compiler().compile(parser.parse(text: spec, file: "spec.yaml"))
         let line = yaml.split(separator: "\n", omittingEmptySubsequences: false).first { $0.contains("# header:") }.map(String.init) ?? ""
         return (pipeline.schemas.flatMap { $0.columns.map(\.name) }, line)
@@ -30,8 +32,9 @@ final class InitYAMLInjectionTests: XCTestCase {
     func assertNoInjection(_ lineBreak: String, escaped: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let result = try columnsAndLine(lineBreak: lineBreak)
         XCTAssertEqual(result.columns, ["id", "ok", "x_name_injected_type_text_unique_true", "loaded_at"], file: file, line: line)
-        XCTAssertEqual(result.line, "  - { name: x_name_injected_type_text_unique_true, type: integer, nullable: false }  # header: x\(escaped)\(Self.payload)",
-                       file: file, line: line)
+        XCTAssertEqual(
+            result.line, "  - { name: x_name_injected_type_text_unique_true, type: integer, nullable: false }  # header: x\(escaped)\(Self.payload)",
+            file: file, line: line)
     }
 
     func testLineSeparatorCannotAddAColumn() throws { try assertNoInjection("\u{2028}", escaped: #"\u2028"#) }

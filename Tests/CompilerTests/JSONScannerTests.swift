@@ -34,30 +34,38 @@ final class JSONScannerTests: XCTestCase {
     func failure(_ text: String) -> String { failure(Array(text.utf8)) }
 
     func testFlatObject() throws {
-        XCTAssertEqual(try scan(#"{"crim": 0.00632, "name": "x", "ok": true, "gone": null, "n": -1.5e3}"#), [
-            Field("crim", "0.00632", .number), Field("name", "x", .string), Field("ok", "true", .bool),
-            Field("gone", "", .null), Field("n", "-1.5e3", .number),
-        ])
+        XCTAssertEqual(
+            try scan(#"{"crim": 0.00632, "name": "x", "ok": true, "gone": null, "n": -1.5e3}"#),
+            [
+                Field("crim", "0.00632", .number), Field("name", "x", .string), Field("ok", "true", .bool),
+                Field("gone", "", .null), Field("n", "-1.5e3", .number),
+            ])
         XCTAssertEqual(try scan("  {}  "), [])
     }
 
     func testNestedObjectsAreFlattenedWithTheSeparator() throws {
-        XCTAssertEqual(try scan(#"{"user": {"name": "Ann", "address": {"zip": "12345"}}, "id": 1}"#), [
-            Field("user_name", "Ann", .string), Field("user_address_zip", "12345", .string), Field("id", "1", .number),
-        ])
+        XCTAssertEqual(
+            try scan(#"{"user": {"name": "Ann", "address": {"zip": "12345"}}, "id": 1}"#),
+            [
+                Field("user_name", "Ann", .string), Field("user_address_zip", "12345", .string), Field("id", "1", .number),
+            ])
         XCTAssertEqual(try scan(#"{"a": {"b": 1}}"#, flatten: "__"), [Field("a__b", "1", .number)])
     }
 
     func testNestedObjectsAreKeptRawWithoutFlattening() throws {
-        XCTAssertEqual(try scan(#"{"a": {"b": [1, 2]}, "c": 3}"#, flatten: nil), [
-            Field("a", #"{"b": [1, 2]}"#, .raw), Field("c", "3", .number),
-        ])
+        XCTAssertEqual(
+            try scan(#"{"a": {"b": [1, 2]}, "c": 3}"#, flatten: nil),
+            [
+                Field("a", #"{"b": [1, 2]}"#, .raw), Field("c", "3", .number),
+            ])
     }
 
     func testArraysAreKeptAsRawJSON() throws {
-        XCTAssertEqual(try scan(#"{"tags": ["a", {"b": null}, [1]], "n": 1}"#), [
-            Field("tags", #"["a", {"b": null}, [1]]"#, .raw), Field("n", "1", .number),
-        ])
+        XCTAssertEqual(
+            try scan(#"{"tags": ["a", {"b": null}, [1]], "n": 1}"#),
+            [
+                Field("tags", #"["a", {"b": null}, [1]]"#, .raw), Field("n", "1", .number),
+            ])
     }
 
     func testStringEscapes() throws {
@@ -124,24 +132,32 @@ final class JSONScannerTests: XCTestCase {
     /// record is refused with a reason (to be dead-lettered), not parsed until the stack overflows.
     func testDeepNestingIsRefusedNotRecursedInto() throws {
         let deep = "{\"a\":" + String(repeating: "[", count: 200_000)
-        XCTAssertEqual(failure(Array(deep.utf8)),
-                       "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
+        XCTAssertEqual(
+            failure(Array(deep.utf8)),
+            "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
         // Nested objects, flattened or kept raw, are bounded the same way.
         let objects = String(repeating: "{\"k\":", count: 200_000)
-        XCTAssertEqual(failure(Array(objects.utf8)),
-                       "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
-        XCTAssertEqual(try { () -> String in
-            do { _ = try scan(objects, flatten: nil); return "no error" } catch let f as JSONScanner.Failure { return f.message }
-        }(), "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
+        XCTAssertEqual(
+            failure(Array(objects.utf8)),
+            "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
+        XCTAssertEqual(
+            try { () -> String in
+                do {
+                    _ = try scan(objects, flatten: nil)
+                    return "no error"
+                } catch let f as JSONScanner.Failure { return f.message }
+            }(), "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)")
         // 200,000 '[' alone is not an object at all.
         XCTAssertEqual(failure(Array(String(repeating: "[", count: 200_000).utf8)), "payload is not a JSON object")
         // Exactly the limit still reads: the object plus 127 arrays.
         let limit = "{\"a\":" + String(repeating: "[", count: 127) + String(repeating: "]", count: 127) + "}"
-        XCTAssertEqual(try scan(limit, flatten: nil),
-                       [Field("a", String(repeating: "[", count: 127) + String(repeating: "]", count: 127), .raw)])
+        XCTAssertEqual(
+            try scan(limit, flatten: nil),
+            [Field("a", String(repeating: "[", count: 127) + String(repeating: "]", count: 127), .raw)])
         // One more level is refused.
         let over = "{\"a\":" + String(repeating: "[", count: 128) + String(repeating: "]", count: 128) + "}"
-        XCTAssertEqual(failure(Array(over.utf8)),
-                       "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
+        XCTAssertEqual(
+            failure(Array(over.utf8)),
+            "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)")
     }
 }

@@ -35,20 +35,23 @@ final class SchemaInferenceTests: XCTestCase {
     }
 
     func testDatesAndTimestamps() throws {
-        XCTAssertEqual(try summary("""
-            day,at,us_day,mixed
-            2024-01-31,2024-01-31 12:00:00,01/31/2024,2024-01-31
-            2024-02-29,2024-02-01T08:30:00Z,02/29/2024,2024-02-01 10:00
+        XCTAssertEqual(
+            try summary(
+                """
+                day,at,us_day,mixed
+                2024-01-31,2024-01-31 12:00:00,01/31/2024,2024-01-31
+                2024-02-29,2024-02-01T08:30:00Z,02/29/2024,2024-02-01 10:00
 
-            """), ["day date", "at timestamptz", "us_day date", "mixed timestamp"])
+                """), ["day date", "at timestamptz", "us_day date", "mixed timestamp"])
     }
 
     /// Identifiers with leading zeros (ZIP codes, USGS parameter codes) stay text: an integer
     /// column would store 07307 as 7307. A zero alone and decimals like 0.5 are still numbers.
     func testLeadingZerosKeepAColumnText() throws {
         XCTAssertEqual(try summary("zip,param_code\n07307,00060\n10001,00065\n"), ["zip text", "param_code text"])
-        XCTAssertEqual(try summary("n,x,y,neg,signed\n0,0.5,-0.5,-0.25,+0\n12,1.5,2,-3,+7\n"),
-                       ["n integer", "x double precision", "y double precision", "neg double precision", "signed integer"])
+        XCTAssertEqual(
+            try summary("n,x,y,neg,signed\n0,0.5,-0.5,-0.25,+0\n12,1.5,2,-3,+7\n"),
+            ["n integer", "x double precision", "y double precision", "neg double precision", "signed integer"])
         // Variant: a single padded value among plain numbers is enough, signed or not.
         XCTAssertEqual(try summary("code,delta\n5,-3\n12,-07\n042,4\n"), ["code text", "delta text"])
         XCTAssertEqual(try summary("ratio\n00.5\n1.25\n"), ["ratio text"])
@@ -56,8 +59,9 @@ final class SchemaInferenceTests: XCTestCase {
 
     /// A value with `Z` or an offset is an instant: timestamptz keeps it, timestamp would drop the zone.
     func testZonedTimestampsAreTimestamptz() throws {
-        XCTAssertEqual(try summary("at,local\n2024-01-31T12:00:00Z,2024-01-31 12:00\n2024-02-01 08:30:00+02:00,2024-02-01 08:30\n"),
-                       ["at timestamptz", "local timestamp"])
+        XCTAssertEqual(
+            try summary("at,local\n2024-01-31T12:00:00Z,2024-01-31 12:00\n2024-02-01 08:30:00+02:00,2024-02-01 08:30\n"),
+            ["at timestamptz", "local timestamp"])
         // Variant: the offset forms -0530 and +02, on one row of several.
         XCTAssertEqual(try summary("seen\n2024-03-01 10:00\n2024-03-01 10:00-0530\n2024-03-02 00:00+02\n"), ["seen timestamptz"])
     }
@@ -92,12 +96,14 @@ final class SchemaInferenceTests: XCTestCase {
     }
 
     func testNumbers() throws {
-        XCTAssertEqual(try summary("""
-            small,big,real,precise,sci
-            1,3000000000,1.5,12345678901234567.5,1e5
-            -2,-9000000000000000000,2,1,2.5E-3
+        XCTAssertEqual(
+            try summary(
+                """
+                small,big,real,precise,sci
+                1,3000000000,1.5,12345678901234567.5,1e5
+                -2,-9000000000000000000,2,1,2.5E-3
 
-            """), ["small integer", "big bigint", "real double precision", "precise numeric", "sci double precision"])
+                """), ["small integer", "big bigint", "real double precision", "precise numeric", "sci double precision"])
     }
 
     func testTextAndSpecialWords() throws {
@@ -121,7 +127,9 @@ final class SchemaInferenceTests: XCTestCase {
     func testSchemaYAMLCompilesAndRecordsTheOriginalHeaders() throws {
         let columns = try infer("Price ($),sold\n1.5,2024-01-01\n,2024-01-02\n")
         let yaml = SchemaInference.schemaYAML(name: "sales", columns: columns, from: "data/sales.csv")
-        XCTAssertEqual(yaml, """
+        XCTAssertEqual(
+            yaml,
+            """
             # Inferred by `pipectl init` from data/sales.csv; review the types before loading.
             version: 1
             name: sales
@@ -133,10 +141,12 @@ final class SchemaInferenceTests: XCTestCase {
 
             """)
         let pipeline = SchemaInference.pipelineYAML(name: "sales", csvPath: "../data/sales.csv", delimiter: UInt8(ascii: ";"), columns: columns)
-        let parser = SpecParser(environment: [:], readFile: { path in
-            guard path == "schemas/sales.yaml" else { throw CSVError(message: "unexpected read of \(path)") }
-            return yaml
-        })
+        let parser = SpecParser(
+            environment: [:],
+            readFile: { path in
+                guard path == "schemas/sales.yaml" else { throw CSVError(message: "unexpected read of \(path)") }
+                return yaml
+            })
         let compiled = try Compiler().compile(parser.parse(text: pipeline, file: "pipelines/sales.yaml"))
         XCTAssertEqual(compiled.sources[0].delimiter, UInt8(ascii: ";"))
         XCTAssertEqual(compiled.sinks[0].table, "sales")

@@ -15,14 +15,16 @@ final class SourceCheckpointTests: XCTestCase {
     func sentPart(of text: String, chunkBytes: Int = 256) throws -> SentPart {
         let snapshot = try SourceSnapshot(path: try temporaryFile(text), chunkBytes: chunkBytes)
         let size = Int64(snapshot.size)
-        return SentPart(bytes: size, openEnd: snapshot.endsOpen, hash: PrefixHasher(snapshot).hash(upTo: size), chunkBytes: chunkBytes,
-                        chunkDigests: SourceCheckpoint.digests(snapshot.chunkDigests, chunkBytes: chunkBytes, within: size))
+        return SentPart(
+            bytes: size, openEnd: snapshot.endsOpen, hash: PrefixHasher(snapshot).hash(upTo: size), chunkBytes: chunkBytes,
+            chunkDigests: SourceCheckpoint.digests(snapshot.chunkDigests, chunkBytes: chunkBytes, within: size))
     }
 
     func check(_ sent: SentPart, against text: String) throws -> PrefixCheck {
         let snapshot = try SourceSnapshot(path: try temporaryFile(text), verifyBytes: sent.bytes, chunkBytes: sent.chunkBytes)
-        return SourceCheckpoint.check(sent: sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
-                                      chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: sent.bytes, count: 1).first)
+        return SourceCheckpoint.check(
+            sent: sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
+            chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: sent.bytes, count: 1).first)
     }
 
     func rows(_ count: Int, from: Int = 1) -> String {
@@ -133,7 +135,8 @@ final class SourceCheckpointTests: XCTestCase {
         XCTAssertTrue(reader.next(into: &record))
         XCTAssertEqual([record.string(0), record.string(1), String(record.ordinal - 1), String(record.line)], ["2", "plain", "2", "4"])
         XCTAssertTrue(reader.next(into: &record))
-        XCTAssertEqual([record.string(0), String(record.ordinal - 1), String(record.line), String(record.endOffset)], ["3", "3", "5", String(text.utf8.count)])
+        XCTAssertEqual(
+            [record.string(0), String(record.ordinal - 1), String(record.line), String(record.endOffset)], ["3", "3", "5", String(text.utf8.count)])
         XCTAssertFalse(record.endedAtEOF)
         XCTAssertFalse(reader.next(into: &record))
     }

@@ -50,13 +50,16 @@ final class TextEncodingTests: XCTestCase {
             var rows: [[String]] = []
             while reader.next(into: &record) { rows.append((0..<record.count).map { record.string($0) }) }
             XCTAssertEqual(rows, [["id", "city", "amount"], ["1", "Zürich", "10"], ["2", "Köln", "20"]], "\(encoding) case \(n)")
-            XCTAssertEqual(try SourceText.header(path: path, encoding: encoding, delimiter: UInt8(ascii: ","), quote: UInt8(ascii: "\"")),
-                           ["id", "city", "amount"])
+            XCTAssertEqual(
+                try SourceText.header(path: path, encoding: encoding, delimiter: UInt8(ascii: ","), quote: UInt8(ascii: "\"")),
+                ["id", "city", "amount"])
         }
         // Undeclared UTF-16 is refused by the reader too, naming the file and the option.
         XCTAssertThrowsError(try SourceText.reader(path: dir + "/1.csv", encoding: .utf8, delimiter: UInt8(ascii: ","), quote: UInt8(ascii: "\""))) {
-            XCTAssertEqual(($0 as? CSVError)?.message,
-                           "\(dir)/1.csv does not look like UTF-8 text (every other byte is NUL (00), as in UTF-16LE text); it looks like utf-16le: set 'encoding: utf-16le' on the source")
+            XCTAssertEqual(
+                ($0 as? CSVError)?.message,
+                "\(dir)/1.csv does not look like UTF-8 text (every other byte is NUL (00), as in UTF-16LE text); it looks like utf-16le: set 'encoding: utf-16le' on the source"
+            )
         }
     }
 }

@@ -8,8 +8,8 @@ final class ValueCasterTests: XCTestCase {
     /// The canonical (unescaped) text, or "error: reason".
     func cast(_ text: String, _ type: SQLType) -> String {
         switch ValueCaster.cast(text, to: type) {
-        case let .success(value): return value
-        case let .failure(error): return "error: " + error.message
+        case .success(let value): return value
+        case .failure(let error): return "error: " + error.message
         }
     }
 
@@ -110,8 +110,8 @@ final class ValueCasterTests: XCTestCase {
     func testDateOrder() {
         func cast(_ text: String, _ type: SQLType, _ order: DateOrder) -> String {
             switch ValueCaster.cast(text, to: type, dateOrder: order) {
-            case let .success(value): return value
-            case let .failure(error): return "error: " + error.message
+            case .success(let value): return value
+            case .failure(let error): return "error: " + error.message
             }
         }
         XCTAssertEqual(cast("03/05/2011", .date, .mdy), "2011-03-05")
@@ -139,7 +139,8 @@ final class ValueCasterTests: XCTestCase {
         XCTAssertEqual(cast("2024-01-31 12:34:56-0530", .timestamptz), "2024-01-31 12:34:56-0530")
         XCTAssertEqual(cast("2024-01-31 12:34:56+02", .timestamptz), "2024-01-31 12:34:56+02")
         XCTAssertEqual(cast("2024-01-31 24:00", .timestamp), "error: '2024-01-31 24:00' is not a valid timestamp (expected YYYY-MM-DD HH:MM:SS)")
-        XCTAssertEqual(cast("2024-01-31 12:34:56 CET", .timestamptz), "error: '2024-01-31 12:34:56 CET' is not a valid timestamptz (expected YYYY-MM-DD HH:MM:SS)")
+        XCTAssertEqual(
+            cast("2024-01-31 12:34:56 CET", .timestamptz), "error: '2024-01-31 12:34:56 CET' is not a valid timestamptz (expected YYYY-MM-DD HH:MM:SS)")
         XCTAssertEqual(cast("2024-02-30 00:00", .timestamp), "error: '2024-02-30 00:00' is not a valid timestamp (expected YYYY-MM-DD HH:MM:SS)")
     }
 
@@ -179,22 +180,27 @@ final class ValueCasterTests: XCTestCase {
 final class SQLTypeTests: XCTestCase {
     func parse(_ text: String) -> String {
         switch SQLType.parse(text) {
-        case let .success(type): return type.description
-        case let .failure(error): return "error: " + error.message
+        case .success(let type): return type.description
+        case .failure(let error): return "error: " + error.message
         }
     }
 
     func testNamesAndAliases() {
-        XCTAssertEqual(["int", "int4", "INTEGER", "int2", "smallint", "int8", "bigint"].map(parse),
-                       ["integer", "integer", "integer", "smallint", "smallint", "bigint", "bigint"])
-        XCTAssertEqual(["float", "float8", "double", "double  precision", "float4", "real"].map(parse),
-                       ["double precision", "double precision", "double precision", "double precision", "real", "real"])
-        XCTAssertEqual(["decimal", "numeric(10,2)", "NUMERIC( 12 )", "decimal(7, 3)"].map(parse),
-                       ["numeric", "numeric(10,2)", "numeric(12)", "numeric(7,3)"])
-        XCTAssertEqual(["bool", "varchar", "character varying(40)", "varchar(80)", "text"].map(parse),
-                       ["boolean", "varchar", "varchar(40)", "varchar(80)", "text"])
-        XCTAssertEqual(["timestamp without time zone", "timestamp with time zone", "timestamptz", "date", "json", "jsonb"].map(parse),
-                       ["timestamp", "timestamptz", "timestamptz", "date", "json", "jsonb"])
+        XCTAssertEqual(
+            ["int", "int4", "INTEGER", "int2", "smallint", "int8", "bigint"].map(parse),
+            ["integer", "integer", "integer", "smallint", "smallint", "bigint", "bigint"])
+        XCTAssertEqual(
+            ["float", "float8", "double", "double  precision", "float4", "real"].map(parse),
+            ["double precision", "double precision", "double precision", "double precision", "real", "real"])
+        XCTAssertEqual(
+            ["decimal", "numeric(10,2)", "NUMERIC( 12 )", "decimal(7, 3)"].map(parse),
+            ["numeric", "numeric(10,2)", "numeric(12)", "numeric(7,3)"])
+        XCTAssertEqual(
+            ["bool", "varchar", "character varying(40)", "varchar(80)", "text"].map(parse),
+            ["boolean", "varchar", "varchar(40)", "varchar(80)", "text"])
+        XCTAssertEqual(
+            ["timestamp without time zone", "timestamp with time zone", "timestamptz", "date", "json", "jsonb"].map(parse),
+            ["timestamp", "timestamptz", "timestamptz", "date", "json", "jsonb"])
         XCTAssertEqual(["serial", "serial4", "bigserial", "serial8"].map(parse), ["serial", "serial", "bigserial", "bigserial"])
     }
 

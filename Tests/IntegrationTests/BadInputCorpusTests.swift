@@ -1,9 +1,9 @@
 import Foundation
 import LocalStack
+import PipectlTestSupport
 import PipelineRuntime
 import PostgresAdapter
 import RecordFormats
-import PipectlTestSupport
 import XCTest
 
 /// The bad-input corpus (Tests/Fixtures, listed in Tests/Fixtures/manifest.json): every case is
@@ -101,7 +101,8 @@ final class BadInputCorpusTests: XCTestCase {
             }
         }
         for table in ["x", "students"] {
-            XCTAssertEqual(try db.query("SELECT \"marker\" FROM \"public\".\"\(table)\"").map { $0[0] }, ["still here"], "table \(table) after the hostile header")
+            XCTAssertEqual(
+                try db.query("SELECT \"marker\" FROM \"public\".\"\(table)\"").map { $0[0] }, ["still here"], "table \(table) after the hostile header")
         }
         if testRun?.failureCount == 0 { try? FileManager.default.removeItem(atPath: base) }
     }
@@ -141,8 +142,9 @@ final class BadInputCorpusTests: XCTestCase {
             let initResult = try BadInputProcess.run(["init", name, "--csv", "data/" + fileName], in: dir)
             XCTAssertEqual(initResult.status, 0, "\(c.id): pipectl init\n\(initResult.stdout)\(initResult.stderr)")
             XCTAssertTrue(initResult.stdoutLines.contains("wrote pipelines/\(name).yaml"), "\(c.id): pipectl init\n\(initResult.stdout)")
-            return PreparedRun(pipeline: name, dir: dir, arguments: ["run", "pipelines/\(name).yaml"],
-                               environment: ["KAFKA_BROKERS": state.kafkaBrokers, "DATABASE_URL": state.databaseURL], csvPath: csvPath)
+            return PreparedRun(
+                pipeline: name, dir: dir, arguments: ["run", "pipelines/\(name).yaml"],
+                environment: ["KAFKA_BROKERS": state.kafkaBrokers, "DATABASE_URL": state.databaseURL], csvPath: csvPath)
         }
         try fm.createDirectory(atPath: dir, withIntermediateDirectories: true)
         let csvPath = dir + "/" + fileName
@@ -153,23 +155,23 @@ final class BadInputCorpusTests: XCTestCase {
             return "      - { name: \(column), type: \(types[column] ?? type)\(nullable) }"
         }
         let yaml = """
-        version: 1
-        name: \(name)
-        sources:
-          - { name: \(name)_csv, type: csv, path: \(fileName) }
-        topics:
-          - { name: \(name)-data, from: \(name)_csv, brokers: "\(state.kafkaBrokers)" }
-        schemas:
-          - name: \(name)
-            columns:
-              - { name: id, type: bigserial, primary_key: true }
-        \(columns.joined(separator: "\n"))
-        transforms:
-          - { name: \(name)_rows, from: \(name)-data, schema: \(name) }
-        sinks:
-          - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(name), max_delay_ms: 100 }
+            version: 1
+            name: \(name)
+            sources:
+              - { name: \(name)_csv, type: csv, path: \(fileName) }
+            topics:
+              - { name: \(name)-data, from: \(name)_csv, brokers: "\(state.kafkaBrokers)" }
+            schemas:
+              - name: \(name)
+                columns:
+                  - { name: id, type: bigserial, primary_key: true }
+            \(columns.joined(separator: "\n"))
+            transforms:
+              - { name: \(name)_rows, from: \(name)-data, schema: \(name) }
+            sinks:
+              - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(name), max_delay_ms: 100 }
 
-        """
+            """
         try yaml.write(toFile: dir + "/\(name).yaml", atomically: true, encoding: .utf8)
         return PreparedRun(pipeline: name, dir: dir, arguments: ["run", "\(name).yaml"], environment: [:], csvPath: csvPath)
     }
@@ -221,26 +223,31 @@ final class BadInputCorpusTests: XCTestCase {
             }
         }
         if let expectedColumns = e.tableColumns {
-            let actual = try db.query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position", [run.pipeline])
+            let actual = try db.query(
+                "SELECT column_name::text FROM information_schema.columns WHERE table_schema = 'public' AND table_name = $1 ORDER BY ordinal_position",
+                [run.pipeline])
             XCTAssertEqual(actual.map { $0[0] ?? "" }, expectedColumns, "\(id): table columns")
         }
 
         // The dead letters: ordinal, stage, exact reason and payload.
-        let letters = try db.query("""
+        let letters = try db.query(
+            """
             SELECT "source_ordinal"::text, "stage", "reason", encode("payload", 'hex'), "source_fingerprint"
             FROM "pipectl"."\(run.pipeline)__dead_letters" ORDER BY "source_ordinal"
             """)
         XCTAssertEqual(letters.map { $0[0] }, e.deadLetters.map { String($0.ordinal) }, "\(id): ordinals of the dead letters")
         let csv = Array(try Data(contentsOf: URL(fileURLWithPath: run.csvPath)))
         // The source's identity, as the producer registered it (record ids are `identity:ordinal`).
-        let fingerprint = try db.query("SELECT \"fingerprint\" FROM \"pipectl\".\"\(run.pipeline)__sources\" ORDER BY \"source_id\" DESC LIMIT 1").first?[0] ?? nil ?? ""
+        let fingerprint =
+            try db.query("SELECT \"fingerprint\" FROM \"pipectl\".\"\(run.pipeline)__sources\" ORDER BY \"source_id\" DESC LIMIT 1").first?[0] ?? nil ?? ""
         for (letter, expected) in zip(letters, e.deadLetters) {
             let where_ = "\(id): dead letter \(expected.ordinal)"
             XCTAssertEqual(letter[1], expected.stage, "\(where_): stage")
             XCTAssertEqual(letter[4], fingerprint, "\(where_): source fingerprint")
             var reason = expected.reason
             if reason.contains("{json_bytes}") {
-                reason = reason.replacingOccurrences(of: "{json_bytes}", with: String(Self.jsonSize(csv: csv, line: 3, ordinal: expected.ordinal, fingerprint: fingerprint)))
+                reason = reason.replacingOccurrences(
+                    of: "{json_bytes}", with: String(Self.jsonSize(csv: csv, line: 3, ordinal: expected.ordinal, fingerprint: fingerprint)))
             }
             XCTAssertEqual(letter[2], reason, "\(where_): reason")
             let payload = Self.bytes(hex: letter[3] ?? "")
@@ -315,7 +322,12 @@ final class BadInputCorpusTests: XCTestCase {
         var high: UInt8?
         for c in hex.utf8 {
             let v: UInt8 = c <= UInt8(ascii: "9") ? c - UInt8(ascii: "0") : (c | 0x20) - UInt8(ascii: "a") + 10
-            if let h = high { out.append(h << 4 | v); high = nil } else { high = v }
+            if let h = high {
+                out.append(h << 4 | v)
+                high = nil
+            } else {
+                high = v
+            }
         }
         return out
     }
@@ -351,7 +363,9 @@ struct BadInputManifest: Decodable {
     var cliCases: [CommandCase]
 
     enum CodingKeys: String, CodingKey {
-        case dataCases = "data_cases", specCases = "spec_cases", cliCases = "cli_cases"
+        case dataCases = "data_cases"
+        case specCases = "spec_cases"
+        case cliCases = "cli_cases"
     }
 
     struct DataCase: Decodable {
@@ -366,7 +380,8 @@ struct BadInputManifest: Decodable {
 
         enum CodingKeys: String, CodingKey {
             case id, file, generated, description, outcome, expect
-            case columnTypes = "column_types", initSchema = "init"
+            case columnTypes = "column_types"
+            case initSchema = "init"
         }
     }
 
@@ -383,8 +398,14 @@ struct BadInputManifest: Decodable {
         var refused: [String]?
 
         enum CodingKeys: String, CodingKey {
-            case rowsRead = "rows_read", loaded, deadLettered = "dead_lettered", rows, deadLetters = "dead_letters", output
-            case tableColumns = "table_columns", refused
+            case rowsRead = "rows_read"
+            case loaded
+            case deadLettered = "dead_lettered"
+            case rows
+            case deadLetters = "dead_letters"
+            case output
+            case tableColumns = "table_columns"
+            case refused
         }
     }
 
@@ -409,7 +430,9 @@ struct BadInputManifest: Decodable {
 
         enum CodingKeys: String, CodingKey {
             case ordinal, stage, reason, payload
-            case payloadHex = "payload_hex", payloadFields = "payload_fields", payloadLength = "payload_length"
+            case payloadHex = "payload_hex"
+            case payloadFields = "payload_fields"
+            case payloadLength = "payload_length"
             case payloadPrefixOfLine = "payload_prefix_of_line"
         }
     }
@@ -472,8 +495,9 @@ final class BadInputProcess {
     let child: ChildProcess
 
     init(_ arguments: [String], in directory: String, environment: [String: String] = [:], unset: [String] = []) throws {
-        child = try ChildProcess(TestStack.pipectl, arguments, environment: environment, unset: unset,
-                                 workingDirectory: directory, separateStandardError: true)
+        child = try ChildProcess(
+            TestStack.pipectl, arguments, environment: environment, unset: unset,
+            workingDirectory: directory, separateStandardError: true)
     }
 
     func finish(timeout: Double) -> BadInputResult {
@@ -481,8 +505,10 @@ final class BadInputProcess {
         return BadInputResult(status: result.status, signaled: result.signaled, stdout: result.output, stderr: result.standardError)
     }
 
-    static func run(_ arguments: [String], in directory: String, environment: [String: String] = [:], unset: [String] = [],
-                    timeout: Double = 60) throws -> BadInputResult {
+    static func run(
+        _ arguments: [String], in directory: String, environment: [String: String] = [:], unset: [String] = [],
+        timeout: Double = 60
+    ) throws -> BadInputResult {
         try BadInputProcess(arguments, in: directory, environment: environment, unset: unset).finish(timeout: timeout)
     }
 

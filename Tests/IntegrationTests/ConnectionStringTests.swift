@@ -1,5 +1,5 @@
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// Passwords in connection strings never reach a message: key=value strings are parsed by
@@ -32,8 +32,9 @@ final class ConnectionStringTests: XCTestCase {
     }
 
     func testValuesThatNeedQuotesAreQuotedBack() {
-        XCTAssertEqual(r(#"host=db application_name='my app' options='-c x=\'y\''"#),
-                       #"host=db options='-c x=\'y\'' application_name='my app'"#)
+        XCTAssertEqual(
+            r(#"host=db application_name='my app' options='-c x=\'y\''"#),
+            #"host=db options='-c x=\'y\'' application_name='my app'"#)
     }
 
     /// A string libpq refuses is not echoed: its error text would quote the rest of it.
@@ -54,7 +55,9 @@ extension ConnectionStringTests {
     /// Connecting with such a string fails before libpq's error (which quotes it) is made.
     func testConnectingWithAnUnparseableStringDoesNotQuoteIt() {
         XCTAssertThrowsError(try PostgresConnection(url: "host=127.0.0.1 password=s3cret tail")) { error in
-            XCTAssertEqual("\(error)", "cannot read the PostgreSQL connection string: it is neither a postgresql:// URL nor valid key=value pairs (not shown: it may hold a password)")
+            XCTAssertEqual(
+                "\(error)",
+                "cannot read the PostgreSQL connection string: it is neither a postgresql:// URL nor valid key=value pairs (not shown: it may hold a password)")
         }
     }
 }

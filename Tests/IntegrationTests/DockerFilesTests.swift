@@ -21,8 +21,9 @@ final class DockerFilesTests: XCTestCase {
     }
 
     func testComposeFileIsValidForDockerCompose() throws {
-        let program = try XCTUnwrap(["/usr/bin/docker-compose", "/usr/local/bin/docker-compose"].first { FileManager.default.isExecutableFile(atPath: $0) },
-                                    "docker-compose is not installed (make deps installs Debian's docker-compose)")
+        let program = try XCTUnwrap(
+            ["/usr/bin/docker-compose", "/usr/local/bin/docker-compose"].first { FileManager.default.isExecutableFile(atPath: $0) },
+            "docker-compose is not installed (make deps installs Debian's docker-compose)")
         let result = try run(program, ["--env-file", ".env.example", "config", "-q"])
         XCTAssertEqual(result.status, 0, result.output)
         // Without the credentials it refuses, naming what to set, rather than using a default.
@@ -58,7 +59,10 @@ final class DockerFilesTests: XCTestCase {
     func testEveryImageIsPinnedAndNoSecretIsCommitted() throws {
         let services = try XCTUnwrap(try compose()["services"] as? [String: Any])
         for (name, value) in services {
-            guard let image = (value as? [String: Any])?["image"] as? String else { XCTFail("\(name) has no image"); continue }
+            guard let image = (value as? [String: Any])?["image"] as? String else {
+                XCTFail("\(name) has no image")
+                continue
+            }
             let tag = image.split(separator: ":").dropFirst().last.map(String.init)
             XCTAssertNotNil(tag, "\(name): \(image) has no tag")
             XCTAssertNotEqual(tag, "latest", "\(name): \(image)")

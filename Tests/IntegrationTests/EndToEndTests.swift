@@ -1,6 +1,6 @@
 import Foundation
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// CSV -> Kafka (Tansu) -> PostgreSQL through the real pipectl binary.
@@ -19,7 +19,8 @@ final class EndToEndTests: XCTestCase {
 
         let db = try TestStack.connect()
         let columns = housingHeader.split(separator: ",").map(String.init)
-        let rows = try db.query("""
+        let rows = try db.query(
+            """
             SELECT "_pipectl_record" & ((1::bigint << 40) - 1), \(columns.map { "\"\($0)\"::numeric::text" }.joined(separator: ", "))
             FROM "it_housing" ORDER BY 1
             """)
@@ -51,7 +52,10 @@ final class EndToEndTests: XCTestCase {
         // Tables and topic first, so both consumers start from the same place.
         let a = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
         let b = try startPipectl(["consume", p.specPath, "--idle-exit", "10"])
-        defer { a.kill9(); b.kill9() }
+        defer {
+            a.kill9()
+            b.kill9()
+        }
         let deadline = Date().addingTimeInterval(60)
         func assignedCount(_ r: ChildProcess) -> Int {
             // The latest assignment line tells how many partitions this consumer holds now.
@@ -84,10 +88,10 @@ final class EndToEndTests: XCTestCase {
     func testBadRowsAreDeadLetteredWithReasonsWhileGoodRowsLand() throws {
         let good = Array(housingRows.prefix(10))
         let bad = [
-            "abc,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,24",        // text in a number column
+            "abc,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,24",  // text in a number column
             "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,99999999999,15.3,396.9,4.98,24",  // integer overflow
-            "0.1,18,2.31,0,0.538",                                                   // wrong column count
-            "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,",            // NULL into NOT NULL medv
+            "0.1,18,2.31,0,0.538",  // wrong column count
+            "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,",  // NULL into NOT NULL medv
         ]
         let csv = ([housingHeader] + good[0..<5] + bad + good[5...]).joined(separator: "\n") + "\n"
         let p = try TestPipeline("it_bad", csv: csv)
@@ -123,8 +127,9 @@ final class EndToEndTests: XCTestCase {
         let produce = try pipectl(["produce", p.specPath])
         XCTAssertEqual(produce.status, 0, produce.output)
         for point in ["during-copy", "before-commit", "after-commit"] {
-            let crashed = try pipectl(["consume", p.specPath, "--idle-exit", "5"],
-                                      environment: ["PIPECTL_CRASH_AT": point, "PIPECTL_CRASH_BATCH": "3"])
+            let crashed = try pipectl(
+                ["consume", p.specPath, "--idle-exit", "5"],
+                environment: ["PIPECTL_CRASH_AT": point, "PIPECTL_CRASH_BATCH": "3"])
             XCTAssertEqual(crashed.status, 9, "expected SIGKILL at \(point): \(crashed.output)")
         }
         var generator = SeededGenerator(seed: 42)

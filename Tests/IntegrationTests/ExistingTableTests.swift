@@ -1,6 +1,6 @@
 import Foundation
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// A table that exists before pipectl first runs (the seed stack made `housing` by hand) is
@@ -12,7 +12,8 @@ final class ExistingTableTests: XCTestCase {
     /// with one column's type replaceable.
     static func seedTable(_ table: String, taxType: String = "integer") -> String {
         let columns = BadInputCorpusTests.housingColumns.map { name, type in "\(name) \(name == "tax" ? taxType : type)" }
-        return "CREATE TABLE \"public\".\"\(table)\" (id SERIAL PRIMARY KEY, \(columns.joined(separator: ", ")), created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
+        return
+            "CREATE TABLE \"public\".\"\(table)\" (id SERIAL PRIMARY KEY, \(columns.joined(separator: ", ")), created_at TIMESTAMP DEFAULT CURRENT_TIMESTAMP)"
     }
 
     /// The columns of schemas/housing.yaml, which describe the seed's table.
@@ -22,8 +23,10 @@ final class ExistingTableTests: XCTestCase {
     }
 
     func columns(_ db: PostgresConnection, _ table: String, schema: String = "public") throws -> [String] {
-        try db.query("SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
-                     [schema, table]).map { $0[0] ?? "" }
+        try db.query(
+            "SELECT column_name::text FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 ORDER BY ordinal_position",
+            [schema, table]
+        ).map { $0[0] ?? "" }
     }
 
     /// The output without `created topic …` (printed only by the first command to need it).
@@ -49,8 +52,9 @@ final class ExistingTableTests: XCTestCase {
         XCTAssertEqual(apply.status, 0, apply.output)
         XCTAssertEqual(Self.withoutTopicLines(apply.output), ["applied: 1 topic, 1 table and the bookkeeping tables"])
         XCTAssertEqual(try columns(db, "it_existing"), Self.seedColumnNames + ["_pipectl_record"])
-        XCTAssertEqual(try db.query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND indexname = 'it_existing__pipectl_record'").first?[0],
-                       "CREATE UNIQUE INDEX it_existing__pipectl_record ON public.it_existing USING btree (_pipectl_record)")
+        XCTAssertEqual(
+            try db.query("SELECT indexdef FROM pg_indexes WHERE schemaname = 'public' AND indexname = 'it_existing__pipectl_record'").first?[0],
+            "CREATE UNIQUE INDEX it_existing__pipectl_record ON public.it_existing USING btree (_pipectl_record)")
 
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)
@@ -74,8 +78,11 @@ final class ExistingTableTests: XCTestCase {
         let reason = "column \"tax\" is text in the database but integer in schema 'it_refused'; pipectl never changes a column's type"
 
         let plan = try pipectl(["plan", p.specPath, "--live"])
-        let live = plan.output.split(separator: "\n").filter { $0.hasPrefix("  \"public\".\"it_refused\" (") }.map { $0.components(separatedBy: "): ").last ?? "" }
-        XCTAssertEqual(live, ["column \"_pipectl_record\" bigint will be added (nullable)", "refused: \(reason)"].sorted { a, _ in a.hasPrefix("refused") }, plan.output)
+        let live = plan.output.split(separator: "\n").filter { $0.hasPrefix("  \"public\".\"it_refused\" (") }.map {
+            $0.components(separatedBy: "): ").last ?? ""
+        }
+        XCTAssertEqual(
+            live, ["column \"_pipectl_record\" bigint will be added (nullable)", "refused: \(reason)"].sorted { a, _ in a.hasPrefix("refused") }, plan.output)
 
         for command in ["apply", "run"] {
             let result = try pipectl([command, p.specPath])
@@ -90,9 +97,11 @@ final class ExistingTableTests: XCTestCase {
     func testMissingDatabaseSchemaIsCreated() throws {
         let db = try TestStack.connect()
         try db.execute("DROP SCHEMA IF EXISTS \"it Sales\" CASCADE")
-        let p = try TestPipeline.written("it_dbschema", csv: housingHeader + "\n" + housingRows[0] + "\n" + housingRows[1] + "\n", sinkExtra: ", db_schema: \"it Sales\"")
+        let p = try TestPipeline.written(
+            "it_dbschema", csv: housingHeader + "\n" + housingRows[0] + "\n" + housingRows[1] + "\n", sinkExtra: ", db_schema: \"it Sales\"")
         let plan = try pipectl(["plan", p.specPath])
-        XCTAssertTrue(plan.output.contains("\nCREATE SCHEMA IF NOT EXISTS \"it Sales\";\nCREATE TABLE IF NOT EXISTS \"it Sales\".\"it_dbschema\" (\n"), plan.output)
+        XCTAssertTrue(
+            plan.output.contains("\nCREATE SCHEMA IF NOT EXISTS \"it Sales\";\nCREATE TABLE IF NOT EXISTS \"it Sales\".\"it_dbschema\" (\n"), plan.output)
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertEqual(try db.query("SELECT \"medv\"::text FROM \"it Sales\".\"it_dbschema\" ORDER BY \"medv\"").map { $0[0] }, ["21.6", "24"])

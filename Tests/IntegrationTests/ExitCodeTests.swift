@@ -15,7 +15,9 @@ final class ExitCodeTests: XCTestCase {
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 3, run.output)
         XCTAssertTrue(run.output.contains("dead-lettered:      1"), run.output)
-        XCTAssertTrue(run.output.contains("finished with 1 dead-lettered row: see `pipectl dlq list \(p.specPath)` (exit status 3; --allow-dead-letters exits 0)"), run.output)
+        XCTAssertTrue(
+            run.output.contains("finished with 1 dead-lettered row: see `pipectl dlq list \(p.specPath)` (exit status 3; --allow-dead-letters exits 0)"),
+            run.output)
         // Run again: nothing left to send, but the file's dead letter is still there: status 3,
         // or 0 when dead letters are allowed.
         let again = try pipectl(["run", p.specPath])
@@ -25,7 +27,9 @@ final class ExitCodeTests: XCTestCase {
         XCTAssertTrue(allowed.output.contains("rows sent:          0\n"), allowed.output)
         let db = try TestStack.connect()
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_exit3\""), 19)
-        XCTAssertEqual(try db.query("SELECT \"reason\" FROM \"pipectl\".\"it_exit3__dead_letters\"").map { $0[0] }, ["column 'crim': 'abc' is not a valid double precision"])
+        XCTAssertEqual(
+            try db.query("SELECT \"reason\" FROM \"pipectl\".\"it_exit3__dead_letters\"").map { $0[0] },
+            ["column 'crim': 'abc' is not a valid double precision"])
 
         // A malformed CSV row is sent as an error record: produce says so with status 3 too.
         p.sourceBatch = 100

@@ -1,6 +1,6 @@
 import Foundation
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// Server faults and rebalances against the real broker and database: the result stays exact.
@@ -51,7 +51,10 @@ final class FaultTests: XCTestCase {
         guard run.wait(timeout: 240) else { return XCTFail("run did not finish: \(run.output())") }
         let output = run.output()
         XCTAssertEqual(run.terminationStatus, 0, output)
-        XCTAssertTrue(output.contains("the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: partition 0 from offset"), output)
+        XCTAssertTrue(
+            output.contains(
+                "the stored offsets are behind what this consumer committed (PostgreSQL lost commits, e.g. in a crash); reading again: partition 0 from offset"),
+            output)
         XCTAssertTrue(output.contains("rows loaded:        200000\n"), output)
         XCTAssertTrue(output.contains("already loaded:     0 "), output)
         XCTAssertTrue(output.contains("reconciled:         yes"), output)
@@ -63,7 +66,8 @@ final class FaultTests: XCTestCase {
     /// PostgreSQL away for longer than the sink's `retry_timeout_ms`: the consumer says once how
     /// long it keeps trying, then stops with an error naming the setting; nothing is lost.
     func testPostgresDownLongerThanRetryTimeoutStopsWithTheSetting() throws {
-        let p = try TestPipeline.written("it_pgwindow", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 500, sinkExtra: ", retry_timeout_ms: 3000")
+        let p = try TestPipeline.written(
+            "it_pgwindow", csv: repeatedHousingCSV(150_000), sourceBatch: 1000, sinkBatch: 500, sinkExtra: ", retry_timeout_ms: 3000")
         XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
         let consumer = try startPipectl(["consume", p.specPath, "--idle-exit", "5"])
         defer { consumer.kill9() }
@@ -200,7 +204,10 @@ final class FaultTests: XCTestCase {
         XCTAssertGreaterThan(checkpoint, 0)
         let again = try pipectl(["produce", p.specPath])
         XCTAssertEqual(again.status, 0, again.output)
-        XCTAssertTrue(again.output.contains("Produced \(200_000 - checkpoint) records from it_prodkill.csv to it_prodkill-data (0 as error records; \(checkpoint) sent before)"), again.output)
+        XCTAssertTrue(
+            again.output.contains(
+                "Produced \(200_000 - checkpoint) records from it_prodkill.csv to it_prodkill-data (0 as error records; \(checkpoint) sent before)"),
+            again.output)
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "5"])
         XCTAssertEqual(consume.status, 0, consume.output)
         try assertExactTable("it_prodkill", rows: 200_000, everyRow: false)

@@ -1,7 +1,7 @@
 import Foundation
+import PipectlTestSupport
 import PostgresAdapter
 import RecordFormats
-import PipectlTestSupport
 import XCTest
 
 /// Files that grow, runs that are interrupted, files that change, and `reset` (issue 8, kind 6
@@ -90,7 +90,8 @@ final class GrowingFileTests: XCTestCase {
     /// The records of `csv` overlapping bytes [from, to): the record range the refusal names.
     func recordsOverlapping(_ csv: String, from: Int, to: Int) -> (first: Int, last: Int) {
         var start = 0
-        var first = -1, last = -1
+        var first = -1
+        var last = -1
         for (i, line) in csv.split(separator: "\n", omittingEmptySubsequences: false).enumerated() {
             let end = start + line.utf8.count + 1
             if end > from, start < to, i > 0 {
@@ -126,7 +127,8 @@ final class GrowingFileTests: XCTestCase {
 
         let refused = try pipectl(["run", p.specPath])
         XCTAssertEqual(refused.status, 1, refused.output)
-        let expected = "error: it_changed.csv changed where it was already sent: the first difference is in records \(range.first)-\(range.last) (lines \(range.first + 1)-\(range.last + 1)); "
+        let expected =
+            "error: it_changed.csv changed where it was already sent: the first difference is in records \(range.first)-\(range.last) (lines \(range.first + 1)-\(range.last + 1)); "
             + "run again with --as-new-source to load it as a new file (the rows loaded from it stay), "
             + "or delete what it loaded with `pipectl reset --source it_changed.csv` and run again\n"
         XCTAssertTrue(refused.output.contains(expected), refused.output)
@@ -148,7 +150,10 @@ final class GrowingFileTests: XCTestCase {
         // Reset the file's current life: its 2,000 rows go, the first life's stay.
         let reset = try pipectl(["reset", p.specPath, "--source", p.csvPath, "--yes"])
         XCTAssertEqual(reset.status, 0, reset.output)
-        XCTAssertTrue(reset.output.contains("reset source 'it_changed_csv' (it_changed.csv): deleted 2000 rows from \"public\".\"it_changed\", 0 dead letters and its send checkpoint; the next run loads it again"), reset.output)
+        XCTAssertTrue(
+            reset.output.contains(
+                "reset source 'it_changed_csv' (it_changed.csv): deleted 2000 rows from \"public\".\"it_changed\", 0 dead letters and its send checkpoint; the next run loads it again"
+            ), reset.output)
         try assertExactTable("it_changed", rows: 2_000, everyRow: true)
 
         // Back to the original content: the first life is the newest one left at this path and
@@ -169,7 +174,9 @@ final class GrowingFileTests: XCTestCase {
 
         let reset = try pipectl(["reset", p.specPath, "--yes"])
         XCTAssertEqual(reset.status, 0, reset.output)
-        XCTAssertTrue(reset.output.contains("reset pipeline 'it_reset': stored offsets and send checkpoints forgotten; rows already stored stay and are not loaded twice"), reset.output)
+        XCTAssertTrue(
+            reset.output.contains(
+                "reset pipeline 'it_reset': stored offsets and send checkpoints forgotten; rows already stored stay and are not loaded twice"), reset.output)
         let again = try pipectl(["run", p.specPath])
         XCTAssertEqual(again.status, 0, again.output)
         XCTAssertTrue(again.output.contains("rows sent:          2000\n"), again.output)
@@ -188,7 +195,8 @@ final class GrowingFileTests: XCTestCase {
 
         let unknown = try pipectl(["reset", p.specPath, "--source", "nope.csv", "--yes"])
         XCTAssertEqual(unknown.status, 1, unknown.output)
-        XCTAssertTrue(unknown.output.contains("error: nope.csv is not a source of pipeline 'it_reset'; its sources are: it_reset.csv (it_reset_csv)"), unknown.output)
+        XCTAssertTrue(
+            unknown.output.contains("error: nope.csv is not a source of pipeline 'it_reset'; its sources are: it_reset.csv (it_reset_csv)"), unknown.output)
     }
 
     /// A database from before checkpoints: the file registered under its whole SHA-256, no
@@ -198,7 +206,8 @@ final class GrowingFileTests: XCTestCase {
         let p = try TestPipeline.written("it_legacy", csv: repeatedHousingCSV(1_000), sourceBatch: 500)
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         let db = try TestStack.connect()
-        _ = try db.query("""
+        _ = try db.query(
+            """
             UPDATE "pipectl"."it_legacy__sources" SET "fingerprint" = $1, "topic_id" = NULL, "checkpoint_bytes" = NULL,
                 "checkpoint_records" = NULL, "checkpoint_line" = NULL, "end_offsets" = NULL, "sent_bytes" = NULL, "sent_open" = NULL,
                 "sent_hash" = NULL, "chunk_bytes" = NULL, "chunk_digests" = NULL
@@ -265,7 +274,9 @@ final class GrowingFileTests: XCTestCase {
 
         let reset = try pipectl(["reset", spec, "--source", dir + "/day2.csv", "--yes"])
         XCTAssertEqual(reset.status, 0, reset.output)
-        XCTAssertTrue(reset.output.contains("reset source 'customers_csv' (day2.csv): deleted 2 rows from \"public\".\"it_days\", 0 dead letters and its send checkpoint"), reset.output)
+        XCTAssertTrue(
+            reset.output.contains(
+                "reset source 'customers_csv' (day2.csv): deleted 2 rows from \"public\".\"it_days\", 0 dead letters and its send checkpoint"), reset.output)
         let reload = try pipectl(["run", spec])
         XCTAssertEqual(reload.status, 0, reload.output)
         XCTAssertTrue(reload.output.contains("rows loaded:        2\n"), reload.output)

@@ -89,9 +89,11 @@ final class HostileFilesTests: XCTestCase {
         XCTAssertEqual(result.status, 0, result.stdout + result.stderr)
         XCTAssertEqual(result.stdoutLines.last, "next: pipectl plan proj/pipelines/x.yaml --allow-outside-project")
         let refused = try run(["validate", "proj/pipelines/x.yaml"])
-        XCTAssertEqual(refused.stderrLines, [
-            "proj/pipelines/x.yaml:8:11: error: source file 'data/outside.csv' is outside the project folder 'proj'; pass --allow-outside-project to read it",
-        ])
+        XCTAssertEqual(
+            refused.stderrLines,
+            [
+                "proj/pipelines/x.yaml:8:11: error: source file 'data/outside.csv' is outside the project folder 'proj'; pass --allow-outside-project to read it"
+            ])
         XCTAssertEqual(try run(["validate", "proj/pipelines/x.yaml", "--allow-outside-project"]).stdoutLines, ["ok"])
     }
 }

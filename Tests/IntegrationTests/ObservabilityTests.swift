@@ -1,9 +1,10 @@
 import Foundation
-#if canImport(FoundationNetworking)
-import FoundationNetworking
-#endif
 import PipectlTestSupport
 import XCTest
+
+#if canImport(FoundationNetworking)
+    import FoundationNetworking
+#endif
 
 /// `--http`: Prometheus /metrics, the status page in a real headless Chromium, and
 /// `pipectl status --json`, all checked against what the database holds.
@@ -28,7 +29,9 @@ final class ObservabilityTests: XCTestCase {
     /// Runs Chromium headless on `url`; returns its standard output.
     func headless(_ arguments: [String], _ url: String) throws -> String {
         let browser = try XCTUnwrap(chromium(), "chromium is not installed (make deps installs it)")
-        let arguments = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=\(NSTemporaryDirectory())pipectl-chromium-\(getpid())"] + arguments + [url]
+        let arguments =
+            ["--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--user-data-dir=\(NSTemporaryDirectory())pipectl-chromium-\(getpid())"]
+            + arguments + [url]
         // Standard output only: Chromium's standard error is its own log.
         return try ChildProcess.run(browser, arguments, separateStandardError: true).output
     }
@@ -64,7 +67,10 @@ final class ObservabilityTests: XCTestCase {
         XCTAssertGreaterThan((try? FileManager.default.attributesOfItem(atPath: shot)[.size] as? Int) ?? 0, 10_000, "screenshot at \(shot)")
 
         // After the load: the counters equal the database's counts.
-        waitFor("every row", timeout: 120) { (try? db.int("SELECT count(*) FROM \"it_observe\"")) == 99_997 && (try? db.int("SELECT count(*) FROM \"pipectl\".\"it_observe__dead_letters\"")) == 3 }
+        waitFor("every row", timeout: 120) {
+            (try? db.int("SELECT count(*) FROM \"it_observe\"")) == 99_997
+                && (try? db.int("SELECT count(*) FROM \"pipectl\".\"it_observe__dead_letters\"")) == 3
+        }
         var after = ""
         waitFor("the counters to catch up", timeout: 120) {
             after = get(base + "/metrics") ?? ""
@@ -110,8 +116,10 @@ final class ObservabilityTests: XCTestCase {
         let p = try TestPipeline("it_status_gone", csv: repeatedHousingCSV(10))
         try p.write()
         XCTAssertEqual(try pipectl(["apply", p.specPath]).status, 0)
-        let spec = try String(contentsOfFile: p.specPath, encoding: .utf8).replacingOccurrences(of: "name: it_status_gone-data", with: "name: it_status_gone-other")
-            .replacingOccurrences(of: "from: it_status_gone-data", with: "from: it_status_gone-other")
+        let spec = try String(contentsOfFile: p.specPath, encoding: .utf8).replacingOccurrences(
+            of: "name: it_status_gone-data", with: "name: it_status_gone-other"
+        )
+        .replacingOccurrences(of: "from: it_status_gone-data", with: "from: it_status_gone-other")
         try spec.write(toFile: p.specPath, atomically: true, encoding: .utf8)
         let status = try pipectl(["status", p.specPath])
         XCTAssertEqual(status.status, 6, status.output)

@@ -1,6 +1,6 @@
 import Foundation
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// Dead-letter replay, safe schema changes, secrets, and a consumer joining mid-load.
@@ -8,10 +8,11 @@ final class OperationsTests: XCTestCase {
     /// A row refused by the spec is replayed after the spec is fixed and leaves the
     /// dead-letter table; the others stay with their reasons.
     func testDeadLettersReplayAfterTheSpecIsFixed() throws {
-        let rows = Array(housingRows.prefix(4)) + [
-            "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,",      // medv missing: NOT NULL
-            "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,oops,15.3,396.9,4.98,24",   // tax not a number
-        ]
+        let rows =
+            Array(housingRows.prefix(4)) + [
+                "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,296,15.3,396.9,4.98,",  // medv missing: NOT NULL
+                "0.1,18,2.31,0,0.538,6.575,65.2,4.09,1,oops,15.3,396.9,4.98,24",  // tax not a number
+            ]
         var p = try TestPipeline.written("it_replay", csv: ([housingHeader] + rows).joined(separator: "\n") + "\n")
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 3)  // finished, with dead letters
         let db = try TestStack.connect()
@@ -45,18 +46,23 @@ final class OperationsTests: XCTestCase {
         let added = try pipectl(["apply", p.specPath])
         XCTAssertEqual(added.status, 0, added.output)
         let db = try TestStack.connect()
-        XCTAssertEqual(try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'note'").first?[0], "text")
+        XCTAssertEqual(
+            try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'note'").first?[0], "text")
         p.schemaColumns = TestPipeline.housingColumns.replacingOccurrences(of: "{ name: tax, type: integer }", with: "{ name: tax, type: text }")
         try p.write()
         // plan --live shows the refusal and exits 2, changing nothing.
         let refusedPlan = try pipectl(["plan", p.specPath, "--live"])
         XCTAssertEqual(refusedPlan.status, 2, refusedPlan.output)
         XCTAssertTrue(refusedPlan.output.contains("refused: column \"tax\" is integer in the database but text in schema 'it_schema'"), refusedPlan.output)
-        XCTAssertTrue(refusedPlan.output.contains("the live database refuses this plan (1 change marked 'refused'); apply and run would stop"), refusedPlan.output)
+        XCTAssertTrue(
+            refusedPlan.output.contains("the live database refuses this plan (1 change marked 'refused'); apply and run would stop"), refusedPlan.output)
         let refused = try pipectl(["run", p.specPath])
         XCTAssertEqual(refused.status, 1, refused.output)
-        XCTAssertTrue(refused.output.contains("column \"tax\" is integer in the database but text in schema 'it_schema'; pipectl never changes a column's type"), refused.output)
-        XCTAssertEqual(try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'tax'").first?[0], "integer")
+        XCTAssertTrue(
+            refused.output.contains("column \"tax\" is integer in the database but text in schema 'it_schema'; pipectl never changes a column's type"),
+            refused.output)
+        XCTAssertEqual(
+            try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'tax'").first?[0], "integer")
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_schema\""), 1)
     }
 
@@ -66,19 +72,21 @@ final class OperationsTests: XCTestCase {
         try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
         try (housingHeader + "\n" + housingRows[0] + "\n").write(toFile: dir + "/s.csv", atomically: true, encoding: .utf8)
         let spec = """
-        version: 1
-        name: secret
-        sources: [{ name: s_csv, type: csv, path: s.csv }]
-        topics: [{ name: secret-data, from: s_csv, brokers: "${KAFKA_BROKERS}" }]
-        schemas: [{ name: s, columns: [{ name: crim, type: double precision }] }]
-        transforms: [{ name: s_rows, from: secret-data, schema: s }]
-        sinks: [{ name: s_db, type: postgres, from: s_rows, table: s, url: "${SECRET_URL}" }]
-        """
+            version: 1
+            name: secret
+            sources: [{ name: s_csv, type: csv, path: s.csv }]
+            topics: [{ name: secret-data, from: s_csv, brokers: "${KAFKA_BROKERS}" }]
+            schemas: [{ name: s, columns: [{ name: crim, type: double precision }] }]
+            transforms: [{ name: s_rows, from: secret-data, schema: s }]
+            sinks: [{ name: s_db, type: postgres, from: s_rows, table: s, url: "${SECRET_URL}" }]
+            """
         try spec.write(toFile: dir + "/s.yaml", atomically: true, encoding: .utf8)
-        let result = try pipectl(["run", dir + "/s.yaml"], environment: [
-            "KAFKA_BROKERS": try TestStack.require().kafkaBrokers,
-            "SECRET_URL": "postgresql://loader:hunter2-very-secret@127.0.0.1:1/db",
-        ])
+        let result = try pipectl(
+            ["run", dir + "/s.yaml"],
+            environment: [
+                "KAFKA_BROKERS": try TestStack.require().kafkaBrokers,
+                "SECRET_URL": "postgresql://loader:hunter2-very-secret@127.0.0.1:1/db",
+            ])
         XCTAssertEqual(result.status, 1, result.output)
         XCTAssertTrue(result.output.contains("postgresql://loader:***@127.0.0.1:1/db"), result.output)
         XCTAssertFalse(result.output.contains("hunter2"), result.output)
@@ -114,22 +122,24 @@ final class UpsertTests: XCTestCase {
         let csv = "code,price\n1,10\n2,20\n1,11\n3,30\n2,21\n"
         var p = try TestPipeline("it_upsert", csv: csv)
         p.schemaColumns = """
-          - { name: code, type: integer, primary_key: true }
-          - { name: price, type: "numeric(10,2)" }
-        """
+              - { name: code, type: integer, primary_key: true }
+              - { name: price, type: "numeric(10,2)" }
+            """
         p.sinkExtra = ", mode: upsert, key: [code]"
         try p.write()
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         let db = try TestStack.connect()
-        XCTAssertEqual(try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
-                       [["1", "11.00"], ["2", "21.00"], ["3", "30.00"]])
+        XCTAssertEqual(
+            try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
+            [["1", "11.00"], ["2", "21.00"], ["3", "30.00"]])
         // A new version of the file: changed prices replace the stored ones, a new key is added
         // (an upsert-only topic takes a changed file as a new source without --as-new-source).
         try "code,price\n2,22\n4,40\n".write(toFile: p.csvPath, atomically: true, encoding: .utf8)
         let second = try pipectl(["run", p.specPath])
         XCTAssertEqual(second.status, 0, second.output)
-        XCTAssertEqual(try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
-                       [["1", "11.00"], ["2", "22.00"], ["3", "30.00"], ["4", "40.00"]])
+        XCTAssertEqual(
+            try db.query("SELECT \"code\"::text, \"price\"::text FROM \"it_upsert\" ORDER BY 1").map { $0.map { $0 ?? "" } },
+            [["1", "11.00"], ["2", "22.00"], ["3", "30.00"], ["4", "40.00"]])
     }
 }

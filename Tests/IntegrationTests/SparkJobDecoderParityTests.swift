@@ -1,8 +1,8 @@
 import Foundation
+import PipectlTestSupport
 import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
-import PipectlTestSupport
 import RecordFormats
 import XCTest
 
@@ -104,14 +104,15 @@ final class SparkJobDecoderParityTests: XCTestCase {
         // Swift: the same messages through pipectl's consumer-side decoder.
         let pipeline = try Compiler().compile(SpecParser(environment: [:], allowOutsideProject: true).parse(path: specPath))
         var decoder = RecordDecoder(transform: pipeline.transforms[0])
-        var rows = 0, rejected = 0
+        var rows = 0
+        var rejected = 0
         for (i, message) in Self.messages.enumerated() {
             let p = python[i]
             var out: [UInt8] = []
             let outcome = Array(message.utf8).withUnsafeBytes { decoder.decode($0, into: &out) }
             let label = "message \(i + 1): \(message)"
             switch outcome {
-            case let .row(id, _):
+            case .row(let id, _):
                 rows += 1
                 XCTAssertTrue(p["stage"] is NSNull, "\(label): Python rejected it: \(p["reason"] ?? "")")
                 XCTAssertEqual(p["fingerprint"] as? String, id?.fingerprint, label)
@@ -121,7 +122,7 @@ final class SparkJobDecoderParityTests: XCTestCase {
                 }
                 let pythonValues: [String?] = (p["values"] as? [Any] ?? []).map { $0 as? String }
                 XCTAssertEqual(pythonValues, swiftValues, label)
-            case let .rejected(id, record):
+            case .rejected(let id, let record):
                 rejected += 1
                 XCTAssertEqual(p["stage"] as? String, record.stage, label)
                 if record.stage != "parse" {  // the JSON parsers word their errors differently

@@ -1,6 +1,6 @@
 import Foundation
-import PostgresAdapter
 import PipectlTestSupport
+import PostgresAdapter
 import XCTest
 
 /// The PySpark jobs of `pipectl generate --target spark`, run with `spark-submit` in `local[2]`
@@ -52,12 +52,15 @@ final class SparkJobTests: XCTestCase {
         env["KAFKA_BROKERS"] = state.kafkaBrokers
         env["PIPECTL_SPARK_CRASH"] = crash ?? ""
         env.merge(environment) { _, new in new }
-        return try ChildProcess(Self.sparkDeps + "/pyspark/bin/spark-submit",
-                                ["--master", "local[2]", "--jars", Self.jdbcJar,
-                                 "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
-                                 "--conf", "spark.sql.shuffle.partitions=2",
-                                 job, "--available-now"],
-                                environment: env)
+        return try ChildProcess(
+            Self.sparkDeps + "/pyspark/bin/spark-submit",
+            [
+                "--master", "local[2]", "--jars", Self.jdbcJar,
+                "--conf", "spark.ui.enabled=false", "--conf", "spark.log.level=WARN",
+                "--conf", "spark.sql.shuffle.partitions=2",
+                job, "--available-now",
+            ],
+            environment: env)
     }
 
     /// Waits for the job (a test failure and SIGTERM past `timeout`); its status and output.
@@ -77,14 +80,18 @@ final class SparkJobTests: XCTestCase {
     func assertHousingValues(_ table: String, file: StaticString = #filePath, line: UInt = #line) throws {
         let db = try TestStack.connect()
         let columns = housingHeader.split(separator: ",").map(String.init)
-        let rows = try db.query("""
+        let rows = try db.query(
+            """
             SELECT "_pipectl_record" & ((1::bigint << 40) - 1), \(columns.map { "\"\($0)\"::numeric::text" }.joined(separator: ", "))
             FROM "\(table)" ORDER BY 1
             """)
         XCTAssertEqual(rows.count, 506, file: file, line: line)
         var mismatches = 0
         for (i, row) in rows.enumerated() where i < housingRows.count {
-            if row[0] != String(i + 1) { mismatches += 1; continue }
+            if row[0] != String(i + 1) {
+                mismatches += 1
+                continue
+            }
             let expected = housingRows[i].split(separator: ",").map { Decimal(string: String($0))! }
             for (c, value) in row.dropFirst().enumerated() where Decimal(string: value ?? "") != expected[c] {
                 mismatches += 1
@@ -118,10 +125,12 @@ final class SparkJobTests: XCTestCase {
         XCTAssertEqual(try int("SELECT count(*) FROM \"pipectl\".\"it_spark_housing__dead_letters\""), 0)
         XCTAssertEqual(try int("SELECT count(*) FROM \"pipectl\".\"it_spark_housing__it_spark_housing_db__staging\""), 0)
         // The source was registered like pipectl's consumer does it, and its number is in the record ids.
-        XCTAssertEqual(try int("""
-            SELECT count(*) FROM "it_spark_housing" h JOIN "pipectl"."it_spark_housing__sources" s
-            ON h."_pipectl_record" >> 40 = s."source_id" WHERE s."source" = 'it_spark_housing_csv'
-            """), 506)
+        XCTAssertEqual(
+            try int(
+                """
+                SELECT count(*) FROM "it_spark_housing" h JOIN "pipectl"."it_spark_housing__sources" s
+                ON h."_pipectl_record" >> 40 = s."source_id" WHERE s."source" = 'it_spark_housing_csv'
+                """), 506)
     }
 
     /// The driver dies after batch 3 was staged and before its transaction: 200 rows and offsets
@@ -182,17 +191,20 @@ final class SparkJobTests: XCTestCase {
             for (i, v) in changes { cells[i] = v }
             return cells.joined(separator: ",")
         }
-        let csv = [housingHeader,
-                   row([:]),
-                   row([9: "12abc"]),                 // tax: not an integer
-                   row([13: ""]),                     // medv: NULL in a NOT NULL column
-                   row([0: "1e999"]),                 // crim: out of range for double precision
-                   row([8: "99999999999"]),           // rad: out of range for integer
-                   row([9: "296.0", 1: " 18 "]),      // a whole number written with .0; blanks around a number
-                   row([12: "NaN", 3: "+1"]),         // special floats and signs are values
-                   "1,2,3",                           // a malformed record: too few fields
-                   row([11: "3\u{7}96"]),              // a control character, escaped in the reason
-                   row([:])].joined(separator: "\n") + "\n"
+        let csv =
+            [
+                housingHeader,
+                row([:]),
+                row([9: "12abc"]),  // tax: not an integer
+                row([13: ""]),  // medv: NULL in a NOT NULL column
+                row([0: "1e999"]),  // crim: out of range for double precision
+                row([8: "99999999999"]),  // rad: out of range for integer
+                row([9: "296.0", 1: " 18 "]),  // a whole number written with .0; blanks around a number
+                row([12: "NaN", 3: "+1"]),  // special floats and signs are values
+                "1,2,3",  // a malformed record: too few fields
+                row([11: "3\u{7}96"]),  // a control character, escaped in the reason
+                row([:]),
+            ].joined(separator: "\n") + "\n"
         var swift = try TestPipeline("it_spark_dlq_swift", csv: csv)
         swift.schemaColumns = TestPipeline.housingColumns
         try swift.write()
@@ -207,7 +219,8 @@ final class SparkJobTests: XCTestCase {
 
         let db = try TestStack.connect()
         func deadLetters(_ pipeline: String) throws -> [[String?]] {
-            try db.query("""
+            try db.query(
+                """
                 SELECT "stage", "source_ordinal"::text, "reason",
                        regexp_replace(regexp_replace(encode("payload", 'escape'), '"_sent_at":[0-9]+', ''), '"_record":"[^:"]*:', '"_record":"'),
                        "partition"::text, "offset"::text
@@ -228,7 +241,8 @@ final class SparkJobTests: XCTestCase {
             XCTAssertEqual(a[4], e[4], "partition")
             XCTAssertEqual(a[5], e[5], "offset")
         }
-        let columns = (housingHeader.split(separator: ",").map { "\"\($0)\"::text" } + ["(\"_pipectl_record\" & ((1::bigint << 40) - 1))::text"]).joined(separator: ", ")
+        let columns = (housingHeader.split(separator: ",").map { "\"\($0)\"::text" } + ["(\"_pipectl_record\" & ((1::bigint << 40) - 1))::text"]).joined(
+            separator: ", ")
         let stored = try db.query("SELECT \(columns) FROM \"it_spark_dlq\" ORDER BY \"_pipectl_record\"")
         XCTAssertEqual(stored.count, 4)
         XCTAssertEqual(stored, try db.query("SELECT \(columns) FROM \"it_spark_dlq_swift\" ORDER BY \"_pipectl_record\""))
@@ -255,7 +269,9 @@ final class SparkJobTests: XCTestCase {
         for version in 1...20 { for sku in 1...5 { lines.append("S\(sku),\(version),\(sku * 100 + version).50") } }
         let csv = lines.joined(separator: "\n") + "\n"
         func pipeline(_ name: String) throws -> TestPipeline {
-            let p = try TestPipeline.written(name, csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns, sinkExtra: ", mode: upsert, key: [sku]")
+            let p = try TestPipeline.written(
+                name, csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns,
+                sinkExtra: ", mode: upsert, key: [sku]")
             return p
         }
         let swift = try pipeline("it_spark_upsert_swift")
@@ -307,8 +323,9 @@ final class SparkJobTests: XCTestCase {
         try produce(a)
         let apply = try pipectl(["apply", a.specPath])
         XCTAssertEqual(apply.status, 0, apply.output)
-        let consumed = try pipectl(["consume", a.specPath, "--idle-exit", "10"],
-                                   environment: ["PIPECTL_CRASH_AT": "after-commit", "PIPECTL_CRASH_BATCH": "2"])
+        let consumed = try pipectl(
+            ["consume", a.specPath, "--idle-exit", "10"],
+            environment: ["PIPECTL_CRASH_AT": "after-commit", "PIPECTL_CRASH_BATCH": "2"])
         XCTAssertNotEqual(consumed.status, 0, consumed.output)
         let partway = try int("SELECT count(*) FROM \"it_spark_move_a\"")
         XCTAssertTrue(partway > 0 && partway < 506, "pipectl consume stored \(partway) rows before it was killed")

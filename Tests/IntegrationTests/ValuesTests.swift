@@ -1,10 +1,10 @@
 import Foundation
 import KafkaAdapter
+import PipectlTestSupport
 import PipelineCompiler
 import PipelineRuntime
 import PipelineSpec
 import PostgresAdapter
-import PipectlTestSupport
 import XCTest
 
 /// Issue 8, "right values or a loud refusal": real-world files against the real broker and
@@ -19,20 +19,21 @@ final class ValuesTests: XCTestCase {
     func testColumnsNamedAsTheHeaderIsWrittenGetTheirValues() throws {
         var p = try TestPipeline("it_names", csv: "UserId,Order Date,Größe,名前,select\n7,2024-01-31,XL,山田,x\n8,2024-02-29,S,Ann,\"y,z\"\n")
         p.schemaColumns = """
-          - { name: UserId, type: integer, nullable: false }
-          - { name: Order Date, type: date }
-          - { name: Größe, type: text }
-          - { name: 名前, type: text }
-          - { name: select, type: text }
-        """
+              - { name: UserId, type: integer, nullable: false }
+              - { name: Order Date, type: date }
+              - { name: Größe, type: text }
+              - { name: 名前, type: text }
+              - { name: select, type: text }
+            """
         try p.write()
         XCTAssertEqual(try pipectl(["validate", p.specPath]).output, "ok\n")
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("reconciled:         yes"), run.output)
         let db = try TestStack.connect()
-        XCTAssertEqual(try rows(db, "SELECT \"UserId\"::text, \"Order Date\"::text, \"Größe\", \"名前\", \"select\" FROM \"it_names\" ORDER BY 1"),
-                       [["7", "2024-01-31", "XL", "山田", "x"], ["8", "2024-02-29", "S", "Ann", "y,z"]])
+        XCTAssertEqual(
+            try rows(db, "SELECT \"UserId\"::text, \"Order Date\"::text, \"Größe\", \"名前\", \"select\" FROM \"it_names\" ORDER BY 1"),
+            [["7", "2024-01-31", "XL", "山田", "x"], ["8", "2024-02-29", "S", "Ann", "y,z"]])
     }
 
     /// Kind 2: a day-2 file with a field the schema does not have (`email`), in another column
@@ -40,14 +41,16 @@ final class ValuesTests: XCTestCase {
     func testNewFieldIsNamedInAWarningAndCountedInTheSummary() throws {
         var p = try TestPipeline("it_newfield", csv: "name,email,cust_id\nAnn,ann@example.com,1\nBo,bo@example.com,2\n")
         p.schemaColumns = """
-          - { name: cust_id, type: integer, nullable: false }
-          - { name: name, type: text }
-        """
+              - { name: cust_id, type: integer, nullable: false }
+              - { name: name, type: text }
+            """
         try p.write()
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("warning: field 'email' of "), run.output)
-        XCTAssertTrue(run.output.contains("fills no column of schema 'it_newfield' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)"), run.output)
+        XCTAssertTrue(
+            run.output.contains("fills no column of schema 'it_newfield' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)"),
+            run.output)
         XCTAssertTrue(run.output.contains("  fields not loaded:  1 (email): no column takes them; see on_unknown_field\n"), run.output)
         XCTAssertEqual(try rows(try TestStack.connect(), "SELECT \"cust_id\"::text, \"name\" FROM \"it_newfield\" ORDER BY 1"), [["1", "Ann"], ["2", "Bo"]])
     }
@@ -57,13 +60,15 @@ final class ValuesTests: XCTestCase {
     func testUnfilledNotNullColumnStopsTheRunBeforeSending() throws {
         var p = try TestPipeline("it_unfilled", csv: "E-Mail,Zip Code\na@example.com,07307\n")
         p.schemaColumns = """
-          - { name: e_mail, type: text }
-          - { name: zipcode, type: text, nullable: false }
-        """
+              - { name: e_mail, type: text }
+              - { name: zipcode, type: text, nullable: false }
+            """
         try p.write()
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 1, run.output)
-        XCTAssertEqual(run.output.replacingOccurrences(of: p.dir + "/", with: ""), """
+        XCTAssertEqual(
+            run.output.replacingOccurrences(of: p.dir + "/", with: ""),
+            """
             it_unfilled.yaml:11:15: error: no field of it_unfilled.csv fills column 'zipcode' of schema 'it_unfilled', which is not nullable; the fields are E-Mail, Zip Code (did you mean 'Zip Code'?)
             it_unfilled.yaml:13:5: warning: field 'Zip Code' of it_unfilled.csv fills no column of schema 'it_unfilled' and is not loaded (add a column, list it in 'drop', or set on_unknown_field: ignore)
 
@@ -72,9 +77,9 @@ final class ValuesTests: XCTestCase {
         XCTAssertEqual(try db.int("SELECT count(*) FROM pg_tables WHERE tablename = 'it_unfilled'"), 0)
         // Named as normalised, the same file loads its exact values.
         p.schemaColumns = """
-          - { name: e_mail, type: text }
-          - { name: zip_code, type: text, nullable: false }
-        """
+              - { name: e_mail, type: text }
+              - { name: zip_code, type: text, nullable: false }
+            """
         try p.write()
         let fixed = try pipectl(["run", p.specPath])
         XCTAssertEqual(fixed.status, 0, fixed.output)
@@ -92,22 +97,26 @@ final class ValuesTests: XCTestCase {
         let initialised = try pipectl(["init", "it_init", "--csv", dir + "/data/it_init.csv", "--project", dir, "--date-order", "dmy"])
         XCTAssertEqual(initialised.status, 0, initialised.output)
         let schema = try String(contentsOfFile: dir + "/schemas/it_init.yaml", encoding: .utf8)
-        XCTAssertTrue(schema.contains("""
-              - { name: zip, type: text, nullable: false }
-              - { name: param_code, type: text, nullable: false }
-              - { name: sold_on, type: date, nullable: false, date_order: dmy }
-              - { name: at, type: timestamptz, nullable: false }
-              - { name: qty, type: integer, nullable: false }
-            """), schema)
+        XCTAssertTrue(
+            schema.contains(
+                """
+                  - { name: zip, type: text, nullable: false }
+                  - { name: param_code, type: text, nullable: false }
+                  - { name: sold_on, type: date, nullable: false, date_order: dmy }
+                  - { name: at, type: timestamptz, nullable: false }
+                  - { name: qty, type: integer, nullable: false }
+                """), schema)
         let env = ["KAFKA_BROKERS": state.kafkaBrokers, "DATABASE_URL": state.databaseURL]
         let run = try pipectl(["run", dir + "/pipelines/it_init.yaml"], environment: env)
         XCTAssertEqual(run.status, 0, run.output)
         let db = try TestStack.connect()
         _ = try db.query("SET TIME ZONE 'UTC'")
-        XCTAssertEqual(try rows(db, "SELECT \"zip\", \"param_code\", \"sold_on\"::text, \"at\"::text, \"qty\"::text FROM \"it_init\" ORDER BY 1"), [
-            ["07307", "00060", "2011-05-03", "2024-01-31 23:30:00+00", "0"],
-            ["10001", "00065", "2011-12-25", "2024-02-01 06:30:00+00", "12"],
-        ])
+        XCTAssertEqual(
+            try rows(db, "SELECT \"zip\", \"param_code\", \"sold_on\"::text, \"at\"::text, \"qty\"::text FROM \"it_init\" ORDER BY 1"),
+            [
+                ["07307", "00060", "2011-05-03", "2024-01-31 23:30:00+00", "0"],
+                ["10001", "00065", "2011-12-25", "2024-02-01 06:30:00+00", "12"],
+            ])
     }
 
     /// Kind 4: 5 products priced 20 times, 3 partitions, upsert by sku. The topic is keyed by
@@ -115,13 +124,16 @@ final class ValuesTests: XCTestCase {
     func testUpsertAcrossPartitionsKeepsTheLastVersionOfEveryKey() throws {
         var csv = "sku,version,price\n"
         for version in 1...20 { for product in 1...5 { csv += "S\(product),\(version),\(product * 100 + version).50\n" } }
-        var p = try TestPipeline.written("it_upsert_parts", csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns, sinkExtra: ", mode: upsert, key: [sku]")
+        var p = try TestPipeline.written(
+            "it_upsert_parts", csv: csv, partitions: 3, sourceBatch: 7, sinkBatch: 9, schemaColumns: TestPipeline.skuVersionPriceColumns,
+            sinkExtra: ", mode: upsert, key: [sku]")
         XCTAssertTrue(try pipectl(["plan", p.specPath]).output.contains("it_upsert_parts-data  partitions=3 replication_factor=1 format=json key=sku "))
         let run = try pipectl(["run", p.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         let db = try TestStack.connect()
-        XCTAssertEqual(try rows(db, "SELECT \"sku\", \"version\"::text, \"price\"::text FROM \"it_upsert_parts\" ORDER BY 1"),
-                       (1...5).map { ["S\($0)", "20", "\($0 * 100 + 20).50"] })
+        XCTAssertEqual(
+            try rows(db, "SELECT \"sku\", \"version\"::text, \"price\"::text FROM \"it_upsert_parts\" ORDER BY 1"),
+            (1...5).map { ["S\($0)", "20", "\($0 * 100 + 20).50"] })
         XCTAssertTrue(run.output.contains("rows inserted:      5\n"), run.output)
         XCTAssertTrue(run.output.contains("rows updated:       95 "), run.output)
         XCTAssertTrue(run.output.contains("reconciled:         yes (100 read = 5 inserted + 95 updated + 0 dead-lettered)"), run.output)
@@ -130,8 +142,11 @@ final class ValuesTests: XCTestCase {
         try p.write()
         let refused = try pipectl(["validate", p.specPath])
         XCTAssertEqual(refused.status, 1)
-        XCTAssertTrue(refused.output.contains("error: topic 'it_upsert_parts-data' has 3 partitions and key [_record], which does not determine the key [sku] of upsert sink 'it_upsert_parts_db'"),
-                      refused.output)
+        XCTAssertTrue(
+            refused.output.contains(
+                "error: topic 'it_upsert_parts-data' has 3 partitions and key [_record], which does not determine the key [sku] of upsert sink 'it_upsert_parts_db'"
+            ),
+            refused.output)
     }
 
     /// Kind 5: Excel's "Unicode text" (UTF-16LE, with and without BOM) and a Windows-1252 file
@@ -142,16 +157,18 @@ final class ValuesTests: XCTestCase {
         // The Windows-1252 file names a column Größe (0xF6 0xDF in the header).
         let cp1252 = Array("id,city,Größe\n1,Zürich,10\n2,Köln,20\n".data(using: .windowsCP1252)!)
         let db = try TestStack.connect()
-        for (name, bytes, encoding) in [("it_utf16_bom", [0xFF, 0xFE] + le, "utf-16le"), ("it_utf16", le, "utf-16le"),
-                                         ("it_cp1252", cp1252, "windows-1252")] {
+        for (name, bytes, encoding) in [
+            ("it_utf16_bom", [0xFF, 0xFE] + le, "utf-16le"), ("it_utf16", le, "utf-16le"),
+            ("it_cp1252", cp1252, "windows-1252"),
+        ] {
             var p = try TestPipeline(name, csv: "")
             try Data(bytes).write(to: URL(fileURLWithPath: p.csvPath))
             let third = encoding == "windows-1252" ? "Größe" : "amount"
             p.schemaColumns = """
-              - { name: id, type: integer }
-              - { name: city, type: text }
-              - { name: \(third), type: integer }
-            """
+                  - { name: id, type: integer }
+                  - { name: city, type: text }
+                  - { name: \(third), type: integer }
+                """
             try p.write()
             let refused = try pipectl(["run", p.specPath])
             XCTAssertEqual(refused.status, 1, refused.output)
@@ -161,8 +178,9 @@ final class ValuesTests: XCTestCase {
             try p.write()
             let run = try pipectl(["run", p.specPath])
             XCTAssertEqual(run.status, 0, run.output)
-            XCTAssertEqual(try rows(db, "SELECT \"id\"::text, \"city\", \"\(third)\"::text FROM \"\(name)\" ORDER BY 1"),
-                           [["1", "Zürich", "10"], ["2", "Köln", "20"]], name)
+            XCTAssertEqual(
+                try rows(db, "SELECT \"id\"::text, \"city\", \"\(third)\"::text FROM \"\(name)\" ORDER BY 1"),
+                [["1", "Zürich", "10"], ["2", "Köln", "20"]], name)
             // `infer` detects the encoding and reads the same column names.
             let inferred = try pipectl(["infer", p.csvPath])
             XCTAssertEqual(inferred.status, 0, inferred.output)
@@ -221,11 +239,13 @@ final class ValuesTests: XCTestCase {
         XCTAssertTrue(consumed.output.contains("Consumed 4 records: 1 loaded, 0 already loaded, 3 dead-lettered"), consumed.output)
         let db = try TestStack.connect()
         XCTAssertEqual(try rows(db, "SELECT \"a\"::text FROM \"\(name)\""), [["[[1], {\"b\": [2]}]"]])
-        XCTAssertEqual(try rows(db, "SELECT \"stage\", \"reason\", length(\"payload\")::text FROM pipectl.\(name)__dead_letters ORDER BY \"offset\""), [
-            ["parse", "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)", "200005"],
-            ["parse", "payload is not a JSON object", "200000"],
-            ["parse", "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)", "500010"],
-        ])
+        XCTAssertEqual(
+            try rows(db, "SELECT \"stage\", \"reason\", length(\"payload\")::text FROM pipectl.\(name)__dead_letters ORDER BY \"offset\""),
+            [
+                ["parse", "JSON nested deeper than 128 levels at byte 132 (objects and arrays inside each other)", "200005"],
+                ["parse", "payload is not a JSON object", "200000"],
+                ["parse", "JSON nested deeper than 128 levels at byte 640 (objects and arrays inside each other)", "500010"],
+            ])
     }
 }
 
@@ -234,20 +254,20 @@ final class ValuesTests: XCTestCase {
 final class RecordDecoderMatchingTests: XCTestCase {
     func decoder(columns: String, transform: String = "") throws -> RecordDecoder {
         let text = """
-        version: 1
-        name: m
-        topics:
-          - { name: m-data }
-        schemas:
-          - name: m
-            columns:
-        \(columns)
-        transforms:
-          - { name: m_rows, from: m-data, schema: m\(transform) }
-        sinks:
-          - { name: m_db, type: postgres, from: m_rows, table: m }
+            version: 1
+            name: m
+            topics:
+              - { name: m-data }
+            schemas:
+              - name: m
+                columns:
+            \(columns)
+            transforms:
+              - { name: m_rows, from: m-data, schema: m\(transform) }
+            sinks:
+              - { name: m_db, type: postgres, from: m_rows, table: m }
 
-        """
+            """
         let pipeline = try Compiler().compile(SpecParser(environment: [:]).parse(text: text, file: "m.yaml"))
         XCTAssertNil(pipeline.transforms[0].bindings[0].key)
         return RecordDecoder(transform: pipeline.transforms[0])
@@ -256,22 +276,24 @@ final class RecordDecoderMatchingTests: XCTestCase {
     func row(_ decoder: inout RecordDecoder, _ json: String) -> String {
         var out: [UInt8] = []
         let outcome = Array(json.utf8).withUnsafeBytes { decoder.decode($0, into: &out) }
-        if case let .rejected(_, r) = outcome { return "rejected: \(r.reason)" }
+        if case .rejected(_, let r) = outcome { return "rejected: \(r.reason)" }
         return String(decoding: out, as: UTF8.self)
     }
 
     func testMessagesAreMatchedByExactThenNormalisedNames() throws {
-        var d = try decoder(columns: """
-              - { name: order_date, type: date }
-              - { name: UserId, type: integer }
-              - { name: size, type: text }
-        """)
+        var d = try decoder(
+            columns: """
+                      - { name: order_date, type: date }
+                      - { name: UserId, type: integer }
+                      - { name: size, type: text }
+                """)
         XCTAssertEqual(row(&d, #"{"Order Date":"2024-01-31","UserId":"7","Size":"XL"}"#), "2024-01-31\t7\tXL")
         // The exact spelling wins over a normalised one in the same message.
         XCTAssertEqual(row(&d, #"{"Order Date":"2024-01-31","order_date":"2024-02-01","userid":"8","UserId":"9"}"#), "2024-02-01\t9\t\\N")
         // Variant: renames name the field by its normalised spelling, drops too.
-        var r = try decoder(columns: "      - { name: price, type: \"numeric(10,2)\" }\n      - { name: note, type: text }",
-                            transform: ", rename: { price_eur: price }, drop: [note]")
+        var r = try decoder(
+            columns: "      - { name: price, type: \"numeric(10,2)\" }\n      - { name: note, type: text }",
+            transform: ", rename: { price_eur: price }, drop: [note]")
         XCTAssertEqual(row(&r, #"{"Price (EUR)":"12.5","Note":"x"}"#), "12.5\t\\N")
     }
 }

@@ -4,8 +4,10 @@ import XCTest
 
 /// Polls `condition` every 0.1 s until it holds; past `timeout` seconds the test fails with
 /// "timed out waiting for `what`".
-public func waitFor(_ what: String, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line,
-                    _ condition: () throws -> Bool) rethrows {
+public func waitFor(
+    _ what: String, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line,
+    _ condition: () throws -> Bool
+) rethrows {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try condition() { return }
@@ -31,7 +33,8 @@ public func assertExactTable(_ table: String, rows: Int, everyRow: Bool, file: S
     XCTAssertEqual(try db.int("SELECT sum(\"tax\") FROM \"\(table)\""), tax, "tax checksum", file: file, line: line)
     guard everyRow else { return }
     // Each ordinal once, with the values of its line.
-    let stored = try db.query("""
+    let stored = try db.query(
+        """
         SELECT "_pipectl_record" & ((1::bigint << 40) - 1), "tax"::text, "medv"::numeric::text FROM "\(table)" ORDER BY 1
         """)
     XCTAssertEqual(stored.map { Int($0[0] ?? "") ?? -1 }, Array(1...max(rows, 1)).prefix(rows).map { $0 }, "ordinals", file: file, line: line)

@@ -54,8 +54,10 @@ public final class ChildProcess: Sendable {
 
     /// Starts `executable` with `arguments`; the environment is this process's with
     /// `environment` set and `unset` removed. Throws when the program cannot be started.
-    public init(_ executable: String, _ arguments: [String], environment: [String: String] = [:], unset: [String] = [],
-                workingDirectory: String? = nil, separateStandardError: Bool = false) throws {
+    public init(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], unset: [String] = [],
+        workingDirectory: String? = nil, separateStandardError: Bool = false
+    ) throws {
         commandLine = ([executable] + arguments).joined(separator: " ")
         let (requests, continuation) = AsyncStream<SignalRequest>.makeStream()
         signals = continuation
@@ -72,21 +74,28 @@ public final class ChildProcess: Sendable {
                 let result: TerminationStatus
                 if separateStandardError {
                     result = try await Subprocess.run(configuration, input: .none, output: .sequence, error: .sequence) { execution in
-                        await Self.supervise(execution.processIdentifier.value, output: execution.standardOutput,
-                                             standardError: execution.standardError, requests: requests, state: state,
-                                             started: started) { try? execution.send(signal: $0) }
+                        await Self.supervise(
+                            execution.processIdentifier.value, output: execution.standardOutput,
+                            standardError: execution.standardError, requests: requests, state: state,
+                            started: started
+                        ) { try? execution.send(signal: $0) }
                     }.terminationStatus
                 } else {
                     result = try await Subprocess.run(configuration, input: .none, output: .sequence, error: .combinedWithOutput) { execution in
-                        await Self.supervise(execution.processIdentifier.value, output: execution.standardOutput,
-                                             standardError: nil, requests: requests, state: state,
-                                             started: started) { try? execution.send(signal: $0) }
+                        await Self.supervise(
+                            execution.processIdentifier.value, output: execution.standardOutput,
+                            standardError: nil, requests: requests, state: state,
+                            started: started
+                        ) { try? execution.send(signal: $0) }
                     }.terminationStatus
                 }
                 state.withLock { $0.termination = result }
             } catch {
                 let neverStarted = state.withLock { s in
-                    if s.processIdentifier == 0 { s.startFailure = error; return true }
+                    if s.processIdentifier == 0 {
+                        s.startFailure = error
+                        return true
+                    }
                     // Started, then failed reading its output: report it as a failed exit.
                     s.output += Array("\n[ChildProcess: \(error)]\n".utf8)
                     s.termination = .exited(-1)
@@ -102,9 +111,11 @@ public final class ChildProcess: Sendable {
 
     /// The body of the swift-subprocess closure: collect output until end of file while serving
     /// signal requests, then stop taking requests.
-    private static func supervise(_ pid: pid_t, output: SubprocessOutputSequence, standardError: SubprocessOutputSequence?,
-                                  requests: AsyncStream<SignalRequest>, state: Locked<State>, started: DispatchSemaphore,
-                                  send: @escaping @Sendable (Signal) -> Void) async {
+    private static func supervise(
+        _ pid: pid_t, output: SubprocessOutputSequence, standardError: SubprocessOutputSequence?,
+        requests: AsyncStream<SignalRequest>, state: Locked<State>, started: DispatchSemaphore,
+        send: @escaping @Sendable (Signal) -> Void
+    ) async {
         state.withLock { $0.processIdentifier = pid }
         started.signal()
         await withTaskGroup(of: Bool.self) { group in
@@ -204,10 +215,14 @@ public final class ChildProcess: Sendable {
     }
 
     /// Runs to completion: see `init` and `finish(timeout:)`.
-    public static func run(_ executable: String, _ arguments: [String], environment: [String: String] = [:], unset: [String] = [],
-                           workingDirectory: String? = nil, separateStandardError: Bool = false, timeout: Double = 300) throws -> Outcome {
-        try ChildProcess(executable, arguments, environment: environment, unset: unset, workingDirectory: workingDirectory,
-                         separateStandardError: separateStandardError).finish(timeout: timeout)
+    public static func run(
+        _ executable: String, _ arguments: [String], environment: [String: String] = [:], unset: [String] = [],
+        workingDirectory: String? = nil, separateStandardError: Bool = false, timeout: Double = 300
+    ) throws -> Outcome {
+        try ChildProcess(
+            executable, arguments, environment: environment, unset: unset, workingDirectory: workingDirectory,
+            separateStandardError: separateStandardError
+        ).finish(timeout: timeout)
     }
 }
 

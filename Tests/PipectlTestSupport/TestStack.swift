@@ -93,23 +93,23 @@ public struct TestPipeline {
 
     /// housing.csv's table: an id, the 14 columns and a `created_at` default.
     public static let housingColumns = """
-      - { name: id, type: bigserial, primary_key: true }
-      - { name: crim, type: double precision }
-      - { name: zn, type: double precision }
-      - { name: indus, type: double precision }
-      - { name: chas, type: integer }
-      - { name: nox, type: double precision }
-      - { name: rm, type: double precision }
-      - { name: age, type: double precision }
-      - { name: dis, type: double precision }
-      - { name: rad, type: integer }
-      - { name: tax, type: integer }
-      - { name: ptratio, type: double precision }
-      - { name: b, type: double precision }
-      - { name: lstat, type: double precision }
-      - { name: medv, type: double precision, nullable: false }
-      - { name: created_at, type: timestamp, default: current_timestamp }
-    """
+          - { name: id, type: bigserial, primary_key: true }
+          - { name: crim, type: double precision }
+          - { name: zn, type: double precision }
+          - { name: indus, type: double precision }
+          - { name: chas, type: integer }
+          - { name: nox, type: double precision }
+          - { name: rm, type: double precision }
+          - { name: age, type: double precision }
+          - { name: dis, type: double precision }
+          - { name: rad, type: integer }
+          - { name: tax, type: integer }
+          - { name: ptratio, type: double precision }
+          - { name: b, type: double precision }
+          - { name: lstat, type: double precision }
+          - { name: medv, type: double precision, nullable: false }
+          - { name: created_at, type: timestamp, default: current_timestamp }
+        """
 
     /// Writes `csv` to `<dir>/<name>.csv`.
     public init(_ name: String, csv: String) throws {
@@ -121,9 +121,11 @@ public struct TestPipeline {
     }
 
     /// A pipeline with its CSV and its spec written: the one-line form of `init` plus settings plus `write()`.
-    public static func written(_ name: String, csv: String, partitions: Int = 1, sourceBatch: Int = 100, sinkBatch: Int = 2000,
-                               schemaColumns: String = housingColumns, transformExtra: String = "", sinkExtra: String = "",
-                               sourceExtra: String = "", topicExtra: String = "") throws -> TestPipeline {
+    public static func written(
+        _ name: String, csv: String, partitions: Int = 1, sourceBatch: Int = 100, sinkBatch: Int = 2000,
+        schemaColumns: String = housingColumns, transformExtra: String = "", sinkExtra: String = "",
+        sourceExtra: String = "", topicExtra: String = ""
+    ) throws -> TestPipeline {
         var p = try TestPipeline(name, csv: csv)
         p.partitions = partitions
         p.sourceBatch = sourceBatch
@@ -139,10 +141,10 @@ public struct TestPipeline {
 
     /// A keyed product table for the upsert tests: `sku` (the key), `version`, `price`.
     public static let skuVersionPriceColumns = """
-      - { name: sku, type: text, primary_key: true }
-      - { name: version, type: integer, nullable: false }
-      - { name: price, type: "numeric(10,2)", nullable: false }
-    """
+          - { name: sku, type: text, primary_key: true }
+          - { name: version, type: integer, nullable: false }
+          - { name: price, type: "numeric(10,2)", nullable: false }
+        """
 
     public var specPath: String { dir + "/\(name).yaml" }
     public var table: String { name }
@@ -153,25 +155,25 @@ public struct TestPipeline {
         let state = try TestStack.require()
         let columns = schemaColumns.split(separator: "\n").map { "  " + $0 }.joined(separator: "\n")
         let yaml = """
-        version: 1
-        name: \(name)
-        sources:
-          - { name: \(name)_csv, type: csv, path: \(name).csv, batch_size: \(sourceBatch)\(sourceExtra) }
-        topics:
-          - { name: \(topic), from: \(name)_csv, brokers: "\(state.kafkaBrokers)", partitions: \(partitions)\(topicExtra) }
-        schemas:
-          - name: \(name)
-            columns:
-        \(columns)
-        transforms:
-          - name: \(name)_rows
-            from: \(topic)
-            schema: \(name)
-        \(transformExtra)
-        sinks:
-          - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(table), batch_size: \(sinkBatch), max_delay_ms: 100\(sinkExtra) }
+            version: 1
+            name: \(name)
+            sources:
+              - { name: \(name)_csv, type: csv, path: \(name).csv, batch_size: \(sourceBatch)\(sourceExtra) }
+            topics:
+              - { name: \(topic), from: \(name)_csv, brokers: "\(state.kafkaBrokers)", partitions: \(partitions)\(topicExtra) }
+            schemas:
+              - name: \(name)
+                columns:
+            \(columns)
+            transforms:
+              - name: \(name)_rows
+                from: \(topic)
+                schema: \(name)
+            \(transformExtra)
+            sinks:
+              - { name: \(name)_db, type: postgres, from: \(name)_rows, url: "\(state.databaseURL)", table: \(table), batch_size: \(sinkBatch), max_delay_ms: 100\(sinkExtra) }
 
-        """
+            """
         try yaml.write(toFile: specPath, atomically: true, encoding: .utf8)
     }
 }

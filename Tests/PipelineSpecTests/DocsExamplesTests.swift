@@ -57,9 +57,11 @@ final class DocsExamplesTests: XCTestCase {
         // Examples live, as it were, in pipelines/: `../schemas/housing.yaml` is the real file.
         // The orders example reads ${DATA_DIR}, set here to a folder outside the project, as the
         // docs say it needs --allow-outside-project (HostileSpecTests prove the refusal).
-        let parser = SpecParser(environment: Self.environment, allowOutsideProject: true, readFile: { path in
-            try String(contentsOfFile: path.hasPrefix("/") ? path : root + "/" + path, encoding: .utf8)
-        })
+        let parser = SpecParser(
+            environment: Self.environment, allowOutsideProject: true,
+            readFile: { path in
+                try String(contentsOfFile: path.hasPrefix("/") ? path : root + "/" + path, encoding: .utf8)
+            })
         for block in complete {
             do {
                 let spec = try parser.parse(text: block.text, file: "pipelines/example.yaml")

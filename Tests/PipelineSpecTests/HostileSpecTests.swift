@@ -26,9 +26,11 @@ final class HostileSpecTests: XCTestCase {
         let diagnostics = F.diagnostics(text)
         let elapsed = Date().timeIntervalSince(started)
         // a4 is the first anchor whose expansion (9^5 strings plus its lists) passes 200,000 nodes.
-        XCTAssertEqual(diagnostics, [
-            #"spec.yaml:8:14: error: alias '*a4' expands the document past 200000 nodes (nested aliases, a "billion laughs" bomb?); write the values out instead"#,
-        ])
+        XCTAssertEqual(
+            diagnostics,
+            [
+                #"spec.yaml:8:14: error: alias '*a4' expands the document past 200000 nodes (nested aliases, a "billion laughs" bomb?); write the values out instead"#
+            ])
         XCTAssertLessThan(elapsed, 0.5, "depth \(depth) took \(elapsed) s")
     }
 
@@ -41,9 +43,11 @@ final class HostileSpecTests: XCTestCase {
         var text = Self.aliasBomb(depth: 10)
         text = text.replacingOccurrences(of: "sources: *a9\n", with: "? *a9\n: boom\n")
         let started = Date()
-        XCTAssertEqual(F.diagnostics(text), [
-            #"spec.yaml:8:14: error: alias '*a4' expands the document past 200000 nodes (nested aliases, a "billion laughs" bomb?); write the values out instead"#,
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                #"spec.yaml:8:14: error: alias '*a4' expands the document past 200000 nodes (nested aliases, a "billion laughs" bomb?); write the values out instead"#
+            ])
         XCTAssertLessThan(Date().timeIntervalSince(started), 0.5)
     }
 
@@ -66,9 +70,11 @@ final class HostileSpecTests: XCTestCase {
 
     func testUnknownKeyIsQuotedAsAShortEscapedExcerpt() {
         let text = F.inserting(#"    "\e[31mred\a and a very long tail that goes on and on": 1"#, after: 13, in: F.people)
-        XCTAssertEqual(F.diagnostics(text), [
-            #"spec.yaml:14:5: error: unknown key '\u001B[31mred\u0007 and a very long tail that goes…' in topic 'people-data'"#,
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                #"spec.yaml:14:5: error: unknown key '\u001B[31mred\u0007 and a very long tail that goes…' in topic 'people-data'"#
+            ])
     }
 
     /// A scratch project: `root/pipelines/spec.yaml`, `root/schemas/`, and a folder beside the
@@ -123,9 +129,11 @@ final class HostileSpecTests: XCTestCase {
         defer { try? FileManager.default.removeItem(atPath: s.base) }
         try s.write("name: t\ncolumns: [{ name: a, type: text }]\n", to: s.outside + "/t.yaml")
         try s.write(s.specReferencing(schema: "../../elsewhere/t.yaml"), to: s.spec)
-        XCTAssertEqual(s.diagnostics(allowOutsideProject: false), [
-            "\(s.spec):3:11: error: schema file '\(s.outside)/t.yaml' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it",
-        ])
+        XCTAssertEqual(
+            s.diagnostics(allowOutsideProject: false),
+            [
+                "\(s.spec):3:11: error: schema file '\(s.outside)/t.yaml' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it"
+            ])
         XCTAssertEqual(s.diagnostics(allowOutsideProject: true), [])
         let spec = try SpecParser(environment: [:], allowOutsideProject: true).parse(path: s.spec)
         XCTAssertEqual(spec.schemas.map { $0.columns.map(\.name.value) }, [["a"]])
@@ -137,18 +145,22 @@ final class HostileSpecTests: XCTestCase {
         try s.write("name: t\ncolumns: [{ name: a, type: text }]\n", to: s.outside + "/t.yaml")
         try FileManager.default.createSymbolicLink(atPath: s.root + "/schemas/t.yaml", withDestinationPath: s.outside + "/t.yaml")
         try s.write(s.specReferencing(schema: "../schemas/t.yaml"), to: s.spec)
-        XCTAssertEqual(s.diagnostics(allowOutsideProject: false), [
-            "\(s.spec):3:11: error: schema file '\(s.root)/schemas/t.yaml' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it",
-        ])
+        XCTAssertEqual(
+            s.diagnostics(allowOutsideProject: false),
+            [
+                "\(s.spec):3:11: error: schema file '\(s.root)/schemas/t.yaml' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it"
+            ])
     }
 
     func testSourceOutsideTheProjectIsRefused() throws {
         let s = try Scratch()
         defer { try? FileManager.default.removeItem(atPath: s.base) }
         try s.write("version: 1\nname: x\nsources: [{ name: c, type: csv, path: /etc/passwd }]\n", to: s.spec)
-        XCTAssertEqual(s.diagnostics(allowOutsideProject: false), [
-            "\(s.spec):3:39: error: source file '/etc/passwd' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it",
-        ])
+        XCTAssertEqual(
+            s.diagnostics(allowOutsideProject: false),
+            [
+                "\(s.spec):3:39: error: source file '/etc/passwd' is outside the project folder '\(s.root)'; pass --allow-outside-project to read it"
+            ])
         XCTAssertEqual(s.diagnostics(allowOutsideProject: true), [])
     }
 
@@ -159,9 +171,11 @@ final class HostileSpecTests: XCTestCase {
         try s.write(Self.shadow, to: s.outside + "/shadow")
         try s.write(s.specReferencing(schema: "../../elsewhere/shadow"), to: s.spec)
         let diagnostics = s.diagnostics(allowOutsideProject: true)
-        XCTAssertEqual(diagnostics, [
-            "\(s.spec):3:11: error: '\(s.outside)/shadow' is not a pipectl schema file: it has neither 'name' nor 'columns' at the top level",
-        ])
+        XCTAssertEqual(
+            diagnostics,
+            [
+                "\(s.spec):3:11: error: '\(s.outside)/shadow' is not a pipectl schema file: it has neither 'name' nor 'columns' at the top level"
+            ])
         for line in Self.shadow.split(separator: "\n") {
             XCTAssertFalse(diagnostics.joined().contains(line.prefix(12)), "diagnostics quote '\(line)'")
         }
@@ -171,8 +185,10 @@ final class HostileSpecTests: XCTestCase {
         let s = try Scratch()
         defer { try? FileManager.default.removeItem(atPath: s.base) }
         try s.write("root: x\ndaemon: y\n", to: s.spec)
-        XCTAssertEqual(s.diagnostics(allowOutsideProject: false), [
-            "\(s.spec):1:1: error: this is not a pipectl pipeline spec: none of version, name, description, sources, topics, schemas, transforms, sinks at the top level",
-        ])
+        XCTAssertEqual(
+            s.diagnostics(allowOutsideProject: false),
+            [
+                "\(s.spec):1:1: error: this is not a pipectl pipeline spec: none of version, name, description, sources, topics, schemas, transforms, sinks at the top level"
+            ])
     }
 }

@@ -12,16 +12,20 @@ final class SpecDiagnosticsTests: XCTestCase {
 
     func testYAMLSyntaxErrorPointsAtTheBadLine() {
         let text = F.editing(F.people, line: 7, to: "   path: ../data/people.csv")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:7:4: error: YAML syntax error: did not find expected '-' indicator while parsing a block collection",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:7:4: error: YAML syntax error: did not find expected '-' indicator while parsing a block collection"
+            ])
     }
 
     func testUnclosedQuoteIsAYAMLSyntaxError() {
         let text = "version: 1\nname: \"people\n"
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:3:1: error: YAML syntax error: found unexpected end of stream while scanning a quoted scalar",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:3:1: error: YAML syntax error: found unexpected end of stream while scanning a quoted scalar"
+            ])
     }
 
     func testDuplicateYAMLKeyIsReported() {
@@ -31,16 +35,20 @@ final class SpecDiagnosticsTests: XCTestCase {
 
     func testUnknownKeySuggestsTheClosestKnownKey() {
         let text = F.editing(F.people, line: 13, to: "    partitons: 3")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:13:5: error: unknown key 'partitons' in topic 'people-data' (did you mean 'partitions'?)",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:13:5: error: unknown key 'partitons' in topic 'people-data' (did you mean 'partitions'?)"
+            ])
     }
 
     func testUnknownTopLevelKeySuggestsTheList() {
         let text = F.editing(F.people, line: 26, to: "sink:")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:26:1: error: unknown key 'sink' in the pipeline spec (did you mean 'sinks'?)",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:26:1: error: unknown key 'sink' in the pipeline spec (did you mean 'sinks'?)"
+            ])
     }
 
     func testUnknownKeyFarFromAnyKnownKeyHasNoHint() {
@@ -50,23 +58,29 @@ final class SpecDiagnosticsTests: XCTestCase {
 
     func testWrongTypeForAWholeNumberField() {
         let text = F.editing(F.people, line: 13, to: "    partitions: many")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:13:17: error: 'partitions' in topic 'people-data' must be a whole number, found 'many'",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:13:17: error: 'partitions' in topic 'people-data' must be a whole number, found 'many'"
+            ])
     }
 
     func testNumberBelowItsMinimum() {
         let text = F.editing(F.people, line: 13, to: "    partitions: 0")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:13:17: error: 'partitions' in topic 'people-data' must be at least 1, found 0",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:13:17: error: 'partitions' in topic 'people-data' must be at least 1, found 0"
+            ])
     }
 
     func testMappingWhereAStringBelongs() {
         let text = F.editing(F.people, line: 31, to: "    table: { name: person }")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:31:12: error: 'table' in sink 'person_db' must be a string, found a mapping",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:31:12: error: 'table' in sink 'person_db' must be a string, found a mapping"
+            ])
     }
 
     func testMissingRequiredFieldPointsAtItsMapping() {
@@ -85,16 +99,20 @@ final class SpecDiagnosticsTests: XCTestCase {
     }
 
     func testUnsetEnvironmentVariableIsNamed() {
-        XCTAssertEqual(F.diagnostics(F.people, environment: [:]), [
-            "spec.yaml:30:10: error: environment variable 'DATABASE_URL' is not set (write ${DATABASE_URL:-default} to give a default)",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(F.people, environment: [:]),
+            [
+                "spec.yaml:30:10: error: environment variable 'DATABASE_URL' is not set (write ${DATABASE_URL:-default} to give a default)"
+            ])
     }
 
     func testMalformedEnvironmentReference() {
         let text = F.editing(F.people, line: 30, to: "    url: ${DATABASE URL}")
-        XCTAssertEqual(F.diagnostics(text), [
-            "spec.yaml:30:10: error: '${DATABASE URL}' is not a valid environment reference; use ${NAME} or ${NAME:-default}",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text),
+            [
+                "spec.yaml:30:10: error: '${DATABASE URL}' is not a valid environment reference; use ${NAME} or ${NAME:-default}"
+            ])
     }
 
     func testUnknownSourceTypeSuggestsCSV() {
@@ -111,9 +129,11 @@ final class SpecDiagnosticsTests: XCTestCase {
     static let withSchemaFile = F.editing(F.removing(lines: 16...19, from: F.people), line: 15, to: "  - ../schemas/person.yaml")
 
     func testMissingSchemaFileIsReportedWhereItIsReferenced() {
-        XCTAssertEqual(F.diagnostics(Self.withSchemaFile), [
-            "spec.yaml:15:5: error: cannot read schema file '../schemas/person.yaml': no such file",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(Self.withSchemaFile),
+            [
+                "spec.yaml:15:5: error: cannot read schema file '../schemas/person.yaml': no such file"
+            ])
     }
 
     func testErrorsInASchemaFileCarryThatFilesName() {
@@ -124,10 +144,12 @@ final class SpecDiagnosticsTests: XCTestCase {
               - { name: id, type: bigserial, primary_key: true }
 
             """
-        XCTAssertEqual(F.diagnostics(Self.withSchemaFile, files: ["../schemas/person.yaml": schema]), [
-            "../schemas/person.yaml:1:1: error: missing required field 'columns' in schema 'person'",
-            "../schemas/person.yaml:3:1: error: unknown key 'colums' in schema 'person' (did you mean 'columns'?)",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(Self.withSchemaFile, files: ["../schemas/person.yaml": schema]),
+            [
+                "../schemas/person.yaml:1:1: error: missing required field 'columns' in schema 'person'",
+                "../schemas/person.yaml:3:1: error: unknown key 'colums' in schema 'person' (did you mean 'columns'?)",
+            ])
     }
 
     func testEveryShapeErrorIsReportedInOneRunInFileOrder() {
@@ -135,12 +157,14 @@ final class SpecDiagnosticsTests: XCTestCase {
         text = F.editing(text, line: 13, to: "    partitons: 3")
         text = F.editing(text, line: 19, to: "      - { name: age, type: integer, nullable: sometimes }")
         text = F.editing(text, line: 28, to: "    type: postgress")
-        XCTAssertEqual(F.diagnostics(text, environment: [:]), [
-            "spec.yaml:8:17: error: 'batch_size' in source 'people_csv' must be a whole number, found 'lots'",
-            "spec.yaml:13:5: error: unknown key 'partitons' in topic 'people-data' (did you mean 'partitions'?)",
-            "spec.yaml:19:47: error: 'nullable' in column 'age' must be true or false, found 'sometimes'",
-            "spec.yaml:28:11: error: unknown sink type 'postgress' (did you mean 'postgres'?); supported: postgres",
-            "spec.yaml:30:10: error: environment variable 'DATABASE_URL' is not set (write ${DATABASE_URL:-default} to give a default)",
-        ])
+        XCTAssertEqual(
+            F.diagnostics(text, environment: [:]),
+            [
+                "spec.yaml:8:17: error: 'batch_size' in source 'people_csv' must be a whole number, found 'lots'",
+                "spec.yaml:13:5: error: unknown key 'partitons' in topic 'people-data' (did you mean 'partitions'?)",
+                "spec.yaml:19:47: error: 'nullable' in column 'age' must be true or false, found 'sometimes'",
+                "spec.yaml:28:11: error: unknown sink type 'postgress' (did you mean 'postgres'?); supported: postgres",
+                "spec.yaml:30:10: error: environment variable 'DATABASE_URL' is not set (write ${DATABASE_URL:-default} to give a default)",
+            ])
     }
 }

@@ -64,10 +64,12 @@ enum SpecFixtures {
     }
 
     static func parser(environment: [String: String], files: [String: String] = [:]) -> SpecParser {
-        SpecParser(environment: environment, readFile: { path in
-            guard let text = files[path] else { throw CocoaError(.fileReadNoSuchFile) }
-            return text
-        })
+        SpecParser(
+            environment: environment,
+            readFile: { path in
+                guard let text = files[path] else { throw CocoaError(.fileReadNoSuchFile) }
+                return text
+            })
     }
 
     /// Every diagnostic from parsing and compiling `text` as `spec.yaml`, one line each, in the

@@ -121,8 +121,9 @@ final class SuggestTests: XCTestCase {
 
     func testDiagnosticFormat() {
         let at = SourceLocation(file: "pipelines/housing.yaml", line: 12, column: 7)
-        XCTAssertEqual(Diagnostic.error("unknown type 'flaot' (did you mean 'float'?)", at: at).description,
-                       "pipelines/housing.yaml:12:7: error: unknown type 'flaot' (did you mean 'float'?)")
+        XCTAssertEqual(
+            Diagnostic.error("unknown type 'flaot' (did you mean 'float'?)", at: at).description,
+            "pipelines/housing.yaml:12:7: error: unknown type 'flaot' (did you mean 'float'?)")
         XCTAssertEqual(Diagnostic(.warning, at: nil, "no sinks").description, "warning: no sinks")
         let sorted = DiagnosticError([
             .error("b", at: SourceLocation(file: "a.yaml", line: 3, column: 1)),
@@ -137,17 +138,19 @@ final class FlowMappingCommaTests: XCTestCase {
     /// `{ type: numeric(10,2) }` splits at the comma; the error says to quote the value.
     func testUnquotedCommaInAFlowMappingGetsAQuotingHint() throws {
         let yaml = """
-        version: 1
-        name: s
-        schemas:
-          - name: s
-            columns:
-              - { name: price, type: numeric(10,2) }
-        """
+            version: 1
+            name: s
+            schemas:
+              - name: s
+                columns:
+                  - { name: price, type: numeric(10,2) }
+            """
         XCTAssertThrowsError(try SpecParser(environment: [:]).parse(text: yaml, file: "s.yaml")) { error in
-            XCTAssertEqual((error as? DiagnosticError)?.diagnostics.map(\.description), [
-                "s.yaml:6:41: error: unknown key '2)' in column 'price'; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\"",
-            ])
+            XCTAssertEqual(
+                (error as? DiagnosticError)?.diagnostics.map(\.description),
+                [
+                    "s.yaml:6:41: error: unknown key '2)' in column 'price'; inside { } a value with a comma must be quoted, e.g. type: \"numeric(10,2)\""
+                ])
         }
     }
 }

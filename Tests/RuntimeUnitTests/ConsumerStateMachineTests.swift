@@ -1,7 +1,8 @@
 import Foundation
 import KafkaAdapter
-@testable import PipelineRuntime
 import XCTest
+
+@testable import PipelineRuntime
 
 /// One transition at a time of the consumer's lifecycle (`ConsumerStateMachine`): each test
 /// feeds events with explicit times and asserts the exact actions and state. Several cover what
@@ -185,7 +186,7 @@ final class ConsumerStateMachineTests: XCTestCase {
         m.stashed("r1")
         m.stashed("r2")
         _ = m.handOverEnded(taken: true)
-        guard case let .replay(count, generation) = m.nextRead(at: t0 + 2) else { return XCTFail("expected a replay") }
+        guard case .replay(let count, let generation) = m.nextRead(at: t0 + 2) else { return XCTFail("expected a replay") }
         XCTAssertEqual(count, 2)
         XCTAssertEqual(m.takeStash(), ["r1", "r2"])
         XCTAssertEqual(m.messageArrived(partition: 0, fromStash: true, writerIdle: false, at: t0 + 2).add, true)
@@ -228,8 +229,9 @@ final class ConsumerStateMachineTests: XCTestCase {
     func testRunJoinsAgainWhenTheTopicComesBackUnderANewID() {
         var m = assignedMachine(restart: true)
         _ = m.topicChecked(current: nil, at: t0 + 2)
-        XCTAssertEqual(m.topicChecked(current: "B", at: t0 + 4),
-                       [.logInfo("topic t exists again (ID B); joining the group again"), .drainWriter(ignoreResync: false), .rejoin])
+        XCTAssertEqual(
+            m.topicChecked(current: "B", at: t0 + 4),
+            [.logInfo("topic t exists again (ID B); joining the group again"), .drainWriter(ignoreResync: false), .rejoin])
         XCTAssertEqual(m.topicID, "A", "the ID changes only when the new assignment's claim commits")
         XCTAssertNil(m.topicMissingSince)
     }
@@ -290,8 +292,9 @@ final class ConsumerStateMachineTests: XCTestCase {
 
     func testUnavailableTopicBeforeTheFirstJoinIsWaitedFor() {
         var m = makeMachine()
-        XCTAssertEqual(m.topicUnavailable("Unknown topic", stillHeld: nil, at: t0 + 1),
-                       [.logInfo("topic t is not on the broker right now; waiting for it"), .handOver])
+        XCTAssertEqual(
+            m.topicUnavailable("Unknown topic", stillHeld: nil, at: t0 + 1),
+            [.logInfo("topic t is not on the broker right now; waiting for it"), .handOver])
         XCTAssertEqual(m.state, .waitingForTopic)
         XCTAssertEqual(m.pollIdle(at: t0 + 2), [.handOver, .checkTopicExists])
         XCTAssertEqual(m.topicExists(), [.drainWriter(ignoreResync: false), .rejoin])
@@ -300,8 +303,9 @@ final class ConsumerStateMachineTests: XCTestCase {
 
     func testRunWaitsForAnUnavailableTopic() {
         var m = assignedMachine(restart: true)
-        XCTAssertEqual(m.topicUnavailable("Unknown topic", stillHeld: false, at: t0 + 1),
-                       [.logInfo("topic t is not on the broker right now; waiting for it"), .handOver])
+        XCTAssertEqual(
+            m.topicUnavailable("Unknown topic", stillHeld: false, at: t0 + 1),
+            [.logInfo("topic t is not on the broker right now; waiting for it"), .handOver])
         XCTAssertEqual(m.state, .waitingForTopic)
         XCTAssertNil(m.failureDue(at: t0 + 60))
     }

@@ -28,17 +28,18 @@ final class ErrorClassificationTests: XCTestCase {
         XCTAssertTrue(PostgresError("out of range", sqlState: "22003").isDataException)
         XCTAssertTrue(PostgresError("gone", connectionLost: true).connectionLost)
         XCTAssertTrue(PostgresError("gone", sqlState: "08003").connectionLost)
-        XCTAssertEqual(PostgresError("bad row", sqlState: "23514", detail: "Failing row contains (1).").description,
-                       "bad row (Failing row contains (1).)")
+        XCTAssertEqual(
+            PostgresError("bad row", sqlState: "23514", detail: "Failing row contains (1).").description,
+            "bad row (Failing row contains (1).)")
     }
 
     func testKafkaKindsComeFromLibrdkafkaCodes() {
         XCTAssertEqual(KafkaError("pipectl's own").kind, .local)
-        XCTAssertEqual(KafkaError("too large", code: 10).kind, .messageTooLarge)   // MSG_SIZE_TOO_LARGE
+        XCTAssertEqual(KafkaError("too large", code: 10).kind, .messageTooLarge)  // MSG_SIZE_TOO_LARGE
         XCTAssertTrue(KafkaError("too large", code: 10).isMessageTooLarge)
-        XCTAssertEqual(KafkaError("no topic", code: 3).kind, .unknownTopic)        // UNKNOWN_TOPIC_OR_PART
-        XCTAssertEqual(KafkaError("down", code: -187).kind, .brokerUnreachable)    // _ALL_BROKERS_DOWN
-        XCTAssertEqual(KafkaError("slow", code: -185).kind, .timedOut)             // _TIMED_OUT
+        XCTAssertEqual(KafkaError("no topic", code: 3).kind, .unknownTopic)  // UNKNOWN_TOPIC_OR_PART
+        XCTAssertEqual(KafkaError("down", code: -187).kind, .brokerUnreachable)  // _ALL_BROKERS_DOWN
+        XCTAssertEqual(KafkaError("slow", code: -185).kind, .timedOut)  // _TIMED_OUT
         XCTAssertEqual(KafkaError("other", code: 36).kind, .other(36))
     }
 
@@ -46,9 +47,13 @@ final class ErrorClassificationTests: XCTestCase {
         let detected = TopicIncarnationError(message: "topic 't' vanished while consuming")
         XCTAssertEqual(detected.reason, .detected)
         XCTAssertEqual(detected.description, "topic 't' vanished while consuming")
-        let refusal = SchemaCheck.Refusal(table: "\"public\".\"sales\"", sink: "sales_db",
-                                          reasons: ["column \"tax\" is integer in the database but text in schema 's'; pipectl never changes a column's type"])
-        XCTAssertEqual(refusal.description, "table \"public\".\"sales\" does not fit sink 'sales_db': column \"tax\" is integer in the database but text in schema 's'; pipectl never changes a column's type")
+        let refusal = SchemaCheck.Refusal(
+            table: "\"public\".\"sales\"", sink: "sales_db",
+            reasons: ["column \"tax\" is integer in the database but text in schema 's'; pipectl never changes a column's type"])
+        XCTAssertEqual(
+            refusal.description,
+            "table \"public\".\"sales\" does not fit sink 'sales_db': column \"tax\" is integer in the database but text in schema 's'; pipectl never changes a column's type"
+        )
         XCTAssertEqual(FencedError(partitions: [0, 2]).description, "partitions 0, 2 now belong to another consumer; batch dropped")
     }
 }

@@ -1,5 +1,6 @@
-@testable import PipelineRuntime
 import XCTest
+
+@testable import PipelineRuntime
 
 /// `ProducerLifecycle`, one transition at a time: each test asserts the exact actions and state.
 final class ProducerLifecycleTests: XCTestCase {
@@ -66,8 +67,9 @@ final class ProducerLifecycleTests: XCTestCase {
         XCTAssertEqual(machine.handle(.sourceChecked), [], "the consumers run already")
         let delivered = Delivered(endOffsets: [0: 506], topicID: "T2")
         XCTAssertEqual(machine.handle(.sourceSent(endOffsets: [0: 506], topicID: "T2")), [.publish(delivered), .checkTopicLater])
-        XCTAssertEqual(machine.handle(.topicChecked(topicID: "T3")), [.withdraw, .send(source: 0, again: true)],
-                       "a re-created topic (new ID) counts as lost too")
+        XCTAssertEqual(
+            machine.handle(.topicChecked(topicID: "T3")), [.withdraw, .send(source: 0, again: true)],
+            "a re-created topic (new ID) counts as lost too")
     }
 
     /// A file that cannot be sent fails the production; consumers stop after what is there.

@@ -1,6 +1,7 @@
 import PipelineCompiler
-@testable import PipelineRuntime
 import XCTest
+
+@testable import PipelineRuntime
 
 /// How one stage's row becomes the next stage's record in a chain of transforms.
 final class RecordDecoderChainTests: XCTestCase {
