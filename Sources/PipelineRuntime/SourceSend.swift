@@ -11,7 +11,7 @@ public enum SourceSend {
         public var report: ProduceReport
     }
 
-    /// Creates each source's topic if needed and sends the source to it, in spec order, with
+    /// Creates each source's topic if needed and sends the source to it, in `Pipeline.sends` order, with
     /// its checkpoint in the database of the topic's first sink (`url` or `DATABASE_URL` from
     /// `environment`). `sent` is called after each source; the sends stop after one that was
     /// interrupted (Ctrl-C / SIGTERM), since the next would stop at once too.
@@ -22,8 +22,10 @@ public enum SourceSend {
         _ pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
         sent: (Sent) throws -> Void
     ) throws {
-        for topic in pipeline.topics {
-            guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
+        // Every (source, topic) pair once: a topic fed by several sources (`from: [a, b]`) gets
+        // each of them, as `run` sends them.
+        for send in pipeline.sends {
+            let (source, topic) = (send.source, send.topic)
             let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
             try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
             // The checkpoint lives in the database of the topic's first sink and belongs to

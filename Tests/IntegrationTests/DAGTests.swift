@@ -191,4 +191,46 @@ final class DAGTests: XCTestCase {
         XCTAssertTrue(again.output.contains("reconciled:         yes (5 read = 5 rows + 0 dead letters stored for this file)"), again.output)
         XCTAssertEqual(try TestStack.connect().int(#"SELECT count(*) FROM "it_dag_stock""#), 5)
     }
+
+    /// `produce` sends every source of a topic (not only the first one of its `from:`), each with
+    /// its own record ids, and `consume` then stores all of them.
+    func testProduceSendsEverySourceOfATopic() throws {
+        let spec = try Spec(
+            "it_dag_produce",
+            files: [
+                "east.csv": "code,qty\nE1,7\n",
+                "west.csv": "code,qty\nW1,70\nW2,80\n",
+            ],
+            body: """
+                sources:
+                  - { name: east_csv, type: csv, path: east.csv }
+                  - { name: west_csv, type: csv, path: west.csv }
+                topics:
+                  - { name: it_dag_produce-data, from: [east_csv, west_csv], brokers: BROKERS }
+                schemas:
+                  - name: stock
+                    columns:
+                      - { name: code, type: text, nullable: false }
+                      - { name: qty, type: integer, nullable: false }
+                transforms:
+                  - { name: stock_rows, from: it_dag_produce-data, schema: stock }
+                sinks:
+                  - { name: stock_db, type: postgres, from: stock_rows, url: URL, table: it_dag_produce, batch_size: 100, max_delay_ms: 100 }
+
+                """)
+        let produce = try pipectl(["produce", spec.specPath])
+        XCTAssertEqual(produce.status, 0, produce.output)
+        XCTAssertTrue(produce.output.contains("Produced 1 records from east.csv to it_dag_produce-data"), produce.output)
+        XCTAssertTrue(produce.output.contains("Produced 2 records from west.csv to it_dag_produce-data"), produce.output)
+        let consume = try pipectl(["consume", spec.specPath, "--idle-exit", "3"])
+        XCTAssertEqual(consume.status, 0, consume.output)
+        XCTAssertEqual(
+            try rows(
+                """
+                SELECT s."source", t."code", t."qty"::text, t."_pipectl_record" & ((1::bigint << 40) - 1)
+                FROM "it_dag_produce" t JOIN "pipectl"."it_dag_produce__sources" s ON s."source_id" = t."_pipectl_record" >> 40
+                ORDER BY 1, 4
+                """),
+            [["east_csv", "E1", "7", "1"], ["west_csv", "W1", "70", "1"], ["west_csv", "W2", "80", "2"]])
+    }
 }
