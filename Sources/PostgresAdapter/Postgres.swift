@@ -56,7 +56,9 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             case "42703": self = .undefinedColumn
             case "57014": self = .queryCanceled
             case "25P03": self = .idleInTransactionTimeout
-            case _ where sqlState.hasPrefix("08"): self = .connectionFailure
+            // Class 08, and the server ending the session: admin_shutdown (57P01, `pg_ctl stop
+            // -m fast`), crash_shutdown (57P02), cannot_connect_now (57P03, starting up).
+            case _ where sqlState.hasPrefix("08"), "57P01", "57P02", "57P03": self = .connectionFailure
             case _ where sqlState.hasPrefix("23"): self = .otherConstraintViolation(sqlState)
             case _ where sqlState.hasPrefix("22"): self = .dataException(sqlState)
             default: self = .other(sqlState)
@@ -239,10 +241,16 @@ public final class PostgresConnection: @unchecked Sendable {
             return String(cString: p)
         }
         let message = field(UInt8(ascii: "M")) ?? String(cString: PQerrorMessage(conn)).trimmingCharacters(in: .whitespacesAndNewlines)
+        let sqlState = field(UInt8(ascii: "C"))
+        // libpq reports a broken connection in two ways: the status turns CONNECTION_BAD, or,
+        // when sending failed (the server was gone: EPIPE), an error without a SQLSTATE while
+        // the status still reads OK until the next read. Every error the server sends carries a
+        // SQLSTATE, so one without is the client's: treated as a lost connection (reconnecting
+        // is also the cure for a connection libpq left in an unusable state).
         return PostgresError(
             message.isEmpty ? fallback : message,
-            sqlState: field(UInt8(ascii: "C")), constraint: field(UInt8(ascii: "n")), detail: field(UInt8(ascii: "D")),
-            connectionLost: PQstatus(conn) != CONNECTION_OK)
+            sqlState: sqlState, constraint: field(UInt8(ascii: "n")), detail: field(UInt8(ascii: "D")),
+            connectionLost: PQstatus(conn) != CONNECTION_OK || sqlState == nil)
     }
 
     /// Runs statements without parameters (several may be separated by `;`).

@@ -14,6 +14,12 @@ final class ErrorClassificationTests: XCTestCase {
         XCTAssertEqual(PostgresError("x", sqlState: "22003").code, .dataException("22003"))
         XCTAssertEqual(PostgresError("x", sqlState: "42P01").code, .undefinedTable)
         XCTAssertEqual(PostgresError("x", sqlState: "08006").code, .connectionFailure)
+        // The server ending the session: admin_shutdown, crash_shutdown, cannot_connect_now.
+        XCTAssertEqual(PostgresError("x", sqlState: "57P01").code, .connectionFailure)
+        XCTAssertEqual(PostgresError("x", sqlState: "57P02").code, .connectionFailure)
+        XCTAssertEqual(PostgresError("x", sqlState: "57P03").code, .connectionFailure)
+        XCTAssertTrue(PostgresError("x", sqlState: "57P01").connectionLost)
+        XCTAssertEqual(PostgresError("x", sqlState: "57014").code, .queryCanceled)
         XCTAssertEqual(PostgresError("x", sqlState: "40001").code, .other("40001"))
         XCTAssertEqual(PostgresError("pipectl's own").code, .other(nil))
         // A broken connection wins over whatever SQLSTATE the last result carried.
