@@ -11,7 +11,8 @@ public enum SourceSend {
         public var report: ProduceReport
     }
 
-    /// Creates each source's topic if needed and sends the source to it, in spec order, with
+    /// Creates each source's topic if needed and sends the source to it (`Pipeline.sends`: topic
+    /// order, then each topic's `from:` order), with
     /// its checkpoint in the database of the topic's first sink (`url` or `DATABASE_URL` from
     /// `environment`). `sent` is called after each source; the sends stop after one that was
     /// interrupted (Ctrl-C / SIGTERM), since the next would stop at once too.
@@ -22,8 +23,10 @@ public enum SourceSend {
         _ pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
         sent: (Sent) throws -> Void
     ) throws {
-        for topic in pipeline.topics {
-            guard let name = topic.from, let source = pipeline.source(named: name) else { continue }
+        // Every source of every topic (`from: [a, b]` too), as `run` sends them; `topic.from`
+        // alone is only the first (review finding R7: `produce` skipped the others).
+        for send in pipeline.sends {
+            let (topic, source) = (send.topic, send.source)
             let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
             try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
             // The checkpoint lives in the database of the topic's first sink and belongs to
