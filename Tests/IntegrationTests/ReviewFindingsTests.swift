@@ -175,4 +175,87 @@ final class ReviewFindingsTests: XCTestCase {
             XCTAssertEqual(try rows(#"SELECT "code", "qty"::text FROM "it_rv_orphan_a""#), [["A", "1"]], run.output)
         }
     }
+
+    /// R6 (PostgresSink.init: `SourceRegistry(source: flow.source?.name, path: flow.source?.path)`):
+    /// two sources into one topic read by two sinks in different databases. The send
+    /// checkpoints live in the first sink's database; in the second one the consumer registers
+    /// each file's fingerprint itself, and labels every file with the topic's *first* source:
+    /// south.csv's rows show as `north_csv (north.csv)` in that database's sources table and in
+    /// `pipectl status`, and `reset --source south.csv` there cannot find them.
+    func testSecondDatabaseLabelsEachFileWithItsOwnSource() throws {
+        let state = try TestStack.require()
+        let db = try TestStack.connect()
+        _ = try? db.query("DROP DATABASE IF EXISTS it_rv_second")
+        _ = try db.query("CREATE DATABASE it_rv_second")
+        guard let slash = state.databaseURL.lastIndex(of: "/") else { return XCTFail(state.databaseURL) }
+        let secondURL = String(state.databaseURL[..<slash]) + "/it_rv_second"
+        let spec = try Spec(
+            "it_rv_twodb",
+            files: ["north.csv": "code,qty\nN1,1\nN2,2\n", "south.csv": "code,qty\nS1,10\nS2,20\nS3,30\n"],
+            body: """
+                sources:
+                  - { name: north_csv, type: csv, path: north.csv }
+                  - { name: south_csv, type: csv, path: south.csv }
+                topics:
+                  - { name: it_rv_twodb-data, from: [north_csv, south_csv], brokers: BROKERS }
+                schemas:
+                  - name: stock
+                    columns:
+                      - { name: code, type: text, nullable: false }
+                      - { name: qty, type: integer, nullable: false }
+                transforms:
+                  - { name: stock_rows, from: it_rv_twodb-data, schema: stock }
+                sinks:
+                  - { name: a_db, type: postgres, from: stock_rows, url: URL, table: it_rv_twodb_a, batch_size: 100, max_delay_ms: 100 }
+                  - { name: b_db, type: postgres, from: stock_rows, url: "SECOND", table: it_rv_twodb_b, batch_size: 100, max_delay_ms: 100 }
+
+                """.replacingOccurrences(of: "SECOND", with: secondURL))
+        let run = try pipectl(["run", spec.specPath])
+        XCTAssertEqual(run.status, 0, run.output)
+        let second = try PostgresConnection(url: secondURL)
+        let labelled = try second.query(
+            """
+            SELECT s."source", t."code" FROM "it_rv_twodb_b" t
+            JOIN "pipectl"."it_rv_twodb__sources" s ON s."source_id" = t."_pipectl_record" >> 40 ORDER BY t."code"
+            """
+        ).map { $0.map { $0 ?? "NULL" } }
+        XCTAssertEqual(
+            labelled, [["north_csv", "N1"], ["north_csv", "N2"], ["south_csv", "S1"], ["south_csv", "S2"], ["south_csv", "S3"]])
+    }
+
+    /// R7 (SourceSend.run looped over `topic.from`, the first source only): `pipectl produce`
+    /// on a topic fed by `from: [north_csv, south_csv]` sent north.csv and silently skipped
+    /// south.csv (exit 0, "Produced 2 records from north.csv"); `consume` then loaded 2 rows
+    /// of 5. Fixed on this branch (`Pipeline.sends`, as `run` does).
+    func testProduceSendsEverySourceOfATopic() throws {
+        let spec = try Spec(
+            "it_rv_produce",
+            files: ["north.csv": "code,qty\nN1,1\nN2,2\n", "south.csv": "code,qty\nS1,10\nS2,20\nS3,30\n"],
+            body: """
+                sources:
+                  - { name: north_csv, type: csv, path: north.csv }
+                  - { name: south_csv, type: csv, path: south.csv }
+                topics:
+                  - { name: it_rv_produce-data, from: [north_csv, south_csv], brokers: BROKERS }
+                schemas:
+                  - name: stock
+                    columns:
+                      - { name: code, type: text, nullable: false }
+                      - { name: qty, type: integer, nullable: false }
+                transforms:
+                  - { name: stock_rows, from: it_rv_produce-data, schema: stock }
+                sinks:
+                  - { name: stock_db, type: postgres, from: stock_rows, url: URL, table: it_rv_produce, batch_size: 100, max_delay_ms: 100 }
+
+                """)
+        XCTAssertEqual(try pipectl(["apply", spec.specPath]).status, 0)
+        let produce = try pipectl(["produce", spec.specPath], timeout: 60)
+        XCTAssertEqual(produce.status, 0, produce.output)
+        XCTAssertTrue(produce.output.contains("Produced 3 records from south.csv"), produce.output)
+        let consume = try pipectl(["consume", spec.specPath, "--idle-exit", "3"], timeout: 90)
+        XCTAssertEqual(consume.status, 0, consume.output)
+        XCTAssertEqual(
+            try rows(#"SELECT "code", "qty"::text FROM "it_rv_produce" ORDER BY 1"#),
+            [["N1", "1"], ["N2", "2"], ["S1", "10"], ["S2", "20"], ["S3", "30"]])
+    }
 }
