@@ -135,9 +135,16 @@ final class BatchWriter: @unchecked Sendable {
         defer { condition.unlock() }
         while (pending != nil || busy) && failure == nil { condition.wait() }
         if let failure, !(failure is ResyncNeeded) { throw failure }
-        pending = .call { outcome = Result { try body() } }
+        pending = .call { [condition] in
+            let result = Result { try body() }
+            // Under the lock: this thread reads `outcome` whenever `condition` wakes it, also
+            // while the writer is still inside `body` (review finding R5: a data race before).
+            condition.lock()
+            outcome = result
+            condition.unlock()
+        }
         condition.broadcast()
-        // The writer sets `outcome`, then takes `condition` (in `finish`) and broadcasts.
+        // The writer sets `outcome` (under `condition`), then broadcasts in `finish`.
         while outcome == nil && !exited { condition.wait() }
         guard let outcome else { throw PostgresError("the batch writer stopped before running a claim") }
         return try outcome.get()

@@ -155,9 +155,12 @@ struct ConsumerStateMachine<Message> {
     /// Partitions paused while the writer is busy with the previous batch.
     private(set) var pausedForWriter: [Int32] = []
     private var isFinished = false
+    /// When the consumer subscribed.
+    private let startedAt: Date
 
     init(configuration: Configuration, now: Date) {
         self.configuration = configuration
+        startedAt = now
         lastActivity = now
         lastTopicCheck = now
     }
@@ -238,9 +241,14 @@ struct ConsumerStateMachine<Message> {
         return lost.error
     }
 
-    /// True once every end offset of `target` is stored, for the incarnation held.
-    func isDone(target: (offsets: [Int32: Int64], topicID: String?)?, stored: (Int32) -> Int64?) -> Bool {
+    /// True once every end offset of `target` is stored, for the incarnation held. Never before
+    /// the group's first join completed (or `lostTopicGrace` passed since the start): a member
+    /// that leaves in the middle of a join stays Tansu's leader and blocks every later consumer
+    /// of the group, e.g. when the producer fails right after the consumers started (a later
+    /// source of the topic refused) and the target is "stop now" (review finding R2).
+    func isDone(target: (offsets: [Int32: Int64], topicID: String?)?, stored: (Int32) -> Int64?, at now: Date) -> Bool {
         guard let target else { return false }
+        guard everAssigned || now.timeIntervalSince(startedAt) > configuration.lostTopicGrace else { return false }
         if let id = target.topicID, id != topicID { return false }
         return target.offsets.allSatisfy { p, end in end <= 0 || (stored(p) ?? 0) >= end }
     }

@@ -336,7 +336,7 @@ private final class ConsumerDriver {
     func isDone() -> Bool {
         guard let target = options.until?() else { return false }
         let stored = writer.storedOffsetsSnapshot()
-        return machine.isDone(target: target, stored: { stored[$0] })
+        return machine.isDone(target: target, stored: { stored[$0] }, at: Date())
     }
 
     /// Stores what is in hand and waits until it is durable. False when a lost connection sent

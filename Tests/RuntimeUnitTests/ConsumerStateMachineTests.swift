@@ -314,11 +314,11 @@ final class ConsumerStateMachineTests: XCTestCase {
 
     func testEndOffsetsOfAnotherIncarnationNeverFinish() {
         let m = assignedMachine()
-        XCTAssertFalse(m.isDone(target: ([0: 5, 1: 3], "B"), stored: { _ in 100 }))
-        XCTAssertTrue(m.isDone(target: ([0: 5, 1: 3], "A"), stored: { [0: 5, 1: 3][$0] }))
-        XCTAssertFalse(m.isDone(target: ([0: 5, 1: 3], "A"), stored: { [0: 5, 1: 2][$0] }))
-        XCTAssertTrue(m.isDone(target: ([0: 5, 1: 0], nil), stored: { [0: 5][$0] }), "an empty partition is done")
-        XCTAssertFalse(m.isDone(target: nil, stored: { _ in 100 }), "no target yet: the producer is still sending")
+        XCTAssertFalse(m.isDone(target: ([0: 5, 1: 3], "B"), stored: { _ in 100 }, at: t0))
+        XCTAssertTrue(m.isDone(target: ([0: 5, 1: 3], "A"), stored: { [0: 5, 1: 3][$0] }, at: t0))
+        XCTAssertFalse(m.isDone(target: ([0: 5, 1: 3], "A"), stored: { [0: 5, 1: 2][$0] }, at: t0))
+        XCTAssertTrue(m.isDone(target: ([0: 5, 1: 0], nil), stored: { [0: 5][$0] }, at: t0), "an empty partition is done")
+        XCTAssertFalse(m.isDone(target: nil, stored: { _ in 100 }, at: t0), "no target yet: the producer is still sending")
     }
 
     func testIdleExitBeforeTheFirstAssignmentIsAnErrorAfterAMinute() throws {
