@@ -49,6 +49,9 @@ public struct Plan: Codable, Sendable, Equatable {
     public var sends: [SendPlan]
     /// What `run` consumes: one consumer group per sink; groups run side by side.
     public var consumers: [ConsumerPlan]
+    /// Sinks whose topic no source of this spec feeds: `run` leaves them alone, `pipectl consume
+    /// --sink NAME` loads them.
+    public var consumeOnly: [ConsumerPlan]
     public var ddl: [String]
 
     public init(_ pipeline: Pipeline) {
@@ -63,11 +66,16 @@ public struct Plan: Codable, Sendable, Equatable {
                 format: $0.format, key: $0.key, brokers: $0.brokers)
         }
         self.sends = pipeline.sends.map { SendPlan(source: $0.source.name, path: $0.source.path, topic: $0.topic.name) }
-        self.consumers = pipeline.flows.map {
-            ConsumerPlan(
-                group: $0.consumerGroup, topic: $0.topic.name, transforms: $0.transforms.map(\.name), sink: $0.sink.name,
-                table: SQL.qualified($0.sink.dbSchema, $0.sink.table), columns: $0.sink.columnList)
+        let consumerPlans = pipeline.flows.map {
+            (
+                fed: !$0.sources.isEmpty,
+                plan: ConsumerPlan(
+                    group: $0.consumerGroup, topic: $0.topic.name, transforms: $0.transforms.map(\.name), sink: $0.sink.name,
+                    table: SQL.qualified($0.sink.dbSchema, $0.sink.table), columns: $0.sink.columnList)
+            )
         }
+        self.consumers = consumerPlans.filter(\.fed).map(\.plan)
+        self.consumeOnly = consumerPlans.filter { !$0.fed }.map(\.plan)
         self.ddl = DDL.all(for: pipeline)
     }
 
@@ -122,6 +130,13 @@ public struct Plan: Codable, Sendable, Equatable {
             out += "  consume  topic \(e(c.topic))\(chain) -> \(e(c.table)) in group \(e(c.group))\n"
         }
         if sends.isEmpty && consumers.isEmpty { out += "  (nothing)\n" }
+        if !consumeOnly.isEmpty {
+            out += "\nNot run by `run` (no source of this spec feeds the topic; load with `pipectl consume --sink NAME`):\n"
+            for c in consumeOnly {
+                let chain = c.transforms.map { " -> \(e($0))" }.joined()
+                out += "  consume  topic \(e(c.topic))\(chain) -> \(e(c.table)) in group \(e(c.group))  (sink \(e(c.sink)))\n"
+            }
+        }
         out += "\nDDL (each statement idempotent):\n"
         // Statements span lines on purpose; the names in them were refused at validate if they
         // held control characters, so only the line structure is kept and each line escaped.

@@ -87,9 +87,17 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// - Returns: one summary per sink, in declaration order.
     /// - Throws: the first error of a producer or consumer, once every thread has ended.
     public func run(follow: Bool = false) throws -> [Summary] {
-        let flows = pipeline.flows
-        if let orphan = flows.first(where: { $0.sources.isEmpty }) {
-            throw PostgresError("sink '\(orphan.sink.name)' reads topic '\(orphan.topic.name)', which has no source in this spec; use `pipectl consume`")
+        // A sink whose topic no source of this spec feeds is `consume`'s alone (plan says so):
+        // with nothing sent there is no end for a bounded run to stop at.
+        let flows = pipeline.flows.filter { !$0.sources.isEmpty }
+        for orphan in pipeline.flows where orphan.sources.isEmpty {
+            logger.warning(
+                "sink '\(orphan.sink.name)' reads topic '\(orphan.topic.name)', which no source of this spec feeds: run leaves it alone; load it with `pipectl consume \(pipeline.file) --sink \(orphan.sink.name)`"
+            )
+        }
+        if flows.isEmpty {
+            throw PipelineRunError.nothingToSend(
+                "no sink of this spec reads a topic that one of its sources feeds, so run has nothing to send; load the topics with `pipectl consume`")
         }
         let started = Date()
         var sinks: [PostgresSink] = []
@@ -277,20 +285,23 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// How many rows and dead letters of one source file the database holds.
     func storedCounts(fingerprint: String, sink: PostgresSink) throws -> (Int, Int) {
         let b = pipeline.bookkeeping
+        // This sink's dead letters only: in a fan-out every sink of the topic reads the same
+        // file, and each reconciles against its own table.
+        let deadLettersOfSink =
+            "SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1 AND \"sink\" = $2"
         guard
             let id = try sink.query("SELECT \"source_id\" FROM \(SQL.qualified(Bookkeeping.schema, b.sources)) WHERE \"fingerprint\" = $1", [fingerprint])
                 .first?[0] ?? nil,
             let sid = Int64(id)
         else {
-            let dead = try sink.query(
-                "SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
+            let dead = try sink.query(deadLettersOfSink, [fingerprint, sink.sink.name])
             return (0, Int(dead.first?[0] ?? "0") ?? 0)
         }
         let target = SQL.qualified(sink.sink.dbSchema, sink.sink.table)
         let rows = try sink.query(
             "SELECT count(*) FROM \(target) WHERE \(SQL.quote(Sink.recordColumn)) BETWEEN $1 AND $2",
             [String(sid << 40), String((sid + 1) << 40 - 1)])
-        let dead = try sink.query("SELECT count(*) FROM \(SQL.qualified(Bookkeeping.schema, b.deadLetters)) WHERE \"source_fingerprint\" = $1", [fingerprint])
+        let dead = try sink.query(deadLettersOfSink, [fingerprint, sink.sink.name])
         return (Int(rows.first?[0] ?? "0") ?? 0, Int(dead.first?[0] ?? "0") ?? 0)
     }
 
@@ -461,4 +472,16 @@ final class ConsumerResults: @unchecked Sendable {  // every var is read and wri
 final class Handoff<Value>: @unchecked Sendable {  // one thread at a time, see above
     let value: Value
     init(_ value: Value) { self.value = value }
+}
+
+/// Why `run` cannot start.
+public enum PipelineRunError: Error, CustomStringConvertible {
+    /// Every sink reads a topic without a source in the spec (`consume` loads those).
+    case nothingToSend(String)
+
+    public var description: String {
+        switch self {
+        case .nothingToSend(let message): message
+        }
+    }
 }

@@ -128,6 +128,7 @@ public final class PostgresSink {
     let topic: Topic
     let sourceName: String
     let sourcePath: String
+    let flowSourceCount: Int
     public let url: String
     var conn: PostgresConnection
     let columnList: String
@@ -147,8 +148,11 @@ public final class PostgresSink {
         self.pipeline = pipeline
         self.sink = flow.sink
         self.topic = flow.topic
-        self.sourceName = flow.source?.name ?? flow.topic.name
-        self.sourcePath = flow.source?.path ?? ""
+        // One file feeding the topic: every record is that file's. Several: the file's own
+        // source is learnt where its checkpoint was registered (`sourceOrigin`).
+        self.flowSourceCount = flow.sources.count
+        self.sourceName = flow.sources.count == 1 ? flow.sources[0].name : flow.topic.name
+        self.sourcePath = flow.sources.count == 1 ? flow.sources[0].path : ""
         self.url = url
         self.columnList = columnList
         self.target = SQL.qualified(flow.sink.dbSchema, flow.sink.table)
@@ -260,7 +264,17 @@ public final class PostgresSink {
     /// connection of its own (the writer thread owns `conn`).
     public private(set) lazy var sources = SourceRegistry(
         url: url, table: sourcesTable, source: sourceName, path: sourcePath,
-        retryTimeout: Double(sink.retryTimeoutMs) / 1000)
+        retryTimeout: Double(sink.retryTimeoutMs) / 1000, origin: sourceOrigin)
+
+    /// Where the topic's files were registered when several files feed it and this sink's
+    /// database is not the one holding the send checkpoints (the first sink of the topic's):
+    /// a file first seen here takes its source name and path from there.
+    private var sourceOrigin: String? {
+        guard flowSourceCount > 1, let first = pipeline.flows.first(where: { $0.topic.name == topic.name }),
+            let origin = try? PipelineRunner.databaseURL(for: first.sink, environment: ProcessInfo.processInfo.environment), origin != url
+        else { return nil }
+        return origin
+    }
 
     // MARK: offsets
 
@@ -452,9 +466,13 @@ public final class SourceRegistry {
 
     /// Seconds a lost connection is retried (the sink's `retry_timeout_ms`).
     let retryTimeout: Double
+    /// The database whose sources table names each file (several files into one topic, and
+    /// this database is another one); nil: `source` and `path` name every file.
+    let origin: String?
 
-    init(url: String, table: String, source: String, path: String, retryTimeout: Double) {
+    init(url: String, table: String, source: String, path: String, retryTimeout: Double, origin: String? = nil) {
         self.retryTimeout = retryTimeout
+        self.origin = origin
         self.url = url
         self.table = table
         self.source = source
@@ -478,7 +496,7 @@ public final class SourceRegistry {
                     INSERT INTO \(table) ("fingerprint", "source", "path") VALUES ($1, $2, $3)
                     ON CONFLICT ("fingerprint") DO UPDATE SET "fingerprint" = EXCLUDED."fingerprint"
                     RETURNING "source_id"
-                    """, [fingerprint, source, path])
+                    """, try label(fingerprint))
                 guard let text = rows.first?[0] ?? nil, let id = Int64(text) else { throw PostgresError("could not register source \(fingerprint)") }
                 ids[fingerprint] = id
                 last = (fingerprint, id)
@@ -493,6 +511,15 @@ public final class SourceRegistry {
                 Thread.sleep(forTimeInterval: 0.5)
             }
         }
+    }
+
+    /// The row registering `fingerprint`: its source name and path from `origin` when there is
+    /// one and it knows the file, else this registry's own.
+    private func label(_ fingerprint: String) throws -> [String?] {
+        guard let origin else { return [fingerprint, source, path] }
+        let known = try PostgresConnection(url: origin).query("SELECT \"source\", \"path\" FROM \(table) WHERE \"fingerprint\" = $1", [fingerprint])
+        guard let row = known.first, let name = row[0] else { return [fingerprint, source, path] }
+        return [fingerprint, name, row[1] ?? ""]
     }
 
     /// Appends a tab, the record key (or `\N` for records without an id) and the newline.

@@ -119,14 +119,27 @@ struct Consume: PipectlCommand {
     var restartOnNewTopic = false
     @Option(help: "Exit after this many seconds without new records (default: run until Ctrl-C).")
     var idleExit: Double?
+    @Option(help: "The sink to load, when the spec has several (each sink is its own consumer group).")
+    var sink: String?
     @OptionGroup var deadLetters: DeadLetterPolicy
     @OptionGroup var http: HTTPOption
 
     func run() throws {
         logging.bootstrap()
         let pipeline = try compileForKafka(spec)
-        guard pipeline.flows.count == 1, let flow = pipeline.flows.first else {
-            throw ValidationError("consume runs one sink at a time; this spec has \(pipeline.flows.count)")
+        let flow: Flow
+        if let name = sink {
+            guard let chosen = pipeline.flows.first(where: { $0.sink.name == name }) else {
+                throw ValidationError("no sink '\(name)' in this spec; its sinks: \(pipeline.flows.map(\.sink.name).joined(separator: ", "))")
+            }
+            flow = chosen
+        } else {
+            guard pipeline.flows.count == 1, let only = pipeline.flows.first else {
+                throw ValidationError(
+                    "consume runs one sink at a time; this spec has \(pipeline.flows.count) (\(pipeline.flows.map(\.sink.name).joined(separator: ", "))): choose one with --sink"
+                )
+            }
+            flow = only
         }
         let server = try http.start(pipeline)
         defer { server?.stop() }

@@ -3,9 +3,9 @@ import PipectlTestSupport
 import PostgresAdapter
 import XCTest
 
-/// REVIEW FINDINGS (branch `review`, 2026-11-29): faults found by attacking the merged DAG
-/// runtime with real runs against Tansu and PostgreSQL. Each test names its finding (R1, R2,
-/// R3 in the review report) and fails on the code as merged.
+/// Faults a review found by attacking the DAG runtime with real runs against Tansu and
+/// PostgreSQL (findings R1, R2, R3, R6 of the review of 2026-11-29), each kept as a test of the
+/// behaviour that is right.
 final class ReviewFindingsTests: XCTestCase {
     /// A spec folder of its own; `BROKERS` and `URL` in `body` become the stack's.
     struct Spec {
@@ -138,11 +138,10 @@ final class ReviewFindingsTests: XCTestCase {
             ])
     }
 
-    /// R3 (Plan / PipelineRunner.run): a sink reading a topic no source of the spec feeds. `validate`
-    /// says ok and `plan` lists it under "Run" (`consume topic ...`), but `run` refuses the whole
-    /// pipeline ("has no source in this spec; use `pipectl consume`"), so the sink that does have
-    /// a source is not loaded either. Issue #10: whatever the compiler accepts, `run` runs, and
-    /// `plan` shows exactly that.
+    /// R3: a sink reading a topic no source of the spec feeds. `run` used to refuse the whole
+    /// pipeline, so the sink that does have a source was not loaded either, while `plan` listed
+    /// both under Run. Now `plan` lists that sink apart, `run` loads the others and says so,
+    /// and `consume --sink` loads it.
     func testPlanAndRunAgreeOnASinkWhoseTopicHasNoSource() throws {
         let spec = try Spec(
             "it_rv_orphan", files: ["a.csv": "code,qty\nA,1\n"],
@@ -165,15 +164,29 @@ final class ReviewFindingsTests: XCTestCase {
                   - { name: ext_db, type: postgres, from: ext_rows, url: URL, table: it_rv_orphan_ext, batch_size: 100, max_delay_ms: 100 }
 
                 """)
-        let validate = try pipectl(["validate", spec.specPath])
         let plan = try pipectl(["plan", spec.specPath])
-        let planRunsExt = plan.output.contains("consume  topic it_rv_orphan-ext -> ext_rows")
+        XCTAssertEqual(plan.status, 0, plan.output)
+        XCTAssertTrue(plan.output.contains("  consume  topic it_rv_orphan-data -> a_rows -> \"public\".\"it_rv_orphan_a\""), plan.output)
+        XCTAssertTrue(
+            plan.output.contains(
+                "Not run by `run` (no source of this spec feeds the topic; load with `pipectl consume --sink NAME`):\n  consume  topic it_rv_orphan-ext -> ext_rows -> \"public\".\"it_rv_orphan_ext\" in group pipectl.it_rv_orphan.ext_db  (sink ext_db)\n"
+            ), plan.output)
         let run = try pipectl(["run", spec.specPath], timeout: 60)
-        if validate.status == 0 && planRunsExt {
-            // What the plan shows under Run, run must do (or plan must not show it).
-            XCTAssertFalse(run.output.contains("which has no source in this spec"), "plan:\n\(plan.output)\nrun:\n\(run.output)")
-            XCTAssertEqual(try rows(#"SELECT "code", "qty"::text FROM "it_rv_orphan_a""#), [["A", "1"]], run.output)
-        }
+        XCTAssertEqual(run.status, 0, run.output)
+        XCTAssertTrue(
+            run.output.contains(
+                "sink 'ext_db' reads topic 'it_rv_orphan-ext', which no source of this spec feeds: run leaves it alone; load it with `pipectl consume "),
+            run.output)
+        XCTAssertTrue(run.output.contains("Summary (a_db):"), run.output)
+        XCTAssertFalse(run.output.contains("Summary (ext_db):"), run.output)
+        XCTAssertEqual(try rows(#"SELECT "code", "qty"::text FROM "it_rv_orphan_a""#), [["A", "1"]], run.output)
+        // consume takes the sink by name when the spec has several.
+        let unnamed = try pipectl(["consume", spec.specPath, "--idle-exit", "2"], timeout: 60)
+        XCTAssertNotEqual(unnamed.status, 0, unnamed.output)
+        XCTAssertTrue(unnamed.output.contains("this spec has 2 (a_db, ext_db): choose one with --sink"), unnamed.output)
+        let ext = try pipectl(["consume", spec.specPath, "--sink", "ext_db", "--idle-exit", "2"], timeout: 90)
+        XCTAssertEqual(ext.status, 0, ext.output)
+        XCTAssertEqual(try TestStack.connect().int(#"SELECT count(*) FROM "it_rv_orphan_ext""#), 0)
     }
 
     /// R6 (PostgresSink.init: `SourceRegistry(source: flow.source?.name, path: flow.source?.path)`):
