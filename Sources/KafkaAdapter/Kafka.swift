@@ -77,6 +77,7 @@ public enum KafkaLibrary {
 public enum KafkaLog {
     /// Called from librdkafka's threads with the syslog level (0 emergency … 7 debug), the
     /// facility (`FAIL`, `CGRPSTATE`, …) and the text. Set once, before any client is made.
+    // Unsafe: written once in `main` before any client (and so any librdkafka thread) exists.
     nonisolated(unsafe) public static var handler: (@Sendable (_ level: Int32, _ facility: String, _ message: String) -> Void)?
 }
 
@@ -101,7 +102,7 @@ func makeConf(_ settings: [String: String]) throws -> OpaquePointer {
 func errorString(_ code: rd_kafka_resp_err_t) -> String { String(cString: rd_kafka_err2str(code)) }
 
 /// Reads topic metadata and creates topics. Wraps its own producer handle.
-public final class KafkaAdmin: @unchecked Sendable {
+public final class KafkaAdmin: @unchecked Sendable {  // an immutable rd_kafka_t handle: librdkafka handles are thread-safe (INTRODUCTION.md, "Threads")
     let handle: OpaquePointer
 
     public init(settings: [String: String]) throws {

@@ -2,6 +2,7 @@ import Foundation
 
 /// Ctrl-C / SIGTERM: the loops finish and commit their current batch, then exit 0.
 public enum StopSignal {
+    // Unsafe by necessity: a signal handler may only write a sig_atomic_t (C11 7.14.1.1).
     nonisolated(unsafe) private static var flag: sig_atomic_t = 0
 
     public static var requested: Bool { flag != 0 }

@@ -66,7 +66,7 @@ public struct MetricKey: Hashable, Sendable {
 }
 
 /// Current values of the counters and gauges, readable (unlike Prometheus's own objects).
-public final class MetricTotals: @unchecked Sendable {
+public final class MetricTotals: @unchecked Sendable {  // `values` under `lock`
     // NSLock-guarded: metrics are updated from the producer, consumer and writer threads.
     private let lock = NSLock()
     private var values: [MetricKey: Int64] = [:]
@@ -100,7 +100,7 @@ public final class MetricTotals: @unchecked Sendable {
     }
 }
 
-final class TeeCounter: CounterHandler, @unchecked Sendable {
+final class TeeCounter: CounterHandler, Sendable {
     let counter: Prometheus.Counter
     let totals: MetricTotals
     let key: MetricKey
@@ -116,7 +116,7 @@ final class TeeCounter: CounterHandler, @unchecked Sendable {
     func reset() { counter.reset() }
 }
 
-final class TeeGauge: RecorderHandler, MeterHandler, @unchecked Sendable {
+final class TeeGauge: RecorderHandler, MeterHandler, Sendable {
     let gauge: Prometheus.Gauge
     let totals: MetricTotals
     let key: MetricKey

@@ -56,7 +56,7 @@ public struct ProgressCounts: Sendable, Equatable {
 
 /// Prints the progress line on standard error while a command runs: redrawn in place every
 /// half second on a terminal, one plain line every 10 s otherwise (logs, CI).
-public final class ProgressReporter: @unchecked Sendable {
+public final class ProgressReporter: @unchecked Sendable {  // `stopped` and `thread` under `lock`; the rest immutable
     let totals: MetricTotals
     let terminal: Bool
     private let lock = NSLock()

@@ -14,7 +14,7 @@ import Prometheus
 /// The status report (it queries PostgreSQL and the broker) is read only when `/status` or `/`
 /// is asked for, at most every `reportMaxAge` seconds, on a thread of its own: nobody watching
 /// costs the run nothing but the metric updates.
-public final class StatusServer: @unchecked Sendable {
+public final class StatusServer: @unchecked Sendable {  // every var is read and written under `lock`
     public static let sampleInterval = 2.0
     static let reportMaxAge = 2.0
     /// 10 minutes of samples.
@@ -170,7 +170,7 @@ public struct StatusServerError: Error, CustomStringConvertible {
 }
 
 /// A value shared between the server task and the thread that starts it.
-final class LockedBox<Value>: @unchecked Sendable {
+final class LockedBox<Value>: @unchecked Sendable {  // `value` is read and written under `lock`
     private let lock = NSLock()
     private var value: Value
     init(_ value: Value) { self.value = value }
