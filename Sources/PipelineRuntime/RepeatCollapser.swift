@@ -6,7 +6,7 @@ import Foundation
 /// window has passed and the line comes again, or at `flush`.
 ///
 /// Lines are "the same" when they differ only in numbers (`after 0ms` / `after 1ms`).
-public final class RepeatCollapser: @unchecked Sendable {
+public final class RepeatCollapser: @unchecked Sendable {  // mutable state under `lock`
     public let window: Double
     // NSLock-guarded: librdkafka logs from its own threads.
     private let lock = NSLock()

@@ -23,6 +23,7 @@ struct LogOptions: ParsableArguments {
 }
 
 enum CLILog {
+    // Unsafe: both are set in `main`, before any thread that logs is started.
     nonisolated(unsafe) private static var installed = false
     /// `--quiet` was given: no progress line either.
     nonisolated(unsafe) static var quiet = false

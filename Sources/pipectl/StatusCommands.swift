@@ -10,6 +10,7 @@ import StatusServer
 /// The process's metrics backend, bootstrapped once by the commands that move data, so the
 /// runtime's swift-metrics calls reach Prometheus (`--http`) and the progress totals.
 enum Observability {
+    // Unsafe: set once by the command on the main thread before the runtime starts its threads.
     nonisolated(unsafe) private static var installed: PipelineMetricsFactory?
     nonisolated(unsafe) private static var progress: ProgressReporter?
 
