@@ -155,6 +155,14 @@ public final class SourceCheckpointStore {
         }
     }
 
+    /// Whether the sources table has any row from before checkpoints (no `sent_bytes`): only
+    /// then is a new file's whole SHA-256 needed before it is sent (`isLegacy`).
+    public func hasLegacySources() throws -> Bool {
+        try withConnection { conn in
+            try !conn.query("SELECT 1 FROM \(table) WHERE \"sent_bytes\" IS NULL LIMIT 1").isEmpty
+        }
+    }
+
     /// Whether a row of the sources table from before checkpoints has this identity (the
     /// file's whole SHA-256 then): such a file keeps that identity, so its stored rows count.
     public func isLegacy(identity: String) throws -> Bool {
