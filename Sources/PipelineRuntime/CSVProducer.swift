@@ -47,9 +47,6 @@ public final class CSVProducer {
     let topicID: String?
     /// Seconds between checkpoint writes while sending (and one at the end).
     var checkpointInterval = 0.5
-    /// Called once the file was checked against its checkpoint, before anything is sent (the
-    /// `run` command starts its consumer only then: a refused file starts no consumer).
-    public var onChecked: (() -> Void)?
 
     /// - Parameters:
     ///   - checkpoints: where send checkpoints live; nil sends the whole file under its
@@ -73,7 +70,8 @@ public final class CSVProducer {
     func lineage(store: SourceCheckpointStore) throws -> (SourceLineage, SourceSnapshot) {
         try store.prepare()
         if let stored = try store.current() {
-            let snapshot = try SourceSnapshot(path: source.resolvedPath, verifyBytes: stored.sent.bytes, chunkBytes: stored.sent.chunkBytes)
+            let snapshot = try SourceSnapshot(
+                path: source.resolvedPath, verifyBytes: stored.sent.bytes, chunkBytes: stored.sent.chunkBytes, wholeFingerprint: false)
             let check = SourceCheckpoint.check(
                 sent: stored.sent, size: Int64(snapshot.size), prefixHash: snapshot.prefixHash,
                 chunkDigests: snapshot.chunkDigests, byteAtSentEnd: snapshot.bytes(at: stored.sent.bytes, count: 1).first)
@@ -89,9 +87,15 @@ public final class CSVProducer {
             // The same snapshot serves: its chunks use the old life's size, which is as good.
             return (try store.create(identity: newIdentity(snapshot), chunkBytes: snapshot.chunkBytes), snapshot)
         }
-        let snapshot = try SourceSnapshot(path: source.resolvedPath)
         // A file registered before checkpoints existed keeps its identity (its whole SHA-256).
-        let identity = try store.isLegacy(identity: snapshot.fingerprint) ? snapshot.fingerprint : newIdentity(snapshot)
+        // Only such rows need that hash before sending; without any, the file is hashed once.
+        let snapshot = try SourceSnapshot(path: source.resolvedPath, wholeFingerprint: try store.hasLegacySources())
+        let identity: String
+        if let whole = snapshot.fingerprint, try store.isLegacy(identity: whole) {
+            identity = whole
+        } else {
+            identity = newIdentity(snapshot)
+        }
         return (try store.create(identity: identity, chunkBytes: snapshot.chunkBytes), snapshot)
     }
 
@@ -157,9 +161,8 @@ public final class CSVProducer {
             report.fingerprint = found.0.identity
         } else {
             snapshot = try SourceSnapshot(path: source.resolvedPath)
-            report.fingerprint = snapshot.fingerprint
+            report.fingerprint = snapshot.fingerprint ?? ""  // always computed by default
         }
-        onChecked?()
         var settings = Self.kafkaSettings(topic)
         settings["linger.ms"] = settings["linger.ms"] ?? String(topic.lingerMs)
         settings["compression.type"] = settings["compression.type"] ?? topic.compression

@@ -119,27 +119,26 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             productions[send.topic.name] = production
             order.append(production)
         }
-        for production in order {
-            startProducer(production)
-            // A topic no sink reads is sent all the same (as `plan` shows); nothing waits on it.
-            if production.consumerCount == 0 { production.consumersFinished(count: 0) }
-        }
-
         let results = ConsumerResults(count: flows.count)
         var firstError: Error?
         var consumersStarted = 0
         for production in order {
-            // The consumers start once the first file passed its checkpoint check: a consumer
-            // started and stopped while it joins its group was seen to hold Tansu's group back
-            // for the next run, and a refused file needs no consumer.
-            guard production.waitUntilConsumersMayStart() else {
-                production.consumersFinished(count: production.consumerCount)
-                continue
+            // Started here, not on the thread: the lifecycle is sending before anyone can wait on it.
+            let first = production.handle(.start)
+            // The consumers start at once (`ProducerLifecycle`): their group join (about 1 s on
+            // Tansu) overlaps the first file's checkpoint check and snapshot. A consumer started
+            // and stopped while it joins was seen to hold Tansu's group back for the next run,
+            // so when the file is refused each one leaves only after its join completed
+            // (`TopicLoader.Options.joinBeforeLeaving`).
+            if first.contains(.startConsumers) {
+                for (index, flow) in flows.enumerated() where flow.topic.name == production.topic.name {
+                    startConsumer(flow, sink: Handoff(sinks[index]), index: index, production: production, follow: follow, results: results)
+                    consumersStarted += 1
+                }
             }
-            for (index, flow) in flows.enumerated() where flow.topic.name == production.topic.name {
-                startConsumer(flow, sink: Handoff(sinks[index]), index: index, production: production, follow: follow, results: results)
-                consumersStarted += 1
-            }
+            startProducer(production, actions: first.filter { $0 != .startConsumers })
+            // A topic no sink reads is sent all the same (as `plan` shows); nothing waits on it.
+            if production.consumerCount == 0 { production.consumersFinished(count: 0) }
         }
         let loads = results.waitForAll(started: consumersStarted)
         for production in order { production.waitForExit() }
@@ -178,10 +177,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
 
     /// The producer thread of one topic: performs `ProducerLifecycle`'s actions (send a file,
     /// watch the topic's ID every 0.5 s until its consumers are done) and feeds back the results.
-    func startProducer(_ production: TopicProduction) {
+    /// - Parameter actions: what the lifecycle's `start` asked for, the consumers' start aside.
+    func startProducer(_ production: TopicProduction, actions first: [ProducerLifecycle.Action]) {
         let topic = production.topic
-        // Started here, not on the thread: the lifecycle is sending before anyone can wait on it.
-        let first = production.handle(.start)
         let thread = Thread {
             var actions = first
             let admin = try? KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
@@ -195,7 +193,7 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                     }
                     let source = production.sources[index]
                     if again { self.logger.info("topic \(topic.name) was lost before every record was stored; sending \(source.path) again") }
-                    let result = self.produceWithRetries(source: source, topic: topic, onChecked: { _ = production.handle(.sourceChecked) })
+                    let result = self.produceWithRetries(source: source, topic: topic)
                     switch result {
                     case .success(let report):
                         production.store(report, at: index)
@@ -233,6 +231,8 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         let thread = Thread {
             var options = TopicLoader.Options()
             options.restartOnNewTopic = true
+            // Started before the file is checked: a refused file must not end a join midway.
+            options.joinBeforeLeaving = 5
             if !follow { options.until = { production.consumerBound } }
             let result = Result {
                 try TopicLoader(pipeline: self.pipeline, flow: flow, options: options, logger: self.logger).run(url: sink.value.url, sink: sink.value)
@@ -247,7 +247,7 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// Sends the source from its checkpoint, again when the producer fails (for example a
     /// broker restart that lost the topic: the new topic ID makes it start from the first
     /// record, and record ids make the re-sent rows harmless).
-    func produceWithRetries(source: Source, topic: Topic, attempts: Int = 5, onChecked: (() -> Void)? = nil) -> Result<ProduceReport, Error> {
+    func produceWithRetries(source: Source, topic: Topic, attempts: Int = 5) -> Result<ProduceReport, Error> {
         var lastError: Error?
         for attempt in 1...attempts {
             if StopSignal.requested { break }
@@ -261,7 +261,6 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                 let producer = CSVProducer(
                     source: source, topic: topic, checkpoints: store,
                     asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger)
-                producer.onChecked = onChecked
                 var report = try producer.run()
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(topic.name) != topicID {
@@ -414,14 +413,6 @@ final class TopicProduction: @unchecked Sendable {  // every var is read and wri
             consumersLeft -= count
             if consumersLeft <= 0 { _ = lifecycle.handle(.consumersFinished) }
         }
-    }
-
-    /// Waits until the first file passed its check (true), or the producer ended without (false).
-    func waitUntilConsumersMayStart() -> Bool {
-        condition.lock()
-        defer { condition.unlock() }
-        while !lifecycle.consumersStarted && !exited { condition.wait() }
-        return lifecycle.consumersStarted
     }
 
     /// Waits `seconds` while the lifecycle is watching the topic; false when it stopped

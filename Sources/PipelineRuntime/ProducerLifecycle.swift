@@ -8,7 +8,7 @@
 /// on a restart, and then every file is sent again from its first record (the new topic ID makes
 /// the send checkpoints start over; record ids make the repeats harmless).
 ///
-///     idle ─start→ sending(0) ─sourceChecked→ (consumers start, once)
+///     idle ─start→ sending(0) + consumers start (once, in parallel with the first file's check)
 ///     sending(i) ─sourceSent→ sending(i+1) … ─sourceSent(last)→ watching
 ///     watching ─topicChecked(same ID)→ watching      ─topicChecked(other ID)→ sending(0)
 ///     watching ─consumersFinished→ finished          any ─sendFailed→ failed
@@ -49,8 +49,6 @@ public struct ProducerLifecycle: Sendable, Equatable {
 
     public enum Event: Sendable, Equatable {
         case start
-        /// The file being sent passed its checkpoint check and is about to be sent.
-        case sourceChecked
         /// The file being sent is on the topic: its end offsets and the topic's ID.
         case sourceSent(endOffsets: [Int32: Int64], topicID: String)
         case sendFailed(message: String)
@@ -64,7 +62,9 @@ public struct ProducerLifecycle: Sendable, Equatable {
     public enum Action: Sendable, Equatable {
         /// Send file `source` from its checkpoint (`again`: after a lost topic, say so).
         case send(source: Int, again: Bool)
-        /// Start the topic's consumers (once, after the first file passed its check).
+        /// Start the topic's consumers (once, at the start: their group join, about 1 s on Tansu,
+        /// overlaps the first file's checkpoint check and snapshot). A consumer whose file is
+        /// then refused leaves only once its join completed (`TopicLoader.Options.joinBeforeLeaving`).
         case startConsumers
         /// Let the consumers stop at these end offsets.
         case publish(Delivered)
@@ -113,11 +113,8 @@ public struct ProducerLifecycle: Sendable, Equatable {
             return [.exit]
         case (.idle, .start):
             state = .sending(source: 0, sent: nil)
-            return [.send(source: 0, again: false)]
-        case (.sending, .sourceChecked):
-            guard !consumersStarted else { return [] }
             consumersStarted = true
-            return [.startConsumers]
+            return [.startConsumers, .send(source: 0, again: false)]
         case (.sending(let source, let sent), .sourceSent(let offsets, let topicID)):
             let delivered: Delivered
             if let sent {

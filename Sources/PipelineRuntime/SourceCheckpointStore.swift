@@ -71,7 +71,11 @@ public final class SourceCheckpointStore {
                     conn = c
                 }
                 return try body(conn!)
-            } catch let error as PostgresError where error.connectionLost {
+            } catch let error as PostgresError where error.connectionLost || error.sqlState == nil {
+                // No SQLSTATE: libpq's own error. After an immediate shutdown it was seen to say
+                // `server closed the connection unexpectedly` while PQstatus still said OK (the
+                // producer, sending while the consumer commits, then stopped): it is retried on a
+                // new connection like a lost one.
                 let end = deadline ?? Date().addingTimeInterval(retryTimeout)
                 deadline = end
                 conn = nil
@@ -152,6 +156,14 @@ public final class SourceCheckpointStore {
                 throw PostgresError("\(path): source identity \(identity) is already registered with a send checkpoint; run `pipectl reset --source` for it")
             }
             return lineage
+        }
+    }
+
+    /// Whether the sources table has any row from before checkpoints (no `sent_bytes`): only
+    /// then is a new file's whole SHA-256 needed before it is sent (`isLegacy`).
+    public func hasLegacySources() throws -> Bool {
+        try withConnection { conn in
+            try !conn.query("SELECT 1 FROM \(table) WHERE \"sent_bytes\" IS NULL LIMIT 1").isEmpty
         }
     }
 

@@ -30,6 +30,11 @@ public final class TopicLoader {
         public var restartOnNewTopic = false
         /// Stop after this long without records once `untilOffsets` is nil and `--follow` is off.
         public var idleExit: Double?
+        /// Seconds the consumer may go on polling, once `until` is met, for its first group join
+        /// to complete before it leaves (0: leave at once). A consumer closed while it joins was
+        /// seen to hold Tansu's group back for the next run (`run` starts its consumers before
+        /// the source is checked, and a refused file ends them at once).
+        public var joinBeforeLeaving: Double = 0
         public init() {}
     }
 
@@ -136,6 +141,7 @@ private final class ConsumerDriver {
         }
         try consumer.subscribe()
         defer { consumer.close() }
+        let joinDeadline = Date().addingTimeInterval(options.joinBeforeLeaving)
         while true {
             if let error = machine.failureDue(at: Date()) {
                 try handOver()
@@ -147,7 +153,7 @@ private final class ConsumerDriver {
                 _ = try finish()
                 return result()
             }
-            if isDone(), try finish(), isDone() { return result() }
+            if isDone(), machine.everAssigned || Date() >= joinDeadline, try finish(), isDone() { return result() }
             switch machine.nextRead(at: Date()) {
             case .replay(_, let generation):
                 for m in machine.takeStash() {

@@ -8,7 +8,8 @@ public enum Fingerprint {
     /// The fingerprint of a whole file.
     /// - Throws: `CSVError` naming the path when it is not a readable regular file.
     public static func ofFile(atPath path: String) throws -> String {
-        try SourceSnapshot(path: path).fingerprint
+        let snapshot = try SourceSnapshot(path: path)
+        return snapshot.fingerprint ?? Fingerprint.hex(snapshot.runningHash.state.finalize())
     }
 
     public static func of(bytes: [UInt8]) -> String {
@@ -35,10 +36,19 @@ public enum Fingerprint {
 /// The same pass also produces what a send checkpoint is checked against (`SourceCheckpoint`):
 /// the SHA-256 of the first `verifyBytes` bytes, an 8-byte digest of every full chunk, and the
 /// SHA-256 of the leading `SourceCheckpoint.leadingBytes` bytes (part of a new source's identity).
+///
+/// Every byte goes through at most two SHA-256 computations here: the chunk digests, and one
+/// running SHA-256 from the first byte (`runningHash`), which gives the prefix hash at
+/// `verifyBytes` and, when `wholeFingerprint` is asked for, the whole file's `fingerprint`.
+/// Without it the running hash stops at `verifyBytes` and `PrefixHasher` goes on from there
+/// while the records are sent: a new file is hashed once before its first record is sent.
 public final class SourceSnapshot {
     /// SHA-256 of all the copied bytes (see `Fingerprint`): the identity sources had before
-    /// checkpoints, still used to recognise them.
-    public let fingerprint: String
+    /// checkpoints, still used to recognise them. Nil unless `wholeFingerprint` was asked for.
+    public let fingerprint: String?
+    /// The running SHA-256 of bytes [0, bytes) of the copy (`bytes` is the size when the whole
+    /// fingerprint was computed, else min(size, verifyBytes)), for `PrefixHasher` to go on from.
+    public let runningHash: (state: SHA256, bytes: Int64)
     /// Bytes copied.
     public let size: Int
     /// SHA-256 of the first min(size, 64 KiB) bytes.
@@ -56,8 +66,12 @@ public final class SourceSnapshot {
     ///   - verifyBytes: also hash bytes [0, verifyBytes) (a stored checkpoint's sent part).
     ///   - chunkBytes: the chunk size for `chunkDigests`; nil chooses one from the file's size
     ///     (`SourceCheckpoint.chunkBytes(forSize:)`).
+    ///   - wholeFingerprint: also compute `fingerprint` (the SHA-256 of every byte) in this pass.
     /// - Throws: `CSVError` naming the path (unreadable, a folder, a read or write error).
-    public init(path: String, temporaryDirectory: String = NSTemporaryDirectory(), verifyBytes: Int64 = 0, chunkBytes: Int? = nil) throws {
+    public init(
+        path: String, temporaryDirectory: String = NSTemporaryDirectory(), verifyBytes: Int64 = 0, chunkBytes: Int? = nil,
+        wholeFingerprint: Bool = true
+    ) throws {
         do {
             try SourceFile.checkReadable(path)
         } catch let error as SourceFile.Unreadable {
@@ -77,10 +91,13 @@ public final class SourceSnapshot {
         let handle = FileHandle(fileDescriptor: copy, closeOnDealloc: true)
         var info = stat()
         let chunkSize = chunkBytes ?? SourceCheckpoint.chunkBytes(forSize: fstat(input, &info) == 0 ? Int64(info.st_size) : 0)
+        // One running SHA-256 from the first byte: its state at `verifyBytes` is the prefix
+        // hash, at the end the whole fingerprint (`finalize` leaves the running state as it is).
         var hasher = SHA256()
+        var hashed: Int64 = 0
+        let hashUpTo: Int64 = wholeFingerprint ? Int64.max : verifyBytes
         var leading = SHA256()
-        var prefix = SHA256()
-        var prefixHash: String? = verifyBytes == 0 ? Fingerprint.hex(prefix.finalize()) : nil
+        var prefixHash: String? = verifyBytes == 0 ? Fingerprint.hex(hasher.finalize()) : nil
         var chunk = SHA256()
         var inChunk = 0
         var digests: [UInt8] = []
@@ -95,16 +112,20 @@ public final class SourceSnapshot {
             if n == 0 { break }
             try buffer.withUnsafeBytes { bytes in
                 let part = UnsafeRawBufferPointer(rebasing: bytes[..<n])
-                hasher.update(bufferPointer: part)
                 if total < SourceCheckpoint.leadingBytes {
                     leading.update(bufferPointer: UnsafeRawBufferPointer(rebasing: part[..<min(n, SourceCheckpoint.leadingBytes - total)]))
                 }
-                if prefixHash == nil, Int64(total) < verifyBytes {
-                    let take = Int(min(Int64(n), verifyBytes - Int64(total)))
-                    prefix.update(bufferPointer: UnsafeRawBufferPointer(rebasing: part[..<take]))
-                    if Int64(total + take) == verifyBytes { prefixHash = Fingerprint.hex(prefix.finalize()) }
-                }
                 var at = 0
+                while at < n, hashed < hashUpTo {
+                    // Up to the prefix's end first (its hash is taken there), then on.
+                    let stop = prefixHash == nil ? verifyBytes : hashUpTo
+                    let take = Int(min(Int64(n - at), stop - hashed))
+                    hasher.update(bufferPointer: UnsafeRawBufferPointer(rebasing: part[at..<(at + take)]))
+                    at += take
+                    hashed += Int64(take)
+                    if prefixHash == nil, hashed == verifyBytes { prefixHash = Fingerprint.hex(hasher.finalize()) }
+                }
+                at = 0
                 while at < n {
                     let take = min(n - at, chunkSize - inChunk)
                     chunk.update(bufferPointer: UnsafeRawBufferPointer(rebasing: part[at..<(at + take)]))
@@ -131,7 +152,8 @@ public final class SourceSnapshot {
         lseek(copy, 0, SEEK_SET)
         self.handle = handle
         self.size = total
-        self.fingerprint = Fingerprint.hex(hasher.finalize())
+        self.fingerprint = wholeFingerprint ? Fingerprint.hex(hasher.finalize()) : nil
+        self.runningHash = (hasher, hashed)
         self.leadingDigest = Array(leading.finalize())
         self.prefixHash = prefixHash
         self.chunkBytes = chunkSize
@@ -199,13 +221,23 @@ public final class SourceSnapshot {
 /// checkpoint moves forward as records are sent).
 public final class PrefixHasher {
     let snapshot: SourceSnapshot
-    var hasher = SHA256()
-    public private(set) var hashed: Int64 = 0
+    var hasher: SHA256
+    public private(set) var hashed: Int64
 
-    public init(_ snapshot: SourceSnapshot) { self.snapshot = snapshot }
+    /// Goes on from the snapshot's running hash (the sent part of a resumed file is not hashed
+    /// again).
+    public init(_ snapshot: SourceSnapshot) {
+        self.snapshot = snapshot
+        (hasher, hashed) = snapshot.runningHash
+    }
 
     /// The hex SHA-256 of bytes [0, end); `end` must not go back.
     public func hash(upTo end: Int64) -> String {
+        if end < hashed {
+            // Behind the snapshot's running hash (it covered the whole file): start over.
+            hasher = SHA256()
+            hashed = 0
+        }
         while hashed < end {
             let part = snapshot.bytes(at: hashed, count: Int(min(end - hashed, 1 << 20)))
             if part.isEmpty { break }

@@ -48,6 +48,35 @@ final class FingerprintTests: XCTestCase {
         XCTAssertEqual(records(snapshot.reader(delimiter: UInt8(ascii: ","), quote: UInt8(ascii: "\""))), ["id|name", "1|a", "2|b"])
     }
 
+    /// The snapshot's one running SHA-256 (whole, up to a sent part, or none) and `PrefixHasher`
+    /// going on from it give the values a separate hash of each prefix gives, across the 1 MiB
+    /// reads; the chunk digests do not depend on it.
+    func testTheRunningHashGivesTheSameFingerprintsHoweverFarTheSnapshotHashed() throws {
+        let bytes = (0..<(5 << 19)).map { UInt8(truncatingIfNeeded: $0 &* 31 &+ $0 >> 11) }
+        let path = NSTemporaryDirectory() + "pipectl-fp-\(UUID().uuidString).csv"
+        XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+        addTeardownBlock { try? FileManager.default.removeItem(atPath: path) }
+        let whole = Fingerprint.of(bytes: bytes)
+        let ends: [Int64] = [1, 4096, 1 << 20, (1 << 20) + 7, 2_000_000, Int64(bytes.count)]
+        let reference = try SourceSnapshot(path: path, chunkBytes: 4096)
+        XCTAssertEqual(reference.fingerprint, whole)
+        for verify: Int64 in [0, 1_500_001, Int64(bytes.count), Int64(bytes.count) + 1] {
+            for wholeFingerprint in [true, false] {
+                let snapshot = try SourceSnapshot(path: path, verifyBytes: verify, chunkBytes: 4096, wholeFingerprint: wholeFingerprint)
+                let label = "verify \(verify), whole \(wholeFingerprint)"
+                XCTAssertEqual(snapshot.fingerprint, wholeFingerprint ? whole : nil, label)
+                XCTAssertEqual(snapshot.prefixHash, verify <= Int64(bytes.count) ? Fingerprint.of(bytes: Array(bytes[..<Int(verify)])) : nil, label)
+                XCTAssertEqual(snapshot.chunkDigests, reference.chunkDigests, label)
+                XCTAssertEqual(snapshot.leadingDigest, reference.leadingDigest, label)
+                let hasher = PrefixHasher(snapshot)
+                for end in ends where end >= min(verify, Int64(bytes.count)) {
+                    XCTAssertEqual(hasher.hash(upTo: end), Fingerprint.of(bytes: Array(bytes[..<Int(end)])), "\(label), end \(end)")
+                }
+            }
+        }
+        XCTAssertEqual(try Fingerprint.ofFile(atPath: path), whole)
+    }
+
     func testAFolderIsRefusedWithOneLine() {
         XCTAssertThrowsError(try SourceSnapshot(path: NSTemporaryDirectory())) { error in
             XCTAssertEqual("\(error)", "\(NSTemporaryDirectory()): is a folder, not a file")

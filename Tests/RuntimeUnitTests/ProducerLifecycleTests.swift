@@ -6,13 +6,13 @@ import XCTest
 final class ProducerLifecycleTests: XCTestCase {
     typealias Delivered = ProducerLifecycle.Delivered
 
-    /// One file: send it, start the consumers after its check, publish its end offsets, watch.
+    /// One file: start the consumers and send it, publish its end offsets, watch.
     func testOneFileIsSentThenPublishedThenWatched() {
         var machine = ProducerLifecycle(sourceCount: 1)
         XCTAssertNil(machine.consumerBound)
-        XCTAssertEqual(machine.handle(.start), [.send(source: 0, again: false)])
+        XCTAssertFalse(machine.consumersStarted)
+        XCTAssertEqual(machine.handle(.start), [.startConsumers, .send(source: 0, again: false)])
         XCTAssertEqual(machine.state, .sending(source: 0, sent: nil))
-        XCTAssertEqual(machine.handle(.sourceChecked), [.startConsumers])
         XCTAssertTrue(machine.consumersStarted)
         XCTAssertNil(machine.consumerBound, "consumers wait until the file is delivered")
         let delivered = Delivered(endOffsets: [0: 506], topicID: "T1")
@@ -32,12 +32,10 @@ final class ProducerLifecycleTests: XCTestCase {
     /// published end offsets are the larger of the two per partition.
     func testTwoFilesAreSentInTurnAndTheirEndOffsetsMerged() {
         var machine = ProducerLifecycle(sourceCount: 2)
-        XCTAssertEqual(machine.handle(.start), [.send(source: 0, again: false)])
-        XCTAssertEqual(machine.handle(.sourceChecked), [.startConsumers])
-        XCTAssertEqual(machine.handle(.sourceSent(endOffsets: [0: 10, 1: 7], topicID: "T1")), [.send(source: 1, again: false)])
+        XCTAssertEqual(machine.handle(.start), [.startConsumers, .send(source: 0, again: false)])
+        XCTAssertEqual(machine.handle(.sourceSent(endOffsets: [0: 10, 1: 7], topicID: "T1")), [.send(source: 1, again: false)], "consumers start once")
         XCTAssertEqual(machine.state, .sending(source: 1, sent: Delivered(endOffsets: [0: 10, 1: 7], topicID: "T1")))
         XCTAssertNil(machine.consumerBound, "consumers wait for the second file")
-        XCTAssertEqual(machine.handle(.sourceChecked), [], "consumers start once")
         let delivered = Delivered(endOffsets: [0: 10, 1: 12, 2: 3], topicID: "T1")
         XCTAssertEqual(machine.handle(.sourceSent(endOffsets: [0: 4, 1: 12, 2: 3], topicID: "T1")), [.publish(delivered), .checkTopicLater])
         XCTAssertEqual(machine.state, .watching(delivered))
@@ -59,12 +57,10 @@ final class ProducerLifecycleTests: XCTestCase {
     func testALostTopicWhileWatchingWithdrawsAndSendsAgain() {
         var machine = ProducerLifecycle(sourceCount: 1)
         _ = machine.handle(.start)
-        _ = machine.handle(.sourceChecked)
         _ = machine.handle(.sourceSent(endOffsets: [0: 506], topicID: "T1"))
-        XCTAssertEqual(machine.handle(.topicChecked(topicID: nil)), [.withdraw, .send(source: 0, again: true)])
+        XCTAssertEqual(machine.handle(.topicChecked(topicID: nil)), [.withdraw, .send(source: 0, again: true)], "the consumers run already")
         XCTAssertEqual(machine.state, .sending(source: 0, sent: nil))
         XCTAssertNil(machine.consumerBound)
-        XCTAssertEqual(machine.handle(.sourceChecked), [], "the consumers run already")
         let delivered = Delivered(endOffsets: [0: 506], topicID: "T2")
         XCTAssertEqual(machine.handle(.sourceSent(endOffsets: [0: 506], topicID: "T2")), [.publish(delivered), .checkTopicLater])
         XCTAssertEqual(
@@ -80,7 +76,7 @@ final class ProducerLifecycleTests: XCTestCase {
         XCTAssertEqual(machine.state, .failed(message: "no such file"))
         XCTAssertEqual(machine.consumerBound?.offsets, [:])
         XCTAssertNil(machine.consumerBound?.topicID)
-        XCTAssertFalse(machine.consumersStarted, "a refused file needs no consumer")
+        XCTAssertTrue(machine.consumersStarted, "started with the send; the bound lets them leave after their join")
         XCTAssertEqual(machine.handle(.stopRequested), [])
     }
 
@@ -89,7 +85,6 @@ final class ProducerLifecycleTests: XCTestCase {
     func testConsumersDoneWhileSendingExitsAfterTheLastFile() {
         var machine = ProducerLifecycle(sourceCount: 1)
         _ = machine.handle(.start)
-        _ = machine.handle(.sourceChecked)
         XCTAssertEqual(machine.handle(.consumersFinished), [])
         XCTAssertTrue(machine.consumersDone)
         let delivered = Delivered(endOffsets: [0: 3], topicID: "T1")
