@@ -71,11 +71,9 @@ public final class SourceCheckpointStore {
                     conn = c
                 }
                 return try body(conn!)
-            } catch let error as PostgresError where error.connectionLost || error.sqlState == nil {
-                // No SQLSTATE: libpq's own error. After an immediate shutdown it was seen to say
-                // `server closed the connection unexpectedly` while PQstatus still said OK (the
-                // producer, sending while the consumer commits, then stopped): it is retried on a
-                // new connection like a lost one.
+            } catch let error as PostgresError where error.connectionLost {
+                // Includes libpq's own errors (no SQLSTATE), such as "server closed the connection
+                // unexpectedly" while PQstatus still reads OK: see `PostgresConnection.error(from:)`.
                 let end = deadline ?? Date().addingTimeInterval(retryTimeout)
                 deadline = end
                 conn = nil
