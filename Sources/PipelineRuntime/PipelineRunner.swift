@@ -21,6 +21,8 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         self.logger = logger
     }
 
+    /// One sink's result of a `run`: what was read, sent, stored and dead-lettered, and whether
+    /// the stored rows reconcile with the records read (`format` prints it).
     public struct Summary: Sendable {
         public var flow: String
         public var rowsRead = 0
@@ -324,6 +326,8 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         return String(format: "%.4f", d)
     }
 
+    /// The summary as printed after a run: one line per count, the reconciliation, the check
+    /// query and, if interrupted, how to finish.
     public static func format(_ s: Summary) -> String {
         let rate = s.elapsed > 0 ? Double(s.rowsRead) / s.elapsed : 0
         var lines = [

@@ -31,6 +31,8 @@ public struct ProducerLifecycle: Sendable, Equatable {
         }
     }
 
+    /// Where the topic's producer is: from `idle` through one `sending` per file to `watching`,
+    /// then `finished`; or `failed` / `stopped`.
     public enum State: Sendable, Equatable {
         /// Not started.
         case idle
@@ -47,6 +49,8 @@ public struct ProducerLifecycle: Sendable, Equatable {
         case stopped(Delivered?)
     }
 
+    /// What the driver tells the machine: a send's outcome, a topic-ID check, the consumers
+    /// being done, a stop request.
     public enum Event: Sendable, Equatable {
         case start
         /// The file being sent is on the topic: its end offsets and the topic's ID.
@@ -59,6 +63,7 @@ public struct ProducerLifecycle: Sendable, Equatable {
         case stopRequested
     }
 
+    /// What the driver must do next, in order; performing one may produce an event.
     public enum Action: Sendable, Equatable {
         /// Send file `source` from its checkpoint (`again`: after a lost topic, say so).
         case send(source: Int, again: Bool)

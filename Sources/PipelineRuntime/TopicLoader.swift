@@ -22,6 +22,7 @@ public struct LoadReport: Sendable {
 /// The consumer side of a flow: reads the topic in a consumer group, decodes and casts records,
 /// and commits batches (rows + dead letters + offsets) through `PostgresSink`.
 public final class TopicLoader {
+    /// How a consumer run ends and treats a re-created topic; `consume` and `run` differ here.
     public struct Options {
         /// Stop once the returned offsets of the returned topic incarnation are stored (bounded
         /// `run`: the producer's end offsets, known once it has finished); nil: keep consuming.
