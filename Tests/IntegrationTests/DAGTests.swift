@@ -7,38 +7,12 @@ import XCTest
 /// binary against Tansu and PostgreSQL: a chain of two transforms, one topic read by two
 /// sinks (sent once, consumed by two groups), and two source files into one topic.
 final class DAGTests: XCTestCase {
-    /// A spec folder of its own: `files` are written next to the spec.
-    struct Spec {
-        let name: String
-        let dir: String
-        var specPath: String { dir + "/\(name).yaml" }
-
-        /// `body` is everything after `name:`; `BROKERS` and `URL` are replaced by the stack's.
-        init(_ name: String, files: [String: String], body: String) throws {
-            let state = try TestStack.require()
-            self.name = name
-            dir = NSTemporaryDirectory() + "pipectl-it-\(getpid())-\(name)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            for (file, text) in files { try text.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8) }
-            let yaml =
-                "version: 1\nname: \(name)\n"
-                + body
-                .replacingOccurrences(of: "BROKERS", with: "\"\(state.kafkaBrokers)\"")
-                .replacingOccurrences(of: "URL", with: "\"\(state.databaseURL)\"")
-            try yaml.write(toFile: specPath, atomically: true, encoding: .utf8)
-        }
-    }
-
-    func rows(_ sql: String) throws -> [[String]] {
-        try TestStack.connect().query(sql).map { $0.map { $0 ?? "NULL" } }
-    }
-
     /// topic -> person_rows (casts age to integer) -> adult_rows (renames full_name to who,
     /// widens age to numeric(6,1), needs a name): each stored value is the second transform's,
     /// a record the first transform refuses and one only the second refuses are dead letters
     /// naming their stage, and the first transform's table gets its own values.
     func testChainOfTwoTransformsStoresTheLastTransformsValues() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_dag_chain", files: ["people.csv": "Full Name,Age,Town\nAda Lovelace,36,London\nAlan Turing,41,Wilmslow\nBad Age,abc,X\n,50,Nowhere\n"],
             body: """
                 sources:
@@ -86,7 +60,7 @@ final class DAGTests: XCTestCase {
     /// One topic read by two sinks: the file is sent once (each group's stored offset is the
     /// record count, not twice it), and each sink stores its own transform's values.
     func testTopicReadByTwoSinksIsSentOnceAndLoadedIntoBoth() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_dag_fan", files: ["prices.csv": "sku,price,shop\nA-1,10.50,north\nB-2,3.25,south\nA-1,11.00,south\n"],
             body: """
                 sources:
@@ -144,7 +118,7 @@ final class DAGTests: XCTestCase {
     /// Two files into one topic: each keeps its own source number and ordinals, the consumer
     /// stops once both are sent, and a second run sends and stores nothing.
     func testTwoSourcesIntoOneTopicKeepTheirOwnRecordIDs() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_dag_merge",
             files: [
                 "north.csv": "code,qty\nN1,1\nN2,2\n",
@@ -195,7 +169,7 @@ final class DAGTests: XCTestCase {
     /// `produce` sends every source of a topic (not only the first one of its `from:`), each with
     /// its own record ids, and `consume` then stores all of them.
     func testProduceSendsEverySourceOfATopic() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_dag_produce",
             files: [
                 "east.csv": "code,qty\nE1,7\n",

@@ -7,41 +7,12 @@ import XCTest
 /// PostgreSQL (findings R1, R2, R3, R6 of the review of 2026-11-29), each kept as a test of the
 /// behaviour that is right.
 final class ReviewFindingsTests: XCTestCase {
-    /// A spec folder of its own; `BROKERS` and `URL` in `body` become the stack's.
-    struct Spec {
-        let name: String
-        let dir: String
-        var specPath: String { dir + "/\(name).yaml" }
-
-        init(_ name: String, files: [String: String], body: String) throws {
-            let state = try TestStack.require()
-            self.name = name
-            dir = NSTemporaryDirectory() + "pipectl-it-\(getpid())-\(name)"
-            try FileManager.default.createDirectory(atPath: dir, withIntermediateDirectories: true)
-            for (file, text) in files { try write(text, file) }
-            let yaml =
-                "version: 1\nname: \(name)\n"
-                + body
-                .replacingOccurrences(of: "BROKERS", with: "\"\(state.kafkaBrokers)\"")
-                .replacingOccurrences(of: "URL", with: "\"\(state.databaseURL)\"")
-            try yaml.write(toFile: specPath, atomically: true, encoding: .utf8)
-        }
-
-        func write(_ text: String, _ file: String) throws {
-            try text.write(toFile: dir + "/" + file, atomically: true, encoding: .utf8)
-        }
-    }
-
-    func rows(_ sql: String) throws -> [[String]] {
-        try TestStack.connect().query(sql).map { $0.map { $0 ?? "NULL" } }
-    }
-
     /// R1 (PipelineRunner.storedCounts): one topic, two insert sinks; only `strict_db` refuses
     /// two records. Both tables hold the right values, but `loose_db`'s summary counts the
     /// other sink's dead letters as its own ("reconciled: NO (4 read = 4 rows + 2 dead
     /// letters)") and `run` exits 1 with "the load does not reconcile".
     func testFanOutSinkWithoutDeadLettersStillReconciles() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_rv_fan", files: ["prices.csv": "sku,price,qty\nA-1,10.50,1\nB-2,3.25,x\nC-3,7.00,3\nD-4,abc,4\n"],
             body: """
                 sources:
@@ -94,7 +65,7 @@ final class ReviewFindingsTests: XCTestCase {
     /// Tansu's group stuck: `run --as-new-source` then never stored a row (hung at
     /// "stored 0" until killed). Fixed on this branch (wait for the first join before leaving).
     func testRefusedSecondSourceDoesNotLeaveTheConsumerGroupStuck() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_rv_refused",
             files: ["north.csv": "code,qty\nN1,1\nN2,2\n", "south.csv": "code,qty\nS1,10\nS2,20\nS3,30\n"],
             body: """
@@ -143,7 +114,7 @@ final class ReviewFindingsTests: XCTestCase {
     /// both under Run. Now `plan` lists that sink apart, `run` loads the others and says so,
     /// and `consume --sink` loads it.
     func testPlanAndRunAgreeOnASinkWhoseTopicHasNoSource() throws {
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_rv_orphan", files: ["a.csv": "code,qty\nA,1\n"],
             body: """
                 sources:
@@ -202,7 +173,7 @@ final class ReviewFindingsTests: XCTestCase {
         _ = try db.query("CREATE DATABASE it_rv_second")
         guard let slash = state.databaseURL.lastIndex(of: "/") else { return XCTFail(state.databaseURL) }
         let secondURL = String(state.databaseURL[..<slash]) + "/it_rv_second"
-        let spec = try Spec(
+        let spec = try SpecFolder(
             "it_rv_twodb",
             files: ["north.csv": "code,qty\nN1,1\nN2,2\n", "south.csv": "code,qty\nS1,10\nS2,20\nS3,30\n"],
             body: """
