@@ -163,7 +163,6 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
             summary.deadLettered = load.deadLettered
             summary.lag = load.lag
             summary.fieldsNotLoaded = flow.transforms.first?.unknownFields ?? []
-            summary.interrupted = produced.contains(where: \.interrupted) || produced.count < production.sources.count || (load.interrupted && load.lag > 0)
             summary.mode = flow.sink.mode
             summary.elapsed = Date().timeIntervalSince(started)
             for report in produced {
@@ -171,6 +170,11 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                 summary.storedRows += rows
                 summary.storedDeadLetters += dead
             }
+            // A stop before every record read was stored is an interruption, also when the
+            // consumer held no partitions at the time (no lag it could see).
+            summary.interrupted =
+                produced.contains(where: \.interrupted) || produced.count < production.sources.count
+                || (load.interrupted && (load.lag > 0 || !summary.reconciled))
             summary.check = try check(flow.sink, sink: sink)
             summaries.append(summary)
         }
