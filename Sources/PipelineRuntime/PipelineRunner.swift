@@ -258,16 +258,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
         for attempt in 1...attempts {
             if StopSignal.requested { break }
             do {
-                let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
-                if try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor) {
-                    logger.info("created topic \(topic.name) again (the broker had lost it)")
-                }
-                let topicID = try admin.topicID(topic.name)
-                let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment, logger: logger)
-                let producer = CSVProducer(
-                    source: source, topic: topic, checkpoints: store,
-                    asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger)
-                var report = try producer.run()
+                var (report, topicID, admin) = try SourceSend.once(
+                    source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment, logger: logger,
+                    createdTopic: { logger.info("created topic \(topic.name) again (the broker had lost it)") })
                 // A topic that changed under the producer means some records may be gone.
                 if try admin.topicID(topic.name) != topicID {
                     throw KafkaError("topic \(topic.name) was re-created while sending")

@@ -1,5 +1,6 @@
 import Foundation
 import KafkaAdapter
+import Logging
 import PipelineCompiler
 
 /// `pipectl produce`: every CSV source sent to its topic, each from its send checkpoint.
@@ -26,18 +27,31 @@ public enum SourceSend {
         // each of them, as `run` sends them.
         for send in pipeline.sends {
             let (source, topic) = (send.source, send.topic)
-            let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
-            try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor)
-            // The checkpoint lives in the database of the topic's first sink and belongs to
-            // this incarnation of the topic.
-            let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment)
-            let topicID = try admin.topicID(topic.name)
-            let report = try CSVProducer(
-                source: source, topic: topic, checkpoints: store,
-                asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID
-            ).run()
+            let report = try once(source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment).report
             try sent(Sent(source: source, topic: topic, report: report))
             if report.interrupted { return }
         }
+    }
+
+    /// One send of `source` to `topic`, as both `produce` and `run` do it: creates the topic if
+    /// it is missing, reads its ID, and sends the file from its checkpoint, which lives in the
+    /// database of the topic's first sink and belongs to this incarnation of the topic.
+    /// - Parameter createdTopic: called when the topic had to be created.
+    /// - Returns: the producer's report, the topic ID it sent to, and the admin client (to check
+    ///   the ID again afterwards).
+    /// - Throws: `KafkaError`, `PostgresError`, `SourceChangedError`.
+    static func once(
+        _ source: Source, to topic: Topic, pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
+        logger: Logger = Logger(label: "pipectl.producer"), createdTopic: () -> Void = {}
+    ) throws -> (report: ProduceReport, topicID: String, admin: KafkaAdmin) {
+        let admin = try KafkaAdmin(settings: CSVProducer.kafkaSettings(topic))
+        if try admin.ensureTopic(topic.name, partitions: topic.partitions, replicationFactor: topic.replicationFactor) { createdTopic() }
+        let topicID = try admin.topicID(topic.name)
+        let store = try SourceCheckpointStore.forSource(source, topic: topic, pipeline: pipeline, environment: environment, logger: logger)
+        let report = try CSVProducer(
+            source: source, topic: topic, checkpoints: store,
+            asNewSource: asNewSource || pipeline.onlyUpserts(topic: topic.name), topicID: topicID, logger: logger
+        ).run()
+        return (report, topicID, admin)
     }
 }
