@@ -51,18 +51,22 @@ public enum DDL {
 
     /// The unique index on the record id (insert mode) and the index on the sink's key. On a
     /// table that existed before, they need the columns added first (`SchemaCheck`).
-    public static func indexes(for sink: Sink) -> [String] {
+    public static func indexes(for sink: Sink) -> [String] { namedIndexes(for: sink).map(\.statement) }
+
+    /// `indexes(for:)` with each index's name (in the sink's `db_schema`), so that an index
+    /// already there is not created again: `CREATE INDEX IF NOT EXISTS` locks the table first.
+    public static func namedIndexes(for sink: Sink) -> [(name: String, statement: String)] {
         let target = SQL.qualified(sink.dbSchema, sink.table)
-        var statements: [String] = []
+        var statements: [(name: String, statement: String)] = []
         if sink.mode == .insert {
-            statements.append(
-                "CREATE UNIQUE INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "record"))) ON \(target) (\(SQL.quote(Sink.recordColumn)));")
+            let name = indexName(sink.table, "record")
+            statements.append((name, "CREATE UNIQUE INDEX IF NOT EXISTS \(SQL.quote(name)) ON \(target) (\(SQL.quote(Sink.recordColumn)));"))
         }
         if !sink.key.isEmpty, sink.key != sink.schema.primaryKey.map(\.name) {
             let unique = sink.mode == .upsert ? "UNIQUE " : ""
+            let name = indexName(sink.table, "key")
             statements.append(
-                "CREATE \(unique)INDEX IF NOT EXISTS \(SQL.quote(indexName(sink.table, "key"))) ON \(target) (\(sink.key.map(SQL.quote).joined(separator: ", ")));"
-            )
+                (name, "CREATE \(unique)INDEX IF NOT EXISTS \(SQL.quote(name)) ON \(target) (\(sink.key.map(SQL.quote).joined(separator: ", ")));"))
         }
         return statements
     }
@@ -105,20 +109,8 @@ public enum DDL {
             """,
             // The producer's send checkpoint of each source (see docs/reliability.md, "Files that
             // grow or change"), added to tables made by earlier versions too.
-            """
-            ALTER TABLE \(SQL.qualified(s, b.sources))
-                ADD COLUMN IF NOT EXISTS "topic_id" text,
-                ADD COLUMN IF NOT EXISTS "checkpoint_bytes" bigint,
-                ADD COLUMN IF NOT EXISTS "checkpoint_records" bigint,
-                ADD COLUMN IF NOT EXISTS "checkpoint_line" bigint,
-                ADD COLUMN IF NOT EXISTS "end_offsets" text,
-                ADD COLUMN IF NOT EXISTS "sent_bytes" bigint,
-                ADD COLUMN IF NOT EXISTS "sent_open" boolean,
-                ADD COLUMN IF NOT EXISTS "sent_hash" text,
-                ADD COLUMN IF NOT EXISTS "chunk_bytes" integer,
-                ADD COLUMN IF NOT EXISTS "chunk_digests" bytea,
-                ADD COLUMN IF NOT EXISTS "updated_at" timestamptz;
-            """,
+            "ALTER TABLE \(SQL.qualified(s, b.sources))\n"
+                + sourcesAddedColumns.map { "    ADD COLUMN IF NOT EXISTS \(SQL.quote($0.name)) \($0.type)" }.joined(separator: ",\n") + ";",
             """
             CREATE TABLE IF NOT EXISTS \(SQL.qualified(s, b.deadLetters)) (
                 "id" bigserial PRIMARY KEY,
@@ -139,6 +131,34 @@ public enum DDL {
             "ALTER TABLE \(SQL.qualified(s, b.offsets)) ADD COLUMN IF NOT EXISTS \"claimed_at\" timestamptz;",
             "CREATE UNIQUE INDEX IF NOT EXISTS \(SQL.quote(b.deadLetters + "_record")) ON \(SQL.qualified(s, b.deadLetters)) (\"sink\", \"source_fingerprint\", \"source_ordinal\");",
         ]
+    }
+
+    /// Columns added to the sources table after it was first made, in one `ALTER TABLE`.
+    static let sourcesAddedColumns: [(name: String, type: String)] = [
+        ("topic_id", "text"), ("checkpoint_bytes", "bigint"), ("checkpoint_records", "bigint"),
+        ("checkpoint_line", "bigint"), ("end_offsets", "text"), ("sent_bytes", "bigint"), ("sent_open", "boolean"),
+        ("sent_hash", "text"), ("chunk_bytes", "integer"), ("chunk_digests", "bytea"), ("updated_at", "timestamptz"),
+    ]
+
+    /// A query answering one row, `t` when every table, column and index `bookkeeping(for:)`
+    /// makes already exists. It reads only the catalogs, so it waits for no lock; the
+    /// statements themselves would (`ALTER TABLE` takes an ACCESS EXCLUSIVE lock and
+    /// `CREATE INDEX IF NOT EXISTS` a SHARE lock on the table before it looks for the index,
+    /// PostgreSQL docs, "Explicit Locking"), stalling behind any consumer inside a batch.
+    public static func bookkeepingIsCurrent(for pipeline: Pipeline) -> String {
+        let b = pipeline.bookkeeping
+        let s = Bookkeeping.schema
+        func regclass(_ name: String) -> String { "to_regclass(\(SQL.literal(SQL.qualified(s, name))))" }
+        func columns(_ table: String, _ names: [String]) -> String {
+            "(SELECT count(*) FROM pg_attribute WHERE attrelid = \(regclass(table)) AND NOT attisdropped AND attname = ANY(ARRAY[\(names.map(SQL.literal).joined(separator: ", "))])) = \(names.count)"
+        }
+        return "SELECT "
+            + [
+                "\(regclass(b.deadLetters)) IS NOT NULL",
+                columns(b.offsets, ["claimed_at"]),
+                columns(b.sources, sourcesAddedColumns.map(\.name)),
+                "\(regclass(b.deadLetters + "_record")) IS NOT NULL",
+            ].joined(separator: "\n  AND ")
     }
 
     public static func all(for pipeline: Pipeline) -> [String] {

@@ -175,17 +175,34 @@ public final class PostgresSink {
         try conn.execute("SET synchronous_commit = off")
     }
 
-    /// Applies the plan's DDL, serialised across consumers by an advisory lock.
+    /// Applies the plan's DDL, serialised across consumers by an advisory lock. What already
+    /// exists is not touched: DDL on a table waits for every open transaction on it, so a
+    /// consumer starting next to one frozen inside a batch (the one it takes over from) would
+    /// otherwise wait for that batch, up to its `statement_timeout`.
+    /// - Throws: `PostgresError`; one naming the wait when a change that is needed could not
+    ///   lock its table within `ddlLockTimeoutMs`.
     public func applyDDL() throws {
-        try conn.withTransaction {
-            // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
-            // concurrent create of the same schema.
-            try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
-            for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
-            // Compare first, then change: an existing table gets its columns before its indexes.
-            for each in pipeline.sinks { try SchemaCheck.apply(sink: each, on: conn) }
+        do {
+            try conn.withTransaction {
+                try conn.execute("SET LOCAL lock_timeout = '\(Self.ddlLockTimeoutMs)ms'")
+                // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
+                // concurrent create of the same schema.
+                try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
+                if try conn.query(DDL.bookkeepingIsCurrent(for: pipeline)).first?[0] != "t" {
+                    for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
+                }
+                // Compare first, then change: an existing table gets its columns before its indexes.
+                for each in pipeline.sinks { try SchemaCheck.apply(sink: each, on: conn) }
+            }
+        } catch let error as PostgresError where error.code == .lockNotAvailable {
+            throw PostgresError(
+                "could not lock pipectl's tables for a schema change within \(Self.ddlLockTimeoutMs / 1000) s: another session keeps a transaction open on them (\(error.message)). Run again once it has ended; `SELECT pid, state, query FROM pg_stat_activity` shows it.",
+                sqlState: error.sqlState)
         }
     }
+
+    /// How long a needed schema change waits for its table's lock.
+    static let ddlLockTimeoutMs = 30_000
 
     /// Reconnects after the server went away, with backoff (0.25 s doubling to 5 s), until
     /// `deadline` (the sink's `retry_timeout_ms` after the connection was lost).
@@ -281,20 +298,24 @@ public final class PostgresSink {
     /// Claims `partitions` for this consumer and returns where each should start
     /// (nil: from the beginning). Offsets of another incarnation of the topic are refused,
     /// or forgotten when `restartOnNewTopic` is set (then record ids prevent duplicates).
-    public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool) throws -> [Int32: Int64] {
+    ///
+    /// A previous owner frozen inside its batch's transaction (SIGSTOP, a VM pause, a lost
+    /// network) holds the partition's offsets row locked; `idle_in_transaction_session_timeout`
+    /// does not end it while it sits in a COPY, only `statement_timeout` would (120 s). So a
+    /// claim that waits `claimLockTimeoutMs` for the row ends the session holding it
+    /// (`pg_terminate_backend`), whose uncommitted batch rolls back, and claims again: the
+    /// group has already moved the partition, so that batch could never be kept anyway.
+    /// - Parameter logger: says which session was ended and why.
+    /// - Throws: `TopicIncarnationError` for offsets of another incarnation of the topic;
+    ///   `PostgresError` otherwise.
+    public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool, logger: Logger? = nil) throws -> [Int32: Int64] {
         ownerToken = UUID().uuidString
         var starts: [Int32: Int64] = [:]
         try conn.withTransaction {
             // A lost claim would leave this consumer fenced out of its own partitions.
-            try conn.execute("SET LOCAL synchronous_commit = on")
+            try conn.execute("SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '\(Self.claimLockTimeoutMs)ms'")
             for p in partitions {
-                let rows = try conn.query(
-                    """
-                    INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner", "claimed_at")
-                    VALUES ($1, $2, $3, $4, -1, $5, now())
-                    ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner", "claimed_at" = now()
-                    RETURNING "topic_id", "next_offset"
-                    """, [sink.name, topic.name, String(p), topicID, ownerToken])
+                let rows = try claimRow(p, topicID: topicID, logger: logger)
                 let storedID = rows.first?[0] ?? ""
                 let next = Int64(rows.first?[1] ?? "-1") ?? -1
                 if storedID != topicID {
@@ -310,6 +331,54 @@ public final class PostgresSink {
             }
         }
         return starts
+    }
+
+    /// How long a claim waits for a partition's offsets row before it ends the session holding
+    /// it. A live consumer holds the row for one batch's COPY and COMMIT (milliseconds to about a
+    /// second), so 3 s means frozen.
+    static let claimLockTimeoutMs = 3_000
+
+    /// Inserts or takes over the offsets row of `partition`; returns its `topic_id` and
+    /// `next_offset`. Runs inside the claim's transaction, each try under a savepoint.
+    private func claimRow(_ partition: Int32, topicID: String, logger: Logger?) throws -> [[String?]] {
+        while true {
+            try conn.execute("SAVEPOINT pipectl_claim")
+            do {
+                let rows = try conn.query(
+                    """
+                    INSERT INTO \(offsetsTable) ("sink", "topic", "partition", "topic_id", "next_offset", "owner", "claimed_at")
+                    VALUES ($1, $2, $3, $4, -1, $5, now())
+                    ON CONFLICT ("sink", "topic", "partition") DO UPDATE SET "owner" = EXCLUDED."owner", "claimed_at" = now()
+                    RETURNING "topic_id", "next_offset"
+                    """, [sink.name, topic.name, String(partition), topicID, ownerToken])
+                try conn.execute("RELEASE SAVEPOINT pipectl_claim")
+                return rows
+            } catch let error as PostgresError where error.code == .lockNotAvailable {
+                try conn.execute("ROLLBACK TO SAVEPOINT pipectl_claim")
+                if StopSignal.requested { throw error }
+                try endSessionHolding(partition, logger: logger)
+            }
+        }
+    }
+
+    /// Ends the PostgreSQL session whose open transaction holds `partition`'s offsets row (the
+    /// row's `xmax` is that transaction's id while it is locked), so its batch rolls back.
+    /// Nothing is ended when the holder cannot be told apart (the lock is shared) or is gone.
+    private func endSessionHolding(_ partition: Int32, logger: Logger?) throws {
+        let holders = try conn.query(
+            """
+            SELECT a."pid", a."application_name", coalesce(a."client_addr"::text, 'local'),
+                   round(extract(epoch FROM now() - a."xact_start"))::int, a."state"
+            FROM \(offsetsTable) o JOIN pg_stat_activity a ON a."backend_xid" = o."xmax"
+            WHERE o."sink" = $1 AND o."topic" = $2 AND o."partition" = $3 AND a."pid" <> pg_backend_pid()
+            """, [sink.name, topic.name, String(partition)])
+        for holder in holders {
+            guard let pid = holder[0] else { continue }
+            let ended = try conn.query("SELECT pg_terminate_backend($1::int)", [pid]).first?[0] == "t"
+            logger?.warning(
+                "partition \(partition) of \(topic.name): its previous owner's transaction held the offsets row for \(Self.claimLockTimeoutMs / 1000) s (PostgreSQL session \(pid) from \(holder[2] ?? "?"), \(holder[4] ?? "?") for \(holder[3] ?? "?") s); \(ended ? "ended that session, so its uncommitted batch rolls back" : "could not end that session; waiting for it")"
+            )
+        }
     }
 
     // MARK: writing

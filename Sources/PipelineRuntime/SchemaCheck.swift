@@ -99,7 +99,11 @@ public enum SchemaCheck {
         for case .addColumn(let name, let type) in changes {
             try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
         }
-        for statement in DDL.indexes(for: sink) { try conn.execute(statement) }
+        for index in DDL.namedIndexes(for: sink) {
+            // CREATE INDEX IF NOT EXISTS locks the table before it looks: look first.
+            let exists = try conn.query("SELECT to_regclass($1) IS NOT NULL", [SQL.qualified(sink.dbSchema, index.name)]).first?[0] == "t"
+            if !exists { try conn.execute(index.statement) }
+        }
     }
 }
 

@@ -281,8 +281,8 @@ private final class ConsumerDriver {
         // synchronously, which also makes every earlier (asynchronous) commit durable.
         let restart = options.restartOnNewTopic
         let sink = self.sink
-        let starts = try writer.perform { [topicID] in
-            try sink.claim(partitions, topicID: topicID, restartOnNewTopic: restart)
+        let starts = try writer.perform { [topicID, logger] in
+            try sink.claim(partitions, topicID: topicID, restartOnNewTopic: restart, logger: logger)
         }
         writer.markAllDurable()
         writer.setStored(machine.claimed(partitions, topicID: topicID, starts: starts, at: Date()))

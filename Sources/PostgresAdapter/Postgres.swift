@@ -34,6 +34,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case queryCanceled
         /// 25P03: `idle_in_transaction_session_timeout` ended the session.
         case idleInTransactionTimeout
+        /// 55P03: a lock was not granted within `lock_timeout` (or NOWAIT).
+        case lockNotAvailable
         /// Any other SQLSTATE, or nil for an error pipectl raised itself.
         case other(String?)
 
@@ -56,6 +58,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             case "42703": self = .undefinedColumn
             case "57014": self = .queryCanceled
             case "25P03": self = .idleInTransactionTimeout
+            case "55P03": self = .lockNotAvailable
             // Class 08, and the server ending the session: admin_shutdown (57P01, `pg_ctl stop
             // -m fast`), crash_shutdown (57P02), cannot_connect_now (57P03, starting up).
             case _ where sqlState.hasPrefix("08"), "57P01", "57P02", "57P03": self = .connectionFailure

@@ -185,11 +185,42 @@ final class FaultTests: XCTestCase {
         defer { b.kill9() }
         // b takes over once a's session has timed out, and stores rows of its own.
         let before = rowCount("it_fence")
-        waitFor("consumer b to take over", timeout: 90) { b.output().contains("assigned partitions 0, 1") && rowCount("it_fence") > before + 2_000 }
+        waitFor("consumer b to take over", timeout: 90, otherwise: "b: \(b.output())") {
+            b.output().contains("assigned partitions 0, 1") && rowCount("it_fence") > before + 2_000
+        }
         a.send(SIGCONT)
         guard a.wait(timeout: 180) && b.wait(timeout: 180) else { return XCTFail("a: \(a.output())\nb: \(b.output())") }
         XCTAssertTrue(a.output().contains("now belong to another consumer; batch dropped"), a.output())
         try assertExactTable("it_fence", rows: 100_000, everyRow: false)
+    }
+
+    /// A consumer frozen inside its batch's transaction, stood in for by a session that holds
+    /// the partition's offsets row and the table's write lock (as a COPY in progress does) and
+    /// never ends: the consumer taking over neither waits on DDL (its tables exist) nor on the
+    /// row: its claim ends that session after 3 s, and every row is stored once. Before, it
+    /// waited for the frozen batch's `statement_timeout` (120 s); here, with none, for ever.
+    func testConsumerFrozenInsideABatchDoesNotStallTheNextOne() throws {
+        let p = try TestPipeline.written("it_frozen", csv: repeatedHousingCSV(1_000), sourceBatch: 500)
+        let first = try pipectl(["run", p.specPath])
+        XCTAssertEqual(first.status, 0, first.output)
+        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: p.csvPath))
+        try handle.seekToEnd()
+        try handle.write(contentsOf: Data((1_000..<1_500).map { housingRows[$0 % housingRows.count] + "\n" }.joined().utf8))
+        try handle.close()
+        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+
+        let frozen = try TestStack.connect()
+        try frozen.execute("BEGIN")
+        XCTAssertEqual(try frozen.query("SELECT \"next_offset\" FROM \"pipectl\".\"it_frozen__offsets\" FOR UPDATE").map { $0[0] }, ["1000"])
+        try frozen.execute("LOCK TABLE \"it_frozen\" IN ROW EXCLUSIVE MODE")
+        let consume = try pipectl(["consume", p.specPath, "--idle-exit", "4"], timeout: 90)
+        XCTAssertEqual(consume.status, 0, consume.output)
+        XCTAssertTrue(consume.output.contains("its previous owner's transaction held the offsets row for 3 s"), consume.output)
+        XCTAssertTrue(consume.output.contains("ended that session, so its uncommitted batch rolls back"), consume.output)
+        XCTAssertTrue(consume.output.contains("Consumed 500 records: 500 loaded, 0 already loaded, 0 dead-lettered"), consume.output)
+        XCTAssertThrowsError(try frozen.query("SELECT 1"), "the frozen session was ended")
+        try assertExactTable("it_frozen", rows: 1_500, everyRow: true)
+        XCTAssertEqual(try TestStack.connect().int("SELECT \"next_offset\" FROM \"pipectl\".\"it_frozen__offsets\""), 1_500)
     }
 
     /// The producer killed mid-send and run again: the consumer stores each record once.

@@ -212,6 +212,15 @@ final class GrowingFileTests: XCTestCase {
                 "checkpoint_records" = NULL, "checkpoint_line" = NULL, "end_offsets" = NULL, "sent_bytes" = NULL, "sent_open" = NULL,
                 "sent_hash" = NULL, "chunk_bytes" = NULL, "chunk_digests" = NULL
             """, [try Fingerprint.ofFile(atPath: p.csvPath)])
+        // A database of an earlier version also lacks the later columns and indexes: the run
+        // adds them (it skips DDL only when everything is there).
+        try db.execute(
+            """
+            ALTER TABLE "pipectl"."it_legacy__sources" DROP COLUMN "updated_at";
+            ALTER TABLE "pipectl"."it_legacy__offsets" DROP COLUMN "claimed_at";
+            DROP INDEX "pipectl"."it_legacy__dead_letters_record";
+            DROP INDEX "public"."it_legacy__pipectl_record";
+            """)
         let upgraded = try pipectl(["run", p.specPath])
         XCTAssertEqual(upgraded.status, 0, upgraded.output)
         XCTAssertTrue(upgraded.output.contains("rows sent:          1000\n"), upgraded.output)
@@ -219,6 +228,14 @@ final class GrowingFileTests: XCTestCase {
         XCTAssertTrue(upgraded.output.contains("already loaded:     1000 "), upgraded.output)
         XCTAssertTrue(upgraded.output.contains("reconciled:         yes (1000 read = 1000 rows + 0 dead letters stored for this file)"), upgraded.output)
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"pipectl\".\"it_legacy__sources\""), 1)
+        XCTAssertEqual(
+            try db.query(
+                """
+                SELECT to_regclass('"pipectl"."it_legacy__dead_letters_record"') IS NOT NULL, to_regclass('"public"."it_legacy__pipectl_record"') IS NOT NULL,
+                  (SELECT count(*) FROM information_schema.columns WHERE table_schema = 'pipectl' AND (table_name, column_name)
+                     IN (('it_legacy__sources', 'updated_at'), ('it_legacy__offsets', 'claimed_at')))
+                """
+            ).first ?? [], ["t", "t", "2"])
         let settled = try pipectl(["run", p.specPath])
         XCTAssertTrue(settled.output.contains("rows sent:          0\n"), settled.output)
         try assertExactTable("it_legacy", rows: 1_000, everyRow: true)

@@ -3,17 +3,18 @@ import PostgresAdapter
 import XCTest
 
 /// Polls `condition` every 0.1 s until it holds; past `timeout` seconds the test fails with
-/// "timed out waiting for `what`".
+/// "timed out waiting for `what`" followed by `details()` (say what was seen instead).
 public func waitFor(
-    _ what: String, timeout: Double = 60, file: StaticString = #filePath, line: UInt = #line,
-    _ condition: () throws -> Bool
+    _ what: String, timeout: Double = 60, otherwise details: @autoclosure () -> String = "", file: StaticString = #filePath,
+    line: UInt = #line, _ condition: () throws -> Bool
 ) rethrows {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try condition() { return }
         usleep(100_000)
     }
-    XCTFail("timed out waiting for \(what)", file: file, line: line)
+    let more = details()
+    XCTFail("timed out waiting for \(what)" + (more.isEmpty ? "" : "\n" + more), file: file, line: line)
 }
 
 /// The rows in `table`, or -1 when the count cannot be read (the table or the database is gone).
