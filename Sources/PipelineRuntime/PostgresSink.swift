@@ -341,6 +341,7 @@ public final class PostgresSink {
     /// Inserts or takes over the offsets row of `partition`; returns its `topic_id` and
     /// `next_offset`. Runs inside the claim's transaction, each try under a savepoint.
     private func claimRow(_ partition: Int32, topicID: String, logger: Logger?) throws -> [[String?]] {
+        var told: Set<String> = []
         while true {
             try conn.execute("SAVEPOINT pipectl_claim")
             do {
@@ -356,27 +357,39 @@ public final class PostgresSink {
             } catch let error as PostgresError where error.code == .lockNotAvailable {
                 try conn.execute("ROLLBACK TO SAVEPOINT pipectl_claim")
                 if StopSignal.requested { throw error }
-                try endSessionHolding(partition, logger: logger)
+                try endSessionHolding(partition, told: &told, logger: logger)
             }
         }
     }
 
     /// Ends the PostgreSQL session whose open transaction holds `partition`'s offsets row (the
     /// row's `xmax` is that transaction's id while it is locked), so its batch rolls back.
-    /// Nothing is ended when the holder cannot be told apart (the lock is shared) or is gone.
-    private func endSessionHolding(_ partition: Int32, logger: Logger?) throws {
+    /// Nothing is ended when the holder cannot be told apart (the lock is shared) or is gone, or
+    /// when this role may not signal it (not the same role, not in `pg_signal_backend`): then
+    /// the claim goes on waiting. `told` holds the sessions already named in a warning.
+    private func endSessionHolding(_ partition: Int32, told: inout Set<String>, logger: Logger?) throws {
         let holders = try conn.query(
             """
-            SELECT a."pid", a."application_name", coalesce(a."client_addr"::text, 'local'),
+            SELECT a."pid", coalesce(a."client_addr"::text, 'local'),
                    round(extract(epoch FROM now() - a."xact_start"))::int, a."state"
             FROM \(offsetsTable) o JOIN pg_stat_activity a ON a."backend_xid" = o."xmax"
             WHERE o."sink" = $1 AND o."topic" = $2 AND o."partition" = $3 AND a."pid" <> pg_backend_pid()
             """, [sink.name, topic.name, String(partition)])
         for holder in holders {
             guard let pid = holder[0] else { continue }
-            let ended = try conn.query("SELECT pg_terminate_backend($1::int)", [pid]).first?[0] == "t"
+            var ended = false
+            try conn.execute("SAVEPOINT pipectl_terminate")
+            do {
+                ended = try conn.query("SELECT pg_terminate_backend($1::int)", [pid]).first?[0] == "t"
+                try conn.execute("RELEASE SAVEPOINT pipectl_terminate")
+            } catch let error as PostgresError where !error.connectionLost {
+                // 42501: not allowed to signal that session.
+                try conn.execute("ROLLBACK TO SAVEPOINT pipectl_terminate")
+            }
+            if !ended && told.contains(pid) { continue }
+            told.insert(pid)
             logger?.warning(
-                "partition \(partition) of \(topic.name): its previous owner's transaction held the offsets row for \(Self.claimLockTimeoutMs / 1000) s (PostgreSQL session \(pid) from \(holder[2] ?? "?"), \(holder[4] ?? "?") for \(holder[3] ?? "?") s); \(ended ? "ended that session, so its uncommitted batch rolls back" : "could not end that session; waiting for it")"
+                "partition \(partition) of \(topic.name): its previous owner's transaction held the offsets row for \(Self.claimLockTimeoutMs / 1000) s (PostgreSQL session \(pid) from \(holder[1] ?? "?"), \(holder[3] ?? "?") for \(holder[2] ?? "?") s); \(ended ? "ended that session, so its uncommitted batch rolls back" : "could not end that session; waiting for it")"
             )
         }
     }
