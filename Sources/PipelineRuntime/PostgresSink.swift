@@ -314,7 +314,9 @@ public final class PostgresSink {
         try conn.withTransaction {
             // A lost claim would leave this consumer fenced out of its own partitions.
             try conn.execute("SET LOCAL synchronous_commit = on; SET LOCAL lock_timeout = '\(Self.claimLockTimeoutMs)ms'")
-            for p in partitions {
+            // In partition order, the order in which a commit locks its rows (`ORDER BY "partition"
+            // FOR UPDATE`), so a claim and a commit never wait for each other in a cycle.
+            for p in partitions.sorted() {
                 let rows = try claimRow(p, topicID: topicID, logger: logger)
                 let storedID = rows.first?[0] ?? ""
                 let next = Int64(rows.first?[1] ?? "-1") ?? -1
@@ -408,7 +410,7 @@ public final class PostgresSink {
             // The WAL positions ride along, so the writer learns which earlier (asynchronous)
             // commits are on disk without another round trip.
             let owners = try conn.query(
-                "SELECT \"partition\", \"owner\", pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[]) FOR UPDATE",
+                "SELECT \"partition\", \"owner\", pg_current_wal_insert_lsn()::text, pg_current_wal_flush_lsn()::text FROM \(offsetsTable) WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"partition\" = ANY($3::int[]) ORDER BY \"partition\" FOR UPDATE",
                 [sink.name, topic.name, "{" + partitions.map(String.init).joined(separator: ",") + "}"])
             let lost = partitions.filter { p in !owners.contains { $0[0] == String(p) && $0[1] == ownerToken } }
             if !lost.isEmpty { throw FencedError(partitions: lost) }
