@@ -31,7 +31,7 @@ public struct Pipeline: Sendable {
     public func topic(named name: String) -> Topic? { topics.first { $0.name == name } }
     /// The schema named `name` (`schemas[].name`), or nil.
     public func schema(named name: String) -> Schema? { schemas.first { $0.name == name } }
-    /// The transform named `name` (`transforms[].name`), or nil (also for a topic's name).
+    /// The transform named `name` (`transforms[].name`), or nil (also for another kind's name).
     public func transform(named name: String) -> Transform? { transforms.first { $0.name == name } }
 
     /// The chain feeding a sink, sources to sink: what `run` executes for it. Each sink is read
@@ -211,8 +211,8 @@ public struct Column: Sendable, Equatable {
     public var name: String
     /// The column's PostgreSQL type, parsed from `type` (aliases such as `int4` resolved).
     public var type: SQLType
-    /// `nullable` of the column: whether NULL is allowed. Default true, except for primary-key
-    /// columns and `serial`/`bigserial` ones, which are always NOT NULL.
+    /// `nullable` of the column: whether NULL is allowed. Default true, but false for
+    /// `serial`/`bigserial`; always false for a primary-key column.
     public var nullable: Bool
     /// `primary_key` of the column (default false): part of the table's primary key.
     public var primaryKey: Bool
