@@ -21,6 +21,7 @@ public struct LocalStack: Sendable {
         /// Tansu exited or did not open its port within 10 s; its log is at `log`.
         case brokerDidNotStart(log: String)
 
+        /// The line `pipectl` prints after `error: `, naming the fix (`make deps`, a port variable, a log).
         public var description: String {
             switch self {
             case .tansuNotInstalled(let candidates):
@@ -66,23 +67,40 @@ public struct LocalStack: Sendable {
         }
     }
 
+    /// What `dev up` recorded in `<stateDir>/stack.json` (pretty-printed, sorted keys): where the
+    /// servers listen and where their data is.
     public struct State: Codable, Sendable, Equatable {
+        /// The broker's bootstrap address, `127.0.0.1:<kafkaPort>` (what `dev env` exports).
         public var kafkaBrokers: String
+        /// The libpq URL of the private PostgreSQL: `postgresql://postgres@127.0.0.1:<pgPort>/postgres`
+        /// (trust authentication; what `dev env` exports as `DATABASE_URL`).
         public var databaseURL: String
+        /// The PostgreSQL data folder (`PG_VERSION` inside): under the state folder, or under
+        /// `/var/tmp/pipectl-<hash>/` when the postgres user cannot reach the state folder. Empty until
+        /// PostgreSQL was set up.
         public var pgData: String
+        /// The folder of PostgreSQL's Unix socket (`-k`): `pgsock` next to `pgData`'s folder.
         public var pgSocketDir: String
+        /// The Tansu broker's process id; nil when it was stopped by `down` or `stopBroker`.
         public var tansuPID: Int32?
+        /// The TCP port Tansu listens on at 127.0.0.1 (Kafka protocol).
         public var kafkaPort: Int
+        /// The TCP port PostgreSQL listens on at 127.0.0.1.
         public var pgPort: Int
     }
 
     /// Folder holding stack.json, logs and (where the postgres user can use it) the database.
     public var stateDir: String
+    /// The broker port used when the stack is first set up (default 9092, `PIPECTL_KAFKA_PORT` in
+    /// `pipectl`); once stack.json exists, its recorded port is used instead.
     public var kafkaPort: Int
+    /// The PostgreSQL port used when the stack is first set up (default 55432, `PIPECTL_PG_PORT` in
+    /// `pipectl`); once stack.json exists, its recorded port is used instead.
     public var pgPort: Int
     /// The project root, where `.deps/` lives.
     public var projectDir: String
 
+    /// Describes a stack; nothing is read or started until `up()`, `down()` or `status()`.
     public init(stateDir: String, projectDir: String, kafkaPort: Int = 9092, pgPort: Int = 55432) {
         self.stateDir = stateDir
         self.projectDir = projectDir
@@ -92,6 +110,8 @@ public struct LocalStack: Sendable {
 
     var statePath: String { stateDir + "/stack.json" }
 
+    /// The state recorded in `<stateDir>/stack.json`, or nil when the file is missing or does not
+    /// decode (a read or decoding error is not reported).
     public func loadState() -> State? {
         guard let data = FileManager.default.contents(atPath: statePath) else { return nil }
         return try? JSONDecoder().decode(State.self, from: data)
@@ -207,6 +227,13 @@ public struct LocalStack: Sendable {
 
     // MARK: up / down
 
+    /// Starts what is not running (idempotent): Tansu with in-memory storage on `kafkaPort`, then
+    /// PostgreSQL (running `initdb` first if needed, as the postgres user when root) on `pgPort`, and
+    /// records the result in stack.json.
+    /// - Returns: the recorded state.
+    /// - Throws: `Failure.tansuNotInstalled`, `.postgresNotInstalled`, `.portInUse` (another program
+    /// on a port), `.brokerDidNotStart` (not listening within 10 s), `.cannotStart` or
+    /// `.programFailed` (initdb, pg_ctl), or a file-system error writing the state folder.
     public func up(log: (String) -> Void = { print($0) }) throws -> State {
         try FileManager.default.createDirectory(atPath: stateDir, withIntermediateDirectories: true)
         let tansu = try tansuPath()
@@ -285,6 +312,10 @@ public struct LocalStack: Sendable {
         return state
     }
 
+    /// Stops Tansu (SIGTERM, then SIGKILL after 5 s; its in-memory topics are lost) and PostgreSQL
+    /// (`pg_ctl -m fast stop`; its data is kept), and records the broker as stopped. Without a
+    /// stack.json it only logs that there is nothing to stop.
+    /// - Throws: `Failure.programFailed` when pg_ctl fails, or an error writing stack.json.
     public func down(log: (String) -> Void = { print($0) }) throws {
         guard let state = loadState() else {
             log("nothing to stop: no \(statePath)")

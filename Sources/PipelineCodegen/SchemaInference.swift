@@ -4,20 +4,32 @@ import RecordFormats
 
 /// Infers column types from a CSV sample, for `pipectl infer` and `pipectl init`.
 public struct SchemaInference {
+    /// One column guessed from the sample, in file order.
     public struct InferredColumn: Equatable, Sendable {
+        /// The column name: the header cell normalised (`Zip Code` -> `zip_code`, `CSVReader.normalizeHeader`),
+        /// or `column_N` (1-based) without a header or past its end.
         public var name: String
         /// The header cell as written, before normalisation.
         public var header: String
+        /// The narrowest type every non-null sampled value fits, tried in the order integer, bigint,
+        /// double precision (numeric beyond 15 significant digits), boolean, date, timestamp
+        /// (timestamptz when a value carried a zone), else text; text when the column had no value.
         public var type: SQLType
+        /// Whether a sampled record had the column empty, equal to `null`, or missing (short record).
         public var nullable: Bool
         /// The order assumed for `03/05/2011`-style values, when the column had any; the
         /// schema says so (`date_order:`) and the runtime reads the dates the same way.
         public var dateOrder: DateOrder? = nil
     }
 
+    /// The field delimiter, one ASCII byte (`--delimiter`); default `,`.
     public var delimiter: UInt8 = UInt8(ascii: ",")
+    /// The quote character, one ASCII byte; default `"`.
     public var quote: UInt8 = UInt8(ascii: "\"")
+    /// Whether the first record names the columns (default true); when false they are named
+    /// `column_1`, `column_2`, ...
     public var header = true
+    /// The unquoted cell text that means NULL (default `""`); an empty cell always counts as null.
     public var null = ""
     /// How many records to look at.
     public var sampleSize = 10_000
@@ -26,6 +38,7 @@ public struct SchemaInference {
     /// The file's text encoding (`--encoding`, or detected); the sample is converted to UTF-8.
     public var encoding: TextEncoding = .utf8
 
+    /// Defaults: `,`, `"`, a header, the empty cell as NULL, 10,000 records, `mdy`, UTF-8.
     public init() {}
 
     /// Candidate types, narrowest first; a column keeps the narrowest one all its values fit.
@@ -111,10 +124,16 @@ public struct SchemaInference {
         }
     }
 
+    /// Infers the columns of the CSV file at `path`, read in `encoding`.
+    /// - Throws: `CSVError` when the file is empty or its header is malformed, or the error of
+    /// opening or decoding the file.
     public func infer(path: String) throws -> [InferredColumn] {
         try infer(reader: SourceText.reader(path: path, encoding: encoding, delimiter: delimiter, quote: quote))
     }
 
+    /// Infers the columns from the first `sampleSize` records of `reader` (after the header when
+    /// `header` is set); malformed records are skipped. Sets `reader.keepRaw` to false.
+    /// - Throws: `CSVError` when there is no header record or the header is malformed.
     public func infer(reader: CSVReader) throws -> [InferredColumn] {
         reader.keepRaw = false
         var record = CSVRecord()

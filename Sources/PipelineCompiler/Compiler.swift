@@ -10,6 +10,8 @@ public struct Compiler: Sendable {
     /// local file's first line is the only I/O the compiler does; it never connects anywhere.
     public var readHeader: @Sendable (Source) throws -> [String]?
 
+    /// - Parameter readHeader: how CSV headers are read; tests pass one that reads from memory or
+    /// returns nil (no header checks).
     public init(readHeader: @escaping @Sendable (Source) throws -> [String]? = Compiler.readLocalHeader) {
         self.readHeader = readHeader
     }
@@ -19,9 +21,15 @@ public struct Compiler: Sendable {
         try SourceText.header(path: source.resolvedPath, encoding: source.encoding, delimiter: source.delimiter, quote: source.quote)
     }
 
+    /// The values `compression` of a topic accepts: librdkafka's `compression.type` codecs.
     public static let compressions = ["none", "gzip", "snappy", "lz4", "zstd"]
+    /// The values `format` of a topic accepts; only JSON messages today.
     public static let formats = ["json"]
 
+    /// Resolves and checks the whole spec, reading each CSV source's header (local files only).
+    /// - Returns: the pipeline, with the warnings (unfilled nullable columns, unknown fields) in
+    /// `warnings`, sorted by location.
+    /// - Throws: `DiagnosticError` with every error (and warning) found, each at its `file:line:col`.
     public func compile(_ spec: PipelineSpec) throws -> Pipeline {
         var run = Run(spec: spec, readHeader: readHeader)
         var pipeline = run.compile()

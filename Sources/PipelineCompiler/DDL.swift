@@ -11,6 +11,7 @@ public enum SQL {
         "'" + text.replacingOccurrences(of: "'", with: "''") + "'"
     }
 
+    /// `"schema"."table"`, each part quoted with `quote`.
     public static func qualified(_ schema: String, _ table: String) -> String { "\(quote(schema)).\(quote(table))" }
 }
 
@@ -161,6 +162,8 @@ public enum DDL {
             ].joined(separator: "\n  AND ")
     }
 
+    /// Every statement for the pipeline, in the order `plan` shows them: the bookkeeping schema and
+    /// tables in `pipectl` first, then each sink's schema, table and indexes, in spec order.
     public static func all(for pipeline: Pipeline) -> [String] {
         bookkeeping(for: pipeline) + pipeline.sinks.flatMap(table(for:))
     }

@@ -1,19 +1,34 @@
 /// What `pipectl plan` shows: the stage graph, the topics to create and the exact DDL.
 /// Built offline from a `Pipeline`; it never connects to anything.
 public struct Plan: Codable, Sendable, Equatable {
+    /// One node of the stage graph as `plan` shows it (`stages` in `plan --json`).
     public struct Stage: Codable, Sendable, Equatable {
+        /// Which section of the spec the stage comes from (`source`, `topic`, `transform`, `sink` in JSON).
         public var kind: StageKind
+        /// The stage's name as written in the spec.
         public var name: String
+        /// Names of the stages it reads (its `from:`); empty for a source.
         public var inputs: [String]
+        /// One line for people, e.g. `csv data/x.csv (header), batches of 100 rows` or
+        /// `postgres "public"."t", insert, batches of 5000 rows or 200 ms`; empty if the stage is unknown.
         public var detail: String
     }
 
+    /// A topic `run` creates if missing (`topics` in `plan --json`; `replicationFactor` is
+    /// `replication_factor` there).
     public struct TopicPlan: Codable, Sendable, Equatable {
+        /// The Kafka topic name.
         public var name: String
+        /// Partitions the topic is created with (`partitions`, default 1).
         public var partitions: Int
+        /// Replication factor the topic is created with (`replication_factor`, default 1).
         public var replicationFactor: Int
+        /// The message format; always `json` today.
         public var format: String
+        /// The fields making the message key; `["_record"]` is the source record id. For a topic feeding
+        /// an upsert sink without its own `key:`, the fields filling the upsert key.
         public var key: [String]
+        /// The bootstrap servers, comma-separated `host:port`.
         public var brokers: String
 
         enum CodingKeys: String, CodingKey {
@@ -25,25 +40,39 @@ public struct Plan: Codable, Sendable, Equatable {
 
     /// One source file sent to its topic by `run` (and `produce`): once, whatever reads it.
     public struct SendPlan: Codable, Sendable, Equatable {
+        /// The source's name as written in the spec.
         public var source: String
+        /// The file's path as written in the spec (relative to the spec's folder).
         public var path: String
+        /// The topic it is sent to.
         public var topic: String
     }
 
     /// One sink's consumer group: the topic it reads, the transforms applied in order, the
     /// table it writes and the columns it fills (the COPY column list).
     public struct ConsumerPlan: Codable, Sendable, Equatable {
+        /// The Kafka consumer group: `pipectl.<pipeline>.<sink>`.
         public var group: String
+        /// The topic the group consumes.
         public var topic: String
+        /// Names of the transforms applied, upstream first.
         public var transforms: [String]
+        /// The sink's name as written in the spec.
         public var sink: String
+        /// The target table, qualified and quoted: `"public"."housing"`.
         public var table: String
+        /// The COPY column list, quoted and comma-separated, ending with `"_pipectl_record"`
+        /// (`Sink.columnList`).
         public var columns: String
     }
 
+    /// The pipeline's name (`name` of the spec).
     public var pipeline: String
+    /// The spec file as the user named it.
     public var file: String
+    /// Every stage in topological order (inputs first).
     public var stages: [Stage]
+    /// Every topic of the spec, in declaration order, with the settings it is created with.
     public var topics: [TopicPlan]
     /// What `run` produces, each once.
     public var sends: [SendPlan]
@@ -52,8 +81,11 @@ public struct Plan: Codable, Sendable, Equatable {
     /// Sinks whose topic no source of this spec feeds: `run` leaves them alone, `pipectl consume
     /// --sink NAME` loads them.
     public var consumeOnly: [ConsumerPlan]
+    /// The DDL (`DDL.all(for:)`), one statement per element: the bookkeeping schema and tables
+    /// first, then each sink's schema, table and indexes. Each is idempotent (`IF NOT EXISTS`).
     public var ddl: [String]
 
+    /// Builds the plan from a compiled pipeline, offline (reads nothing, connects nowhere).
     public init(_ pipeline: Pipeline) {
         self.pipeline = pipeline.name
         self.file = pipeline.file

@@ -43,6 +43,8 @@ public enum SQLType: Hashable, Sendable, CustomStringConvertible {
     /// The family a type belongs to, for cast rules.
     public enum Family: Sendable { case integer, float, decimal, boolean, text, date, timestamp, json }
 
+    /// The type's family: `integer` (with the serials), `float`, `decimal` (numeric), `boolean`,
+    /// `text` (with varchar), `date`, `timestamp` (with timestamptz) or `json` (with jsonb).
     public var family: Family {
         switch self {
         case .smallint, .integer, .bigint, .serial, .bigserial: return .integer
@@ -144,7 +146,12 @@ public enum SQLType: Hashable, Sendable, CustomStringConvertible {
         "int32": "integer", "int16": "smallint", "number": "numeric", "object": "jsonb", "dict": "jsonb",
     ]
 
+    /// A type `SQLType.parse` refuses: an unknown name (with the nearest known one suggested) or
+    /// arguments out of PostgreSQL's ranges (numeric precision 1 to 1000, scale 0 to the
+    /// precision, varchar length 1 to 10485760).
     public struct TypeError: Error, Sendable, Equatable {
+        /// One sentence for the terminal, e.g. `unknown type 'flaot' (did you mean 'float'?)`; the
+        /// compiler reports it at the `type:` field.
         public var message: String
         init(_ message: String) { self.message = message }
     }
@@ -160,6 +167,10 @@ public enum Castability: Sendable, Equatable {
     /// Refused at compile time, with the reason (`jsonb` -> `date`).
     case refused(String)
 
+    /// How a value of type `from` becomes type `to`, by family: equal types and widenings (smaller
+    /// integer to larger, exact integer to float, date to timestamp, anything to text, json to json)
+    /// are `.implicit`; from text, narrowing and numeric conversions are `.checked`; the rest (e.g.
+    /// `date` -> `integer`, `jsonb` -> `date`) are `.refused` with the reason.
     public static func of(_ from: SQLType, to: SQLType) -> Castability {
         if from == to { return .implicit }
         switch (from.family, to.family) {

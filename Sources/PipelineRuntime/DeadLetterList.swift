@@ -10,10 +10,13 @@ public enum DeadLetterList {
         public var id: Int64
         /// Where it failed: `source`, `parse`, `cast` or `constraint`.
         public var stage: String
+        /// The name of the sink whose consumer set the record aside (`sinks[].name`).
         public var sink: String
         /// The Kafka position of the record; nil for rows refused before they were sent.
         public var topic: String?
+        /// The Kafka partition of the record; nil for rows refused before they were sent.
         public var partition: Int32?
+        /// The record's Kafka offset in `partition`; nil for rows refused before they were sent.
         public var offset: Int64?
         /// The record's ordinal in its source file (1-based), when it has a record id.
         public var sourceOrdinal: Int64?
@@ -27,7 +30,9 @@ public enum DeadLetterList {
     public struct Listing: Sendable {
         /// The table read, quoted (`"pipectl"."housing__dead_letters"`).
         public var table: String
+        /// Dead letters in the table in all (every sink), however many `entries` holds.
         public var total: Int
+        /// The first `limit` dead letters, by id (oldest first).
         public var entries: [Entry]
     }
 

@@ -9,14 +9,23 @@ public struct DeadLetterReplay {
     let flow: Flow
     let url: String
 
+    /// - Parameters:
+    /// - flow: the sink's flow; only its dead letters are replayed (by sink name).
+    /// - url: the sink database's connection string.
     public init(pipeline: Pipeline, flow: Flow, url: String) {
         self.pipeline = pipeline
         self.flow = flow
         self.url = url
     }
 
+    /// Counts of one replay: `attempted` dead letters read back (those of stage `source` are never
+    /// replayed), `loaded` now stored (and their dead letters deleted), `stillFailing` kept, with
+    /// their reason brought up to date.
     public struct Result { public var attempted = 0, loaded = 0, stillFailing = 0 }
 
+    /// Applies the sink's DDL, then replays every dead letter of the sink, oldest first, one
+    /// transaction per record. Does nothing for a flow without transforms.
+    /// - Throws: `PostgresError` (connection, DDL, or a statement other than the row's own failure).
     public func run() throws -> Result {
         guard !flow.transforms.isEmpty else { return Result() }
         var decoder = RecordDecoder(chain: flow.transforms)

@@ -10,6 +10,8 @@ public enum PipelineReset {
     public struct SourceReport: Sendable {
         /// Rows deleted per target table (`"schema"."table"`), in flow order.
         public var rows: [(table: String, count: Int)] = []
+        /// Dead letters deleted from the database's dead-letter table: those whose source fingerprint
+        /// is one of the forgotten lives', for every sink stored there.
         public var deadLetters = 0
         /// Lives of the source forgotten (rows of the sources table).
         public var lives = 0

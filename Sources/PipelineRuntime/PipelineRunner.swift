@@ -15,6 +15,9 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// refused (`--as-new-source`).
     public var asNewSource = false
 
+    /// - Parameters:
+    /// - environment: where `DATABASE_URL` is read for sinks without a `url`.
+    /// - logger: progress and problems, one line each (label `pipectl.run`).
     public init(pipeline: Pipeline, environment: [String: String] = ProcessInfo.processInfo.environment, logger: Logger = Logger(label: "pipectl.run")) {
         self.pipeline = pipeline
         self.environment = environment
@@ -24,20 +27,34 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// One sink's result of a `run`: what was read, sent, stored and dead-lettered, and whether
     /// the stored rows reconcile with the records read (`format` prints it).
     public struct Summary: Sendable {
+        /// The sink's name (`sinks[].name`): one summary per sink.
         public var flow: String
+        /// Records in the source files feeding the sink's topic, counted to their end (records sent by
+        /// earlier runs included).
         public var rowsRead = 0
+        /// Records this run delivered to the topic (0 for a file already sent).
         public var rowsSent = 0
+        /// Rows this run inserted into the table (durable).
         public var loaded = 0
+        /// Insert mode: records this run consumed that were already stored (skipped by record id, e.g.
+        /// re-sent after a crash). Upsert mode: rows this run updated.
         public var duplicates = 0
+        /// Records this run set aside in the dead-letter table.
         public var deadLettered = 0
+        /// Seconds from the start of `run` to the summary (wall clock); `format` divides `rowsRead` by it.
         public var elapsed: Double = 0
+        /// A check query on the target table and its result, two lines: `COUNT/AVG/MIN/MAX` of the last
+        /// float or numeric column, else `COUNT(*)`. `run` always sets it; nil means no check line.
         public var check: String?
         /// Rows of this source file in the table, and its dead letters, counted in the database.
         public var storedRows = 0
+        /// Dead letters of the source files stored for this sink (by fingerprint), any run's.
         public var storedDeadLetters = 0
         /// Ctrl-C / SIGTERM stopped the run before the whole file was sent, or before every
         /// sent record was stored (`lag` records were left on the topic).
         public var interrupted = false
+        /// Records left on the topic past the stored offsets when the consumer stopped (> 0 only when
+        /// interrupted).
         public var lag: Int64 = 0
         /// Header fields no column takes (`on_unknown_field`): read but not loaded.
         public var fieldsNotLoaded: [String] = []
@@ -471,6 +488,7 @@ public enum PipelineRunError: Error, CustomStringConvertible {
     /// Every sink reads a topic without a source in the spec (`consume` loads those).
     case nothingToSend(String)
 
+    /// The message as it is: one sentence pointing to `pipectl consume`.
     public var description: String {
         switch self {
         case .nothingToSend(let message): message

@@ -7,16 +7,22 @@ import PostgresAdapter
 /// stands against the topic, what each source file left in the database, and a verdict.
 /// Encoded as JSON with these field names (`pipectl status --json`).
 public struct PipelineStatusReport: Codable, Sendable, Equatable {
+    /// The pipeline's name (`name` of the spec).
     public var pipeline: String
     /// ISO-8601 time the report was made.
     public var generatedAt: String
     /// `healthy` or `unhealthy`; `problems` says why when unhealthy.
     public var health: String
+    /// One sentence per problem found (nothing applied yet, a broker that did not answer, a missing
+    /// topic, a stalled partition); empty when `health` is `healthy`.
     public var problems: [String]
+    /// One entry per sink, in the spec's order.
     public var sinks: [SinkStatus]
 
+    /// Whether `health` is `healthy`; `pipectl status` exits with 6 when not.
     public var isHealthy: Bool { health == "healthy" }
 
+    /// Memberwise; `PipelineStatusReader.read` sets `health` from whether `problems` is empty.
     public init(pipeline: String, generatedAt: String, health: String, problems: [String], sinks: [SinkStatus]) {
         self.pipeline = pipeline
         self.generatedAt = generatedAt
@@ -26,14 +32,24 @@ public struct PipelineStatusReport: Codable, Sendable, Equatable {
     }
 }
 
+/// Where one sink stands: its table, its consumer group's offsets against the topic, what each
+/// source file left in the table and its dead letters.
 public struct SinkStatus: Codable, Sendable, Equatable {
+    /// The sink's name as written in the spec.
     public var sink: String
+    /// The target table, qualified and quoted (`"public"."housing"`).
     public var table: String
+    /// The topic the sink's consumer group reads.
     public var topic: String
     /// Rows in the sink's table.
     public var rows: Int
+    /// One entry per partition, from 0 up to the broker's partition count (the spec's `partitions`
+    /// when the broker did not answer), or further if the offsets table holds higher ones.
     public var partitions: [PartitionStatus]
+    /// The source files with at least one row or dead letter in this sink, by source number
+    /// (the `sources` bookkeeping table's order).
     public var sources: [SourceStatus]
+    /// The sink's dead letters grouped by stage and reason, most frequent first; at most 50 groups.
     public var deadLetters: [DeadLetterCount]
     /// ISO-8601 time of the last commit of any partition, nil before the first.
     public var lastCommitAt: String?
@@ -44,7 +60,9 @@ public struct SinkStatus: Codable, Sendable, Equatable {
     public var lag: Int64?
 }
 
+/// One partition of a sink's topic: the offset stored with the rows against the broker's end.
 public struct PartitionStatus: Codable, Sendable, Equatable {
+    /// The Kafka partition number, from 0.
     public var partition: Int32
     /// The next offset the sink will read (the offsets table; -1: from the beginning).
     public var storedOffset: Int64
@@ -54,12 +72,18 @@ public struct PartitionStatus: Codable, Sendable, Equatable {
     public var lag: Int64?
 }
 
+/// One source file as a sink's table sees it (from the `sources` bookkeeping table).
 public struct SourceStatus: Codable, Sendable, Equatable {
+    /// The name of the source (`sources[].name`) that sent the file.
     public var source: String
+    /// The file's path as recorded in the `sources` bookkeeping table: the producer records the
+    /// resolved path (the spec's folder joined with the source's `path`).
     public var path: String
+    /// The file's content fingerprint: SHA-256 of its bytes as 64 lowercase hex digits (`Fingerprint`).
     public var fingerprint: String
     /// Rows of this file in the table (by record id), and its dead letters.
     public var rows: Int
+    /// Dead letters of this sink whose source fingerprint is this file's.
     public var deadLetters: Int
     /// Records in the file, once a producer has read it to its end (nil before).
     public var rowsRead: Int? = nil
@@ -68,9 +92,14 @@ public struct SourceStatus: Codable, Sendable, Equatable {
     public var reconciled: Bool? = nil
 }
 
+/// How many dead letters of a sink share one stage and reason.
 public struct DeadLetterCount: Codable, Sendable, Equatable {
+    /// Where the record was set aside: `source` (a bad CSV record), `parse` (a message that is not
+    /// valid JSON), `cast` (a value that fails a cast) or `constraint` (PostgreSQL refused the row).
     public var stage: String
+    /// The reason stored with the dead letters, exactly as written (e.g. `'12abc' is not a valid integer`).
     public var reason: String
+    /// Dead letters with this stage and reason (at least 1).
     public var count: Int
 }
 

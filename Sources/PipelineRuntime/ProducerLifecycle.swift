@@ -17,9 +17,14 @@ public struct ProducerLifecycle: Sendable, Equatable {
     /// Where every record of every file went: the end offset of each partition (the largest
     /// over the files) and the topic incarnation they were delivered to.
     public struct Delivered: Sendable, Equatable {
+        /// Per partition, the offset after the last delivered record (Kafka's end offset), the largest
+        /// over the topic's files; a partition no record went to is absent.
         public var endOffsets: [Int32: Int64]
+        /// The ID of the topic incarnation the records went to (Kafka's topic ID, KIP-516, in
+        /// librdkafka's base64 form); it changes when the topic is deleted and created again.
         public var topicID: String
 
+        /// Memberwise.
         public init(endOffsets: [Int32: Int64], topicID: String) {
             self.endOffsets = endOffsets
             self.topicID = topicID
@@ -83,7 +88,9 @@ public struct ProducerLifecycle: Sendable, Equatable {
         case exit
     }
 
+    /// Where the lifecycle stands; changed only by the event handlers.
     public private(set) var state: State = .idle
+    /// How many files feed the topic (at least 1), sent in the order of the topic's `from:`.
     public let sourceCount: Int
     /// Whether `startConsumers` was given already.
     public private(set) var consumersStarted = false
@@ -91,6 +98,8 @@ public struct ProducerLifecycle: Sendable, Equatable {
     /// finish, and then there is nothing left to watch the topic for.
     public private(set) var consumersDone = false
 
+    /// A lifecycle in `.idle` for a topic fed by `sourceCount` files.
+    /// - Precondition: `sourceCount > 0`.
     public init(sourceCount: Int) {
         precondition(sourceCount > 0, "a produced topic has at least one source")
         self.sourceCount = sourceCount

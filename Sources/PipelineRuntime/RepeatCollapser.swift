@@ -7,11 +7,13 @@ import Foundation
 ///
 /// Lines are "the same" when they differ only in numbers (`after 0ms` / `after 1ms`).
 public final class RepeatCollapser: @unchecked Sendable {  // mutable state under `lock`
+    /// Seconds during which repeats of a line are counted instead of logged.
     public let window: Double
     // NSLock-guarded: librdkafka logs from its own threads.
     private let lock = NSLock()
     private var seen: [String: (first: String, since: Date, repeats: Int)] = [:]
 
+    /// - Parameter window: seconds, 10 by default.
     public init(window: Double = 10) { self.window = window }
 
     /// The lines to log now for `line`, seen at `now`.

@@ -5,12 +5,16 @@ import PostgresAdapter
 /// Compares a sink's table with the database: what exists, what would be added, what is refused.
 /// pipectl never drops, narrows or retypes a column.
 public enum SchemaCheck {
+    /// One difference between a sink's table (`Sink.schema` plus `_pipectl_record bigint`) and the
+    /// database's `information_schema.columns`, as `plan --live` lists it.
     public enum Change: Equatable, CustomStringConvertible, Sendable {
         case createTable
         case matches
         case addColumn(String, SQLType)
         case incompatible(String)
 
+        /// The line `plan --live` prints: `table will be created`, `table exists and matches`,
+        /// `column "x" integer will be added (nullable)` or `refused: <reason>`.
         public var description: String {
             switch self {
             case .createTable: return "table will be created"
@@ -26,14 +30,17 @@ public enum SchemaCheck {
     public struct Refusal: Error, CustomStringConvertible, Sendable, Equatable {
         /// The table, quoted (`"public"."sales"`).
         public var table: String
+        /// The sink's name as written in the spec (`sinks[].name`).
         public var sink: String
         /// One sentence per refused difference, as `plan --live` shows them.
         public var reasons: [String]
+        /// Memberwise: `table` qualified and quoted, `reasons` one sentence each.
         public init(table: String, sink: String, reasons: [String]) {
             self.table = table
             self.sink = sink
             self.reasons = reasons
         }
+        /// One line: `table "public"."sales" does not fit sink 'db': <reason>; <reason>`.
         public var description: String { "table \(table) does not fit sink '\(sink)': \(reasons.joined(separator: "; "))" }
     }
 
@@ -111,9 +118,11 @@ public enum SchemaCheck {
 public enum LiveComparison {
     /// One difference (or `matches`) for one sink, with where it was found.
     public struct Entry: Sendable {
+        /// The compiled sink whose table was compared.
         public var sink: Sink
         /// The sink's connection string with its password masked (`ConnectionString.redacted`).
         public var redactedURL: String
+        /// The difference found; `.matches` when there is none.
         public var change: SchemaCheck.Change
         /// `apply` and `run` would stop on this change.
         public var isRefused: Bool {

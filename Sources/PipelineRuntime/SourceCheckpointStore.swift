@@ -7,10 +7,16 @@ import RecordFormats
 /// One life of a source file in the sources table: its identity (record ids are
 /// `identity:ordinal`), its number there, and how far it was sent.
 public struct SourceLineage: Sendable {
+    /// The source's number in the sources table (`source_id`); record ids stored in a sink's
+    /// `_pipectl_record` column carry it in their high bits (ordinal in the low 40).
     public var sourceID: Int64
+    /// The file's identity as stored in the `fingerprint` column (unique in the table); record ids
+    /// are `identity:ordinal`.
     public var identity: String
     /// Records before this point were delivered to the topic incarnation `topicID`.
     public var checkpoint: ResumePoint
+    /// The Kafka topic ID (KIP-516, librdkafka's base64 form) of the incarnation the checkpoint's
+    /// records went to; nil before the first delivery. Another ID means the send starts over.
     public var topicID: String?
     /// End offset of each partition after the last delivered record (from delivery reports).
     public var endOffsets: [Int32: Int64]

@@ -7,8 +7,11 @@ import PipelineCompiler
 public enum SourceSend {
     /// What one source's send did.
     public struct Sent: Sendable {
+        /// The source whose file was sent.
         public var source: Source
+        /// The topic it was sent to.
         public var topic: Topic
+        /// What the send did: records read and sent, the file's fingerprint, whether it was interrupted.
         public var report: ProduceReport
     }
 

@@ -5,8 +5,11 @@ public enum StopSignal {
     // Unsafe by necessity: a signal handler may only write a sig_atomic_t (C11 7.14.1.1).
     nonisolated(unsafe) private static var flag: sig_atomic_t = 0
 
+    /// Whether SIGINT or SIGTERM arrived since `install()`; the producer and consumer loops poll it.
     public static var requested: Bool { flag != 0 }
 
+    /// Replaces the SIGINT and SIGTERM handlers with ones that only set the flag (POSIX `signal`);
+    /// call once, early in the process.
     public static func install() {
         signal(SIGINT) { _ in StopSignal.flag = 1 }
         signal(SIGTERM) { _ in StopSignal.flag = 1 }

@@ -18,13 +18,17 @@ public enum AliasBudget {
         /// Bytes of scalar text once every alias is expanded.
         public var scalarBytes = 16 << 20
 
+        /// The defaults: 100 aliases, 200,000 nodes, 16 MiB of scalar text.
         public init() {}
     }
 
     /// Why a document is refused, and the 1-based line and column of the alias at fault.
     public struct Violation: Error, Sendable, Equatable {
+        /// The sentence shown after `error: `, naming the limit crossed and the alias.
         public var message: String
+        /// 1-based line of the alias (libyaml's 0-based mark plus one).
         public var line: Int
+        /// 1-based column of the alias.
         public var column: Int
     }
 

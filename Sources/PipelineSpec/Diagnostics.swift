@@ -1,17 +1,24 @@
 /// Where a piece of a spec came from: `pipelines/housing.yaml:12:7`.
 public struct SourceLocation: Hashable, Sendable, Comparable, CustomStringConvertible {
+    /// The file as the user named it, or joined to the spec's folder for a schema file
+    /// (`pipelines/../schemas/x.yaml` normalised to `schemas/x.yaml`).
     public var file: String
+    /// 1-based line number (YAML parser marks are 1-based).
     public var line: Int
+    /// 1-based column number on `line`.
     public var column: Int
 
+    /// Memberwise; `line` and `column` are 1-based.
     public init(file: String, line: Int, column: Int) {
         self.file = file
         self.line = line
         self.column = column
     }
 
+    /// `file:line:col`, e.g. `pipelines/housing.yaml:12:7`, as the Swift compiler writes locations.
     public var description: String { "\(file):\(line):\(column)" }
 
+    /// By file name, then line, then column: the order diagnostics are printed in.
     public static func < (lhs: SourceLocation, rhs: SourceLocation) -> Bool {
         (lhs.file, lhs.line, lhs.column) < (rhs.file, rhs.line, rhs.column)
     }
@@ -20,18 +27,26 @@ public struct SourceLocation: Hashable, Sendable, Comparable, CustomStringConver
 /// One message for the person at the terminal, formatted like the Swift compiler's:
 /// `pipelines/housing.yaml:12:7: error: unknown type 'flaot' (did you mean 'float'?)`.
 public struct Diagnostic: Hashable, Sendable, CustomStringConvertible {
+    /// The word after the location: `error` stops the command, `warning` is printed and the command
+    /// goes on, `note` is for information only (no stage emits one today).
     public enum Severity: String, Sendable { case error, warning, note }
 
+    /// Whether the diagnostic stops the command (`error`) or not.
     public var severity: Severity
+    /// Where in the spec or schema file the problem is; nil for a problem of the whole command (the
+    /// line then starts with the severity).
     public var location: SourceLocation?
+    /// The text after `error: `, unescaped; `description` escapes control characters.
     public var message: String
 
+    /// A diagnostic; `severity` defaults to `.error`.
     public init(_ severity: Severity = .error, at location: SourceLocation?, _ message: String) {
         self.severity = severity
         self.location = location
         self.message = message
     }
 
+    /// Shorthand for `Diagnostic(.error, at: location, message)`.
     public static func error(_ message: String, at location: SourceLocation?) -> Diagnostic {
         Diagnostic(.error, at: location, message)
     }
@@ -47,8 +62,11 @@ public struct Diagnostic: Hashable, Sendable, CustomStringConvertible {
 
 /// Every error found in a stage, not just the first, sorted by position.
 public struct DiagnosticError: Error, Sendable, CustomStringConvertible {
+    /// Every diagnostic of the stage (errors and any warnings), sorted by location; those without a
+    /// location first, ties by message.
     public var diagnostics: [Diagnostic]
 
+    /// Sorts `diagnostics` by location (no location first), then by message.
     public init(_ diagnostics: [Diagnostic]) {
         self.diagnostics = diagnostics.sorted { a, b in
             switch (a.location, b.location) {
@@ -60,22 +78,30 @@ public struct DiagnosticError: Error, Sendable, CustomStringConvertible {
         }
     }
 
+    /// One diagnostic per line, in order: what the CLI prints before exiting with status 1.
     public var description: String { diagnostics.map(\.description).joined(separator: "\n") }
 }
 
 /// Collects diagnostics while a stage keeps going, so one run reports everything.
 public struct DiagnosticBag: Sendable {
+    /// Everything appended so far, in the order found (sorted only when thrown).
     public private(set) var diagnostics: [Diagnostic] = []
+    /// An empty bag.
     public init() {}
 
+    /// Appends an error at `location` (nil: no location).
     public mutating func error(_ message: String, at location: SourceLocation?) {
         diagnostics.append(.error(message, at: location))
     }
 
+    /// Appends diagnostics of any severity, keeping their order.
     public mutating func append(contentsOf other: [Diagnostic]) { diagnostics.append(contentsOf: other) }
 
+    /// Whether any diagnostic is an error; warnings alone do not count.
     public var hasErrors: Bool { diagnostics.contains { $0.severity == .error } }
 
+    /// - Throws: `DiagnosticError` with every diagnostic in the bag (warnings too), sorted by
+    /// location, when at least one is an error; nothing otherwise.
     public func throwIfErrors() throws {
         if hasErrors { throw DiagnosticError(diagnostics) }
     }

@@ -21,6 +21,8 @@ public struct ProjectFolder: Sendable, Equatable {
         shownAs = SpecParser.join((specFile as NSString).deletingLastPathComponent, "..")
     }
 
+    /// The project at `path` itself (relative to the working directory or absolute); `shownAs` is
+    /// `path` as given.
     public init(path: String) {
         self.path = Self.real(Self.absolute(path))
         shownAs = path

@@ -3,6 +3,8 @@ import Foundation
 /// YAML text -> `PipelineSpec`. Reports every shape error it finds (unknown keys, wrong types,
 /// missing fields, unset environment variables), each at its `file:line:col`.
 public struct SpecParser: Sendable {
+    /// The variables `${NAME}` and `${NAME:-default}` in scalars are expanded from (`Interpolation`);
+    /// the process environment by default.
     public var environment: [String: String]
     /// Reads a file by path; replaceable so tests can feed specs from memory.
     public var readFile: @Sendable (String) throws -> String
@@ -10,6 +12,7 @@ public struct SpecParser: Sendable {
     /// off, so a spec from an untrusted place cannot make pipectl read other files.
     public var allowOutsideProject: Bool
 
+    /// Defaults: the process environment, paths confined to the project folder, files read as UTF-8.
     public init(
         environment: [String: String] = ProcessInfo.processInfo.environment,
         allowOutsideProject: Bool = false,
@@ -46,6 +49,10 @@ public struct SpecParser: Sendable {
         return try parse(text: text, file: path)
     }
 
+    /// Parses `text` as the spec file `file` (the name used in diagnostics; relative paths in it are
+    /// resolved against its folder) and the schema files it references.
+    /// - Throws: `DiagnosticError` with every error found (each at its `file:line:col`), warnings
+    /// included.
     public func parse(text: String, file: String) throws -> PipelineSpec {
         var bag = DiagnosticBag()
         let spec = parse(text: text, file: file, bag: &bag)
@@ -301,6 +308,9 @@ public struct SpecParser: Sendable {
         return normalize(directory + "/" + path)
     }
 
+    /// Removes `.` and empty parts and folds `dir/..` by text (symlinks are not followed):
+    /// `a/./b/../c` -> `a/c`. A relative path keeps leading `..`; `..` above `/` is dropped; an empty
+    /// result is `.`.
     public static func normalize(_ path: String) -> String {
         let absolute = path.hasPrefix("/")
         var parts: [Substring] = []

@@ -3,9 +3,12 @@ import Yams
 
 /// A value with the place in a spec file it came from.
 public struct Located<Value: Sendable>: Sendable {
+    /// The value as the spec holds it (after `${VAR}` interpolation for strings).
     public var value: Value
+    /// Where the value starts: the key's or scalar's `file:line:col`.
     public var location: SourceLocation
 
+    /// Memberwise.
     public init(_ value: Value, at location: SourceLocation) {
         self.value = value
         self.location = location
@@ -22,6 +25,7 @@ public indirect enum YAMLTree: Sendable {
     case mapping([(key: Located<String>, value: YAMLTree)], SourceLocation)
     case sequence([YAMLTree], SourceLocation)
 
+    /// Where the node starts in its file (1-based line and column).
     public var location: SourceLocation {
         switch self {
         case .scalar(_, _, let l), .mapping(_, let l), .sequence(_, let l): return l
@@ -167,8 +171,14 @@ public indirect enum YAMLTree: Sendable {
 
 /// `${VAR}` (required) and `${VAR:-default}` inside YAML scalars; `$${` is a literal `${`.
 public enum Interpolation {
+    /// A malformed `${...}` or an unset variable without a default; `message` says which and how to
+    /// write it.
     public struct Failure: Error, Sendable { public var message: String }
 
+    /// Replaces each `${NAME}` with the variable's value and each `${NAME:-default}` with the value,
+    /// or `default` when it is unset or empty (the shell's rule); `$${` gives a literal `${`. `NAME`
+    /// is a letter or `_`, then letters, digits or `_` (ASCII).
+    /// - Throws: `Failure` for an unterminated `${`, an invalid name, or an unset `${NAME}`.
     public static func expand(_ text: String, environment: [String: String]) throws -> String {
         guard text.contains("$") else { return text }
         var out = ""

@@ -91,6 +91,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
     public let code: Code
     /// The constraint at fault, for constraint violations.
     public var constraint: String?
+    /// The server's DETAIL line (`PG_DIAG_MESSAGE_DETAIL`), e.g. `Key (id)=(7) already exists.`;
+    /// nil when the server sent none or the error is pipectl's own.
     public var detail: String?
 
     /// - Parameters:
@@ -104,6 +106,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         self.detail = detail
     }
 
+    /// `message`, followed by ` (detail)` when there is a detail.
     public var description: String {
         var text = message
         if let detail, !detail.isEmpty { text += " (\(detail))" }
@@ -204,10 +207,19 @@ public enum PostgresLibrary {
 /// One libpq connection. Not thread-safe: one owner at a time.
 // @unchecked: libpq connections may move between threads but not be shared; every owner
 // (sink, store, registry) uses its connection from one thread at a time.
+/// One libpq connection, used by one thread at a time; every session is set to
+/// `TimeZone = 'UTC'` and `client_min_messages = warning` on connect.
 public final class PostgresConnection: @unchecked Sendable {
     let conn: OpaquePointer
+    /// The connection string as given (a `postgresql://` URL or libpq `key=value` pairs), password
+    /// included: print `ConnectionString.redacted(url)` instead.
     public let url: String
 
+    /// Connects with libpq (`PQconnectdbParams`, expanding `url` as the dbname; connect timeout 10 s).
+    /// - Parameter applicationName: shown in `pg_stat_activity.application_name`.
+    /// - Throws: `PostgresError` when `url` is neither a URL nor `key=value` pairs (the text is not
+    /// quoted: it may hold a password), or, with `connectionLost` set, when the server cannot be
+    /// reached or refuses the login.
     public init(url: String, applicationName: String = "pipectl") throws {
         self.url = url
         // libpq's parse errors quote the text around the mistake, which may be the password.
@@ -234,8 +246,12 @@ public final class PostgresConnection: @unchecked Sendable {
 
     deinit { PQfinish(conn) }
 
+    /// Whether libpq still reports the connection as open (`PQstatus` is `CONNECTION_OK`); it turns
+    /// false only once a call found the connection broken.
     public var isConnected: Bool { PQstatus(conn) == CONNECTION_OK }
 
+    /// The server's version as libpq reports it (`PQserverVersion`): major * 10000 + minor since
+    /// PostgreSQL 10, e.g. `160004` for 16.4.
     public var serverVersion: Int { Int(PQserverVersion(conn)) }
 
     func error(from result: OpaquePointer?, fallback: String) -> PostgresError {

@@ -28,13 +28,21 @@ public enum ProgressLine {
 
 /// The numbers a progress line shows.
 public struct ProgressCounts: Sendable, Equatable {
+    /// Records delivered to Kafka (`pipectl_records_produced_total`, all topics).
     public var sent: Int64 = 0
+    /// Records whose rows are durable in PostgreSQL: inserted, updated (upsert) or found already
+    /// loaded, all sinks.
     public var stored: Int64 = 0
+    /// Records set aside in the dead-letter tables, once durable, all sinks and stages.
     public var deadLetters: Int64 = 0
+    /// Records on the topics past the stored next offsets, summed over topics and partitions.
     public var lag: Int64 = 0
+    /// How far the producers have read into their source files, in bytes, all sources.
     public var bytesRead: Int64 = 0
+    /// Sizes of the source files being sent, in bytes (0: nothing is being sent, no `%` or ETA).
     public var bytesTotal: Int64 = 0
 
+    /// Explicit counts (tests, and `render`'s inputs); every count defaults to 0.
     public init(sent: Int64 = 0, stored: Int64 = 0, deadLetters: Int64 = 0, lag: Int64 = 0, bytesRead: Int64 = 0, bytesTotal: Int64 = 0) {
         self.sent = sent
         self.stored = stored
@@ -44,6 +52,7 @@ public struct ProgressCounts: Sendable, Equatable {
         self.bytesTotal = bytesTotal
     }
 
+    /// Reads the current sums from the metric totals.
     public init(_ totals: MetricTotals) {
         sent = totals.sum(.recordsProduced)
         stored = totals.sum(.rowsWritten) + totals.sum(.rowsUpdated) + totals.sum(.recordsAlreadyLoaded)
@@ -63,11 +72,14 @@ public final class ProgressReporter: @unchecked Sendable {  // `stopped` and `th
     private var stopped = false
     private var thread: Thread?
 
+    /// `terminal`: redraw one line in place every 0.5 s (standard error is a TTY by default) rather
+    /// than print a line every 10 s.
     public init(totals: MetricTotals, terminal: Bool = isatty(STDERR_FILENO) != 0) {
         self.totals = totals
         self.terminal = terminal
     }
 
+    /// Starts the printing thread; the first line appears after one interval. Call once.
     public func start() {
         let interval = terminal ? 0.5 : 10.0
         let thread = Thread { [self] in

@@ -10,6 +10,7 @@ public struct StatusSample: Sendable, Equatable {
     /// Records on the topic past the stored offsets, all partitions.
     public var lag: Int64
 
+    /// Memberwise: `at` in seconds since the server started, counts in rows and records.
     public init(at: Double, rowsWritten: Int64, lag: Int64) {
         self.at = at
         self.rowsWritten = rowsWritten

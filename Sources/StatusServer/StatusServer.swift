@@ -15,6 +15,7 @@ import Prometheus
 /// is asked for, at most every `reportMaxAge` seconds, on a thread of its own: nobody watching
 /// costs the run nothing but the metric updates.
 public final class StatusServer: @unchecked Sendable {  // every var is read and written under `lock`
+    /// Seconds between two chart samples; the page keeps the last 300 (10 minutes).
     public static let sampleInterval = 2.0
     static let reportMaxAge = 2.0
     /// 10 minutes of samples.
@@ -32,6 +33,10 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
     private var stopped = false
     private let started = Date()
 
+    /// - Parameters:
+    /// - plan: the text of `pipectl plan` (`Plan.text`); the page shows it up to its DDL.
+    /// - factory: the bootstrapped metrics backend, whose totals feed the charts and counters.
+    /// - environment: where `DATABASE_URL` is looked up when a sink has no `url`.
     public init(
         pipeline: Pipeline, plan: String, factory: PipelineMetricsFactory,
         environment: [String: String] = ProcessInfo.processInfo.environment
@@ -108,6 +113,8 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
         sampler.start()
     }
 
+    /// Stops the sampling thread (within `sampleInterval`) and cancels the server task; the port is
+    /// released once Hummingbird has shut down.
     public func stop() {
         lock.lock()
         stopped = true
@@ -164,8 +171,11 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
     }
 }
 
+/// An `--http` address that cannot be parsed or bound; `message` names the value and the fix.
 public struct StatusServerError: Error, CustomStringConvertible {
+    /// One line for the terminal, starting with `--http` and the address given.
     public var message: String
+    /// `message`, as it is.
     public var description: String { message }
 }
 
