@@ -10,16 +10,23 @@ public enum SchemaCheck {
     public enum Change: Equatable, CustomStringConvertible, Sendable {
         case createTable
         case matches
-        case addColumn(String, SQLType)
+        /// A column the schema has and the table lacks: its name, type, the schema's `default`
+        /// (nil: none, the column is added nullable) and whether it is NOT NULL (only with a
+        /// default: PostgreSQL fills existing rows with it, "ALTER TABLE … ADD COLUMN").
+        case addColumn(String, SQLType, defaultExpression: String?, notNull: Bool)
         case incompatible(String)
 
         /// The line `plan --live` prints: `table will be created`, `table exists and matches`,
-        /// `column "x" integer will be added (nullable)` or `refused: <reason>`.
+        /// `column "x" integer will be added (nullable)`, `column "x" text will be added with
+        /// DEFAULT 'new' NOT NULL (existing rows get the default)` or `refused: <reason>`.
         public var description: String {
             switch self {
             case .createTable: return "table will be created"
             case .matches: return "table exists and matches"
-            case .addColumn(let name, let type): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
+            case .addColumn(let name, let type, let defaultExpression?, let notNull):
+                return
+                    "column \(SQL.quote(name)) \(type) will be added with DEFAULT \(defaultExpression)\(notNull ? " NOT NULL" : "") (existing rows get the default)"
+            case .addColumn(let name, let type, nil, _): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
             case .incompatible(let reason): return "refused: \(reason)"
             }
         }
@@ -59,7 +66,10 @@ public enum SchemaCheck {
         for column in wanted {
             guard let row = existing[column.name] else {
                 if column.nullable || column.defaultExpression != nil {
-                    changes.append(.addColumn(column.name, column.type))
+                    changes.append(
+                        .addColumn(
+                            column.name, column.type, defaultExpression: column.defaultExpression,
+                            notNull: !column.nullable && column.defaultExpression != nil))
                 } else {
                     changes.append(
                         .incompatible(
@@ -103,8 +113,9 @@ public enum SchemaCheck {
         if changes.contains(.createTable) {
             try conn.execute(DDL.createTable(for: sink))
         }
-        for case .addColumn(let name, let type) in changes {
-            try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
+        for case .addColumn(let name, let type, let defaultExpression, let notNull) in changes {
+            let rest = (defaultExpression.map { " DEFAULT \($0)" } ?? "") + (notNull ? " NOT NULL" : "")
+            try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)\(rest)")
         }
         for index in DDL.namedIndexes(for: sink) {
             // CREATE INDEX IF NOT EXISTS locks the table before it looks: look first.

@@ -34,20 +34,29 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(try db.int("SELECT count(*) FROM \"it_replay\""), 5)
     }
 
-    /// A nullable column added to the schema is added to the table; a changed type is refused
+    /// A nullable column added to the schema is added to the table, and a column with a default
+    /// is added with it (the row already stored gets the default); a changed type is refused
     /// with the reason, and nothing is dropped or narrowed.
     func testSchemaChangesAddNullableColumnsAndRefuseTypeChanges() throws {
         var p = try TestPipeline.written("it_schema", csv: housingHeader + "\n" + housingRows[0] + "\n")
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
-        p.schemaColumns = TestPipeline.housingColumns + "\n  - { name: note, type: text }"
+        p.schemaColumns =
+            TestPipeline.housingColumns + "\n  - { name: note, type: text }" + "\n  - { name: status, type: text, nullable: false, default: \"'new'\" }"
         try p.write()
         let plan = try pipectl(["plan", p.specPath, "--live"])
         XCTAssertTrue(plan.output.contains("column \"note\" text will be added (nullable)"), plan.output)
+        XCTAssertTrue(
+            plan.output.contains("column \"status\" text will be added with DEFAULT 'new' NOT NULL (existing rows get the default)"), plan.output)
         let added = try pipectl(["apply", p.specPath])
         XCTAssertEqual(added.status, 0, added.output)
         let db = try TestStack.connect()
         XCTAssertEqual(
             try db.query("SELECT data_type FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'note'").first?[0], "text")
+        XCTAssertEqual(
+            try db.query(
+                "SELECT is_nullable, column_default FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'status'"
+            ).first ?? [], ["NO", "'new'::text"])
+        XCTAssertEqual(try db.query("SELECT \"note\", \"status\" FROM \"it_schema\"").first ?? [], [nil, "new"])
         p.schemaColumns = TestPipeline.housingColumns.replacingOccurrences(of: "{ name: tax, type: integer }", with: "{ name: tax, type: text }")
         try p.write()
         // plan --live shows the refusal and exits 2, changing nothing.
