@@ -26,35 +26,46 @@ public enum DeadLetterList {
         public var payloadBytes: Int?
     }
 
-    /// The first `limit` dead letters and how many there are in all.
+    /// The first `limit` dead letters of one database and how many there are in all.
     public struct Listing: Sendable {
         /// The table read, quoted (`"pipectl"."housing__dead_letters"`).
         public var table: String
-        /// Dead letters in the table in all (every sink), however many `entries` holds.
+        /// The database read: its connection string with the password masked
+        /// (`ConnectionString.redacted`).
+        public var database: String
+        /// Dead letters in the table in all (every sink of this database), however many
+        /// `entries` holds.
         public var total: Int
         /// The first `limit` dead letters, by id (oldest first).
         public var entries: [Entry]
     }
 
-    /// Reads the dead-letter table in the database of the pipeline's first sink (the sink's
-    /// `url`, else `DATABASE_URL` from `environment`), ordered by id.
+    /// Reads the dead-letter table in each database the pipeline's sinks write to (a sink's
+    /// `url`, else `DATABASE_URL` from `environment`), one listing per database in the order of
+    /// the sinks, each ordered by id: every sink keeps its dead letters next to its table.
     /// - Throws: `PostgresError` (no database, no table, connection refused).
-    public static func read(_ pipeline: Pipeline, limit: Int, environment: [String: String]) throws -> Listing {
-        let sink = pipeline.sinks[0]
-        let conn = try PostgresConnection(url: try PipelineRunner.databaseURL(for: sink, environment: environment))
-        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
-        let total = Int(try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0") ?? 0
-        let rows = try conn.query(
-            """
-            SELECT "id", "stage", "sink", "topic", "partition", "offset", "source_ordinal", "reason", length("payload")
-            FROM \(table) ORDER BY "id" LIMIT $1
-            """, [String(limit)])
-        let entries = rows.map { r in
-            Entry(
-                id: Int64(r[0] ?? "") ?? 0, stage: r[1] ?? "", sink: r[2] ?? "", topic: r[3],
-                partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
-                sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
+    public static func read(_ pipeline: Pipeline, limit: Int, environment: [String: String]) throws -> [Listing] {
+        var urls: [String] = []
+        for sink in pipeline.sinks {
+            let url = try PipelineRunner.databaseURL(for: sink, environment: environment)
+            if !urls.contains(url) { urls.append(url) }
         }
-        return Listing(table: table, total: total, entries: entries)
+        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
+        return try urls.map { url in
+            let conn = try PostgresConnection(url: url)
+            let total = Int(try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0") ?? 0
+            let rows = try conn.query(
+                """
+                SELECT "id", "stage", "sink", "topic", "partition", "offset", "source_ordinal", "reason", length("payload")
+                FROM \(table) ORDER BY "id" LIMIT $1
+                """, [String(limit)])
+            let entries = rows.map { r in
+                Entry(
+                    id: Int64(r[0] ?? "") ?? 0, stage: r[1] ?? "", sink: r[2] ?? "", topic: r[3],
+                    partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
+                    sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
+            }
+            return Listing(table: table, database: ConnectionString.redacted(url), total: total, entries: entries)
+        }
     }
 }

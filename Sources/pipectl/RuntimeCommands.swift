@@ -244,14 +244,18 @@ struct DeadLetters: ParsableCommand {
 
         func run() throws {
             let pipeline = try compile(spec)
-            let listing = try DeadLetterList.read(pipeline, limit: limit, environment: ProcessInfo.processInfo.environment)
-            print("\(listing.total) dead-lettered row\(listing.total == 1 ? "" : "s") in \(listing.table)")
-            for e in listing.entries {
-                let partition = e.partition.map(String.init) ?? ""
-                let offset = e.offset.map(String.init) ?? ""
-                print(
-                    "#\(e.id) [\(e.stage)] sink=\(e.sink) \(e.topic ?? "")[\(partition)]@\(offset) record=\(e.sourceOrdinal.map(String.init) ?? "") payload=\(e.payloadBytes.map(String.init) ?? "") bytes: \(e.reason)"
-                )
+            let listings = try DeadLetterList.read(pipeline, limit: limit, environment: ProcessInfo.processInfo.environment)
+            for listing in listings {
+                // Several databases: say which one each table is in.
+                let place = listings.count > 1 ? " at \(listing.database)" : ""
+                print("\(listing.total) dead-lettered row\(listing.total == 1 ? "" : "s") in \(listing.table)\(place)")
+                for e in listing.entries {
+                    let partition = e.partition.map(String.init) ?? ""
+                    let offset = e.offset.map(String.init) ?? ""
+                    print(
+                        "#\(e.id) [\(e.stage)] sink=\(e.sink) \(e.topic ?? "")[\(partition)]@\(offset) record=\(e.sourceOrdinal.map(String.init) ?? "") payload=\(e.payloadBytes.map(String.init) ?? "") bytes: \(e.reason)"
+                    )
+                }
             }
         }
     }

@@ -206,4 +206,51 @@ final class ReviewFindingsTests: XCTestCase {
         XCTAssertEqual(
             labelled, [["north_csv", "N1"], ["north_csv", "N2"], ["south_csv", "S1"], ["south_csv", "S2"], ["south_csv", "S3"]])
     }
+
+    /// `dlq list` reads the dead-letter table of every database the sinks write to, not only
+    /// the first sink's: a row refused by both sinks of a fan-out into two databases is listed
+    /// twice, each under its database (found in review of DeadLetterList).
+    func testDeadLettersInEverySinksDatabaseAreListed() throws {
+        let state = try TestStack.require()
+        let db = try TestStack.connect()
+        _ = try? db.query("DROP DATABASE IF EXISTS it_rv_dlq_second")
+        _ = try db.query("CREATE DATABASE it_rv_dlq_second")
+        guard let slash = state.databaseURL.lastIndex(of: "/") else { return XCTFail(state.databaseURL) }
+        let secondURL = String(state.databaseURL[..<slash]) + "/it_rv_dlq_second"
+        let spec = try SpecFolder(
+            "it_rv_dlq",
+            files: ["stock.csv": "code,qty\nN1,1\nN2,many\nN3,3\n"],
+            body: """
+                sources:
+                  - { name: stock_csv, type: csv, path: stock.csv }
+                topics:
+                  - { name: it_rv_dlq-data, from: stock_csv, brokers: BROKERS }
+                schemas:
+                  - name: stock
+                    columns:
+                      - { name: code, type: text, nullable: false }
+                      - { name: qty, type: integer, nullable: false }
+                transforms:
+                  - { name: stock_rows, from: it_rv_dlq-data, schema: stock }
+                sinks:
+                  - { name: a_db, type: postgres, from: stock_rows, url: URL, table: it_rv_dlq_a, batch_size: 100, max_delay_ms: 100 }
+                  - { name: b_db, type: postgres, from: stock_rows, url: "SECOND", table: it_rv_dlq_b, batch_size: 100, max_delay_ms: 100 }
+
+                """.replacingOccurrences(of: "SECOND", with: secondURL))
+        let run = try pipectl(["run", spec.specPath, "--allow-dead-letters"])
+        XCTAssertEqual(run.status, 0, run.output)
+        let list = try pipectl(["dlq", "list", spec.specPath])
+        XCTAssertEqual(list.status, 0, list.output)
+        let lines = list.output.split(separator: "\n").map(String.init)
+        XCTAssertEqual(
+            lines.filter { $0.contains("dead-lettered row") },
+            [
+                "1 dead-lettered row in \"pipectl\".\"it_rv_dlq__dead_letters\" at \(state.databaseURL)",
+                "1 dead-lettered row in \"pipectl\".\"it_rv_dlq__dead_letters\" at \(secondURL)",
+            ], list.output)
+        XCTAssertEqual(
+            lines.filter { $0.hasPrefix("#") }.map { $0.components(separatedBy: " record=").first.map { String($0.drop { $0 != "[" }) } ?? "" },
+            ["[cast] sink=a_db it_rv_dlq-data[0]@1", "[cast] sink=b_db it_rv_dlq-data[0]@1"], list.output)
+        XCTAssertTrue(lines.allSatisfy { !$0.hasPrefix("#") || $0.hasSuffix("bytes: column 'qty': 'many' is not a valid integer") }, list.output)
+    }
 }
