@@ -24,7 +24,20 @@ public enum SwiftRecords {
     static func structText(_ schema: Schema) -> String {
         var out = "/// A row of `\(GeneratedText.comment(schema.name))` (\(GeneratedText.comment(schema.file))).\n"
         out += "public struct \(typeName(schema.name)): Codable, Sendable, Equatable {\n"
-        let props = schema.columns.map { (column: $0, name: propertyName($0.name)) }
+        // Distinct column names can give one Swift name (`unit price`, `unit_price`; names with no
+        // ASCII letter all give `_column`): later ones get 2, 3, … so the struct compiles.
+        var used: Set<String> = []
+        let props = schema.columns.map { column -> (column: Column, name: String) in
+            let base = propertyName(column.name)
+            var name = base
+            var n = 2
+            while used.contains(name) {
+                name = base + String(n)
+                n += 1
+            }
+            used.insert(name)
+            return (column, name)
+        }
         for p in props {
             let optional = p.column.nullable ? "?" : ""
             out += "    public var \(escaped(p.name)): \(swiftType(p.column.type))\(optional)\n"

@@ -1,6 +1,7 @@
 import Foundation
 
-/// Ctrl-C / SIGTERM: the loops finish and commit their current batch, then exit 0.
+/// Ctrl-C / SIGTERM: the loops finish and commit their current batch; the command then exits
+/// 4 (interrupted, docs/spec.md "Exit codes"), its summary saying how to go on.
 public enum StopSignal {
     // Unsafe by necessity: a signal handler may only write a sig_atomic_t (C11 7.14.1.1).
     nonisolated(unsafe) private static var flag: sig_atomic_t = 0

@@ -56,6 +56,31 @@ final class HostileNameTests: XCTestCase {
         XCTAssertFalse(sql.text.contains("\r") || swift.contains("\r"))
     }
 
+    /// Column names that map to one Swift name get distinct properties (the struct compiles),
+    /// each decoding its own column through CodingKeys.
+    func testColumnsWithTheSameSwiftNameGetDistinctProperties() throws {
+        let spec = """
+            version: 1
+            name: clash
+            schemas:
+              - name: item
+                columns:
+                  - { name: "unit price", type: integer }
+                  - { name: unit_price, type: integer }
+                  - { name: "€", type: text }
+                  - { name: "£", type: text }
+
+            """
+        let swift = SwiftRecords.generate(for: try F.compile(spec))
+        let lines = swift.split(separator: "\n").map { $0.trimmingCharacters(in: .whitespaces) }
+        XCTAssertEqual(
+            lines.filter { $0.hasPrefix("public var ") },
+            ["public var unitPrice: Int32?", "public var unitPrice2: Int32?", "public var _column: String?", "public var _column2: String?"])
+        XCTAssertEqual(
+            lines.filter { $0.hasPrefix("case ") },
+            [#"case unitPrice = "unit price""#, #"case unitPrice2 = "unit_price""#, #"case _column = "€""#, #"case _column2 = "£""#])
+    }
+
     func testPlanNeverPrintsRawControlCharacters() throws {
         let text = F.editing(F.people, line: 6, to: #"    path: "../data/\e]0;owned\apeople.csv""#)
         let plan = Plan(try F.compile(text)).text
