@@ -2,7 +2,7 @@ import Foundation
 import PipelineRuntime
 
 /// The one-line progress of `run`, `produce` and `consume`, made from the metric totals:
-/// `sent 120000 · stored 98000 · dead 3 · 25400 rows/s · lag 22000 · 61% · ETA 4 s`.
+/// `sent 120000 · stored 98000 · dead letters 3 · 25400 rows/s · lag 22000 · 61% read · ETA 4 s`.
 public enum ProgressLine {
     /// - Parameters:
     ///   - now, previous: totals now and at the last line, `seconds` apart (for rows/s).
@@ -99,7 +99,7 @@ public final class ProgressReporter: @unchecked Sendable {  // `stopped` and `th
             }
         }
         thread.stackSize = 1 << 20
-        self.thread = thread
+        lock.withLock { self.thread = thread }
         thread.start()
     }
 

@@ -93,7 +93,7 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
         let app = Application(
             router: router, configuration: .init(address: .hostname(host, port: port), serverName: "pipectl"),
             onServerRunning: { _ in ready.signal() }, logger: logger)
-        task = Task {
+        let server = Task {
             do {
                 try await app.run()
             } catch {
@@ -102,6 +102,7 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
                 throw error
             }
         }
+        lock.withLock { task = server }
         if ready.wait(timeout: .now() + 10) == .timedOut {
             throw StatusServerError(message: "--http \(host):\(port): the server did not start within 10 s")
         }
@@ -116,10 +117,11 @@ public final class StatusServer: @unchecked Sendable {  // every var is read and
     /// Stops the sampling thread (within `sampleInterval`) and cancels the server task; the port is
     /// released once Hummingbird has shut down.
     public func stop() {
-        lock.lock()
-        stopped = true
-        lock.unlock()
-        task?.cancel()
+        let server = lock.withLock {
+            stopped = true
+            return task
+        }
+        server?.cancel()
     }
 
     /// Reads the report again when it is older than `reportMaxAge`, off the server's threads.
