@@ -380,8 +380,15 @@ private final class ConsumerDriver {
         var report = writer.currentReport()
         report.consumed = consumed
         report.interrupted = StopSignal.requested
+        // The consumer's cached watermarks are those of its last fetch, which is old when the
+        // partitions were paused for a busy writer: an interrupted run asks the broker afresh, so
+        // its summary does not call records stored that are not (falls back to the cache).
+        let fresh =
+            report.interrupted
+            ? (try? fetchHighWatermarks(topic: topic.name, partitions: machine.owned.sorted(), settings: TopicLoader.consumerSettings(topic), timeoutMs: 2000))
+                ?? [:] : [:]
         for p in machine.owned {
-            if let high = consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
+            if let high = fresh[p] ?? consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
         }
         return report
     }
