@@ -234,7 +234,16 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
                         continue
                     }
                     guard let admin else { continue }
-                    let current: String? = (try? admin.partitionCount(topic.name)) ?? nil == nil ? nil : try? admin.topicID(topic.name)
+                    // Only an answer counts: the topic is absent, or has this ID. A broker that
+                    // does not answer (restarting, busy) says nothing about the topic, so the
+                    // check is made again later instead of sending every file again (review R9).
+                    let current: String?
+                    do {
+                        current = try admin.partitionCount(topic.name) == nil ? nil : try admin.topicID(topic.name)
+                    } catch {
+                        actions.append(.checkTopicLater)
+                        continue
+                    }
                     actions += production.handle(.topicChecked(topicID: current))
                 case .startConsumers, .publish, .withdraw, .fail:
                     break  // the production wakes its waiters on every transition
