@@ -279,31 +279,12 @@ public final class PipelineRunner: @unchecked Sendable {  // `asNewSource` is se
     /// Sends the source from its checkpoint, again when the producer fails (for example a
     /// broker restart that lost the topic: the new topic ID makes it start from the first
     /// record, and record ids make the re-sent rows harmless).
-    func produceWithRetries(source: Source, topic: Topic, attempts: Int = 5) -> Result<ProduceReport, Error> {
-        var lastError: Error?
-        for attempt in 1...attempts {
-            if StopSignal.requested { break }
-            do {
-                var (report, topicID, admin) = try SourceSend.once(
-                    source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment, logger: logger,
-                    createdTopic: { logger.info("created topic \(topic.name) again (the broker had lost it)") })
-                // A topic that changed under the producer means some records may be gone.
-                if try admin.topicID(topic.name) != topicID {
-                    throw KafkaError("topic \(topic.name) was re-created while sending")
-                }
-                report.topicID = topicID
-                return .success(report)
-            } catch {
-                lastError = error
-                // Only Kafka trouble is worth another attempt; a missing file is not.
-                guard error is KafkaError else { break }
-                if attempt < attempts {
-                    logger.info("producer: \(error); sending \(source.path) again from the start (attempt \(attempt + 1) of \(attempts))")
-                    Thread.sleep(forTimeInterval: Double(attempt))
-                }
-            }
+    func produceWithRetries(source: Source, topic: Topic) -> Result<ProduceReport, Error> {
+        Result {
+            try SourceSend.withRetries(
+                source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment, logger: logger,
+                createdTopic: { logger.info("created topic \(topic.name) again (the broker had lost it)") })
         }
-        return .failure(lastError ?? KafkaError("producer stopped"))
     }
 
     /// How many rows and dead letters of one source file the database holds.

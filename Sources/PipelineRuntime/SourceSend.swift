@@ -30,9 +30,41 @@ public enum SourceSend {
         // each of them, as `run` sends them.
         for send in pipeline.sends {
             let (source, topic) = (send.source, send.topic)
-            let report = try once(source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment).report
+            let report = try withRetries(source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment)
             try sent(Sent(source: source, topic: topic, report: report))
             if report.interrupted { return }
+        }
+    }
+
+    /// Sends `source` to `topic` (`once`) and checks afterwards that the topic still has the ID it
+    /// was sent to; Kafka trouble (a broker restarting, the topic re-created meanwhile) gets up to
+    /// `attempts` tries, 1 s, 2 s, … apart, each resuming from the file's checkpoint. `produce`
+    /// and `run` both send this way. Ctrl-C ends the tries.
+    /// - Parameter createdTopic: called when the topic had to be created.
+    /// - Returns: the last try's report, its `topicID` set.
+    /// - Throws: the last `KafkaError`, or at once any other error (`PostgresError`,
+    ///   `SourceChangedError`, a file that cannot be read), which another try would not change.
+    static func withRetries(
+        _ source: Source, to topic: Topic, pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
+        attempts: Int = 5, logger: Logger = Logger(label: "pipectl.producer"), createdTopic: () -> Void = {}
+    ) throws -> ProduceReport {
+        var attempt = 1
+        while true {
+            do {
+                var (report, topicID, admin) = try once(
+                    source, to: topic, pipeline: pipeline, asNewSource: asNewSource, environment: environment, logger: logger,
+                    createdTopic: createdTopic)
+                // A topic that changed under the producer means some records may be gone.
+                if try admin.topicID(topic.name) != topicID {
+                    throw KafkaError("topic \(topic.name) was re-created while sending")
+                }
+                report.topicID = topicID
+                return report
+            } catch let error as KafkaError where attempt < attempts && !StopSignal.requested {
+                logger.info("producer: \(error); sending \(source.path) again from its checkpoint (attempt \(attempt + 1) of \(attempts))")
+                Thread.sleep(forTimeInterval: Double(attempt))
+                attempt += 1
+            }
         }
     }
 
