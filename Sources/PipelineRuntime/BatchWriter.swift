@@ -369,7 +369,13 @@ final class BatchWriter: @unchecked Sendable {
         let left = Int(max(0, deadline.timeIntervalSinceNow).rounded())
         logger.warning("PostgreSQL connection lost (\(error.message)); reconnecting for up to \(left) s more (retry_timeout_ms)")
         do {
-            try sink.reconnect(until: deadline, logger: logger)
+            try sink.reconnect(
+                until: deadline, logger: logger,
+                stop: { [self] in
+                    condition.lock()
+                    defer { condition.unlock() }
+                    return StopSignal.requested || stopping
+                })
             condition.lock()
             let known = Array(Set(storedOffsets.keys).union(partitions))
             condition.unlock()

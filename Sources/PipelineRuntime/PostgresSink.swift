@@ -206,8 +206,10 @@ public final class PostgresSink {
 
     /// Reconnects after the server went away, with backoff (0.25 s doubling to 5 s), until
     /// `deadline` (the sink's `retry_timeout_ms` after the connection was lost).
-    /// - Throws: `PostgresError` naming the retry window once it has passed, or on Ctrl-C.
-    func reconnect(until deadline: Date, logger: Logger) throws {
+    /// - Parameter stop: asked between tries; true gives up at once (Ctrl-C, or the consumer
+    ///   stopping for another reason, which must not wait out the retry window).
+    /// - Throws: `PostgresError` naming the retry window once it has passed, or when stopped.
+    func reconnect(until deadline: Date, logger: Logger, stop: () -> Bool = { StopSignal.requested }) throws {
         var delay = 0.25
         while true {
             do {
@@ -218,7 +220,7 @@ public final class PostgresSink {
                 return
             } catch let error as PostgresError {
                 // Not `connectionLost`: the caller must stop, not try again.
-                if StopSignal.requested { throw PostgresError("stopped while reconnecting to PostgreSQL (\(error.message)); every committed batch is safe") }
+                if stop() { throw PostgresError("stopped while reconnecting to PostgreSQL (\(error.message)); every committed batch is safe") }
                 let left = deadline.timeIntervalSinceNow
                 if left <= 0 {
                     throw PostgresError(
