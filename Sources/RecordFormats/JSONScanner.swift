@@ -38,6 +38,22 @@ public struct JSONFlatRecord: Sendable {
         return nil
     }
 
+    /// `index(of:hint:)` for a key given as bytes in memory (the consumer keeps its columns'
+    /// keys back to back in one buffer, so no array is retained per lookup).
+    public func index(of key: UnsafeBufferPointer<UInt8>, hint: Int) -> Int? {
+        scratch.withUnsafeBufferPointer { s in
+            fields.withUnsafeBufferPointer { fields in
+                @inline(__always) func equals(_ f: JSONField) -> Bool {
+                    guard f.keyEnd - f.keyStart == key.count else { return false }
+                    return key.isEmpty || memcmp(s.baseAddress! + f.keyStart, key.baseAddress!, key.count) == 0
+                }
+                if hint >= 0, hint < fields.count, equals(fields[hint]) { return hint }
+                for i in fields.indices where equals(fields[i]) { return i }
+                return nil
+            }
+        }
+    }
+
     @inline(__always)
     func keyEquals(_ i: Int, _ key: [UInt8]) -> Bool {
         let f = fields[i]
