@@ -16,7 +16,9 @@ public struct JSONField: Sendable {
 }
 
 /// A JSON object read into flat fields (`{"a":{"b":1}}` -> `a_b` with separator `_`).
-/// Keys and values are byte ranges into `scratch`, reused between records.
+/// Keys and values are byte ranges into `scratch`, reused between records. `scratch` starts
+/// with a copy of the payload: keys and values that need no unescaping (most of them) are
+/// ranges of that copy, the others (escapes, flattened keys) are appended after it.
 public struct JSONFlatRecord: Sendable {
     public var scratch: [UInt8] = []
     public var fields: [JSONField] = []
@@ -86,6 +88,8 @@ public struct JSONScanner {
     public static func parse(_ bytes: UnsafeBufferPointer<UInt8>, flattenWith separator: [UInt8]?, into record: inout JSONFlatRecord) throws {
         record.scratch.removeAll(keepingCapacity: true)
         record.fields.removeAll(keepingCapacity: true)
+        // One copy of the payload instead of one append per key and value.
+        record.scratch.append(contentsOf: bytes)
         var scanner = JSONScanner(bytes: bytes, separator: separator)
         scanner.skipSpace()
         guard scanner.i < bytes.count, bytes[scanner.i] == UInt8(ascii: "{") else {
@@ -129,21 +133,27 @@ public struct JSONScanner {
         }
         while true {
             skipSpace()
-            let keyStart = record.scratch.count
-            record.scratch.append(contentsOf: prefix)
-            try string(into: &record.scratch)
-            let keyEnd = record.scratch.count
+            let keyStart: Int
+            let keyEnd: Int
+            if prefix.isEmpty {
+                (keyStart, keyEnd) = try stringRange(in: &record.scratch)
+            } else {
+                keyStart = record.scratch.count
+                record.scratch.append(contentsOf: prefix)
+                try string(into: &record.scratch)
+                keyEnd = record.scratch.count
+            }
             try expect(UInt8(ascii: ":"))
             skipSpace()
             guard i < bytes.count else { throw fail("missing value") }
             if bytes[i] == UInt8(ascii: "{"), let separator {
                 var nested = Array(record.scratch[keyStart..<keyEnd]) + separator
-                record.scratch.removeSubrange(keyStart...)
+                // A key appended after the payload's copy is not kept (the fields carry the prefix).
+                if keyStart >= bytes.count { record.scratch.removeSubrange(keyStart...) }
                 try object(prefix: &nested, into: &record)
             } else {
-                let valueStart = record.scratch.count
-                let kind = try value(into: &record.scratch)
-                record.fields.append(JSONField(keyStart: keyStart, keyEnd: keyEnd, valueStart: valueStart, valueEnd: record.scratch.count, kind: kind))
+                let (kind, valueStart, valueEnd) = try valueRange(in: &record.scratch)
+                record.fields.append(JSONField(keyStart: keyStart, keyEnd: keyEnd, valueStart: valueStart, valueEnd: valueEnd, kind: kind))
             }
             skipSpace()
             guard i < bytes.count else { throw fail("unterminated object") }
@@ -157,6 +167,60 @@ public struct JSONScanner {
             }
             throw fail("expected ',' or '}'")
         }
+    }
+
+    /// A field's value as a range of `scratch` (whose first `bytes.count` bytes are the
+    /// payload): the payload's own bytes unless a string needs unescaping.
+    mutating func valueRange(in scratch: inout [UInt8]) throws -> (JSONKind, Int, Int) {
+        let start = i
+        switch bytes[i] {
+        case UInt8(ascii: "\""):
+            let (s, e) = try stringRange(in: &scratch)
+            return (.string, s, e)
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            try skipValue()
+            return (.raw, start, i)
+        case UInt8(ascii: "t"):
+            try literal("true", into: &scratch, keep: false)
+            return (.bool, start, i)
+        case UInt8(ascii: "f"):
+            try literal("false", into: &scratch, keep: false)
+            return (.bool, start, i)
+        case UInt8(ascii: "n"):
+            try literal("null", into: &scratch, keep: false)
+            return (.null, start, start)
+        default:
+            try number()
+            return (.number, start, i)
+        }
+    }
+
+    /// Reads a JSON string; returns its unescaped UTF-8 as a range of `scratch`: the payload's
+    /// bytes when it has no escape (the common case, no copy), else appended after them.
+    /// Errors (and their byte positions) are those of `string(into:)`.
+    mutating func stringRange(in scratch: inout [UInt8]) throws -> (Int, Int) {
+        skipSpace()
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
+        i += 1
+        let contentStart = i
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == 0x22 {
+                i += 1
+                return (contentStart, i - 1)
+            }
+            if c == 0x5C || c < 0x20 { break }
+            if c < 0x80 {
+                i += 1
+            } else {
+                i += try utf8Length(at: i)
+            }
+        }
+        // An escape, a control character or the end of the payload: unescape (or fail) the slow way.
+        let outStart = scratch.count
+        scratch.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[contentStart..<i]))
+        try stringBody(into: &scratch)
+        return (outStart, scratch.count)
     }
 
     mutating func value(into out: inout [UInt8]) throws -> JSONKind {
@@ -272,6 +336,11 @@ public struct JSONScanner {
         skipSpace()
         guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
         i += 1
+        try stringBody(into: &out)
+    }
+
+    /// The rest of a string after its opening quote, up to and including the closing one.
+    mutating func stringBody(into out: inout [UInt8]) throws {
         while i < bytes.count {
             // Copy the run of plain ASCII up to the next quote, escape, control or non-ASCII byte.
             let runStart = i

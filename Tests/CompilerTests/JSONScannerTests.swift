@@ -120,6 +120,37 @@ final class JSONScannerTests: XCTestCase {
         XCTAssertNil(record.index(of: Array("a".utf8), hint: 0))
     }
 
+    /// Plain keys and values are ranges of the payload's copy; escaped ones are appended after
+    /// it. Both kinds, mixed in one record, read back as the same text.
+    func testPlainAndEscapedStringsMixInOneRecord() throws {
+        XCTAssertEqual(
+            try scan(#"{"a": "", "b\n": "x\ty", "c": "é中", "": "plain", "d": "tail\\"}"#),
+            [
+                Field("a", "", .string), Field("b\n", "x\ty", .string), Field("c", "é中", .string), Field("", "plain", .string),
+                Field("d", "tail\\", .string),
+            ])
+        // An escape after a run of non-ASCII text keeps the text before it.
+        XCTAssertEqual(try scan(#"{"s": "日本\"語\""}"#), [Field("s", "日本\"語\"", .string)])
+        XCTAssertEqual(try scan(#"{"n": null, "e": "", "t": true, "f": false}"#).map(\.value), ["", "", "true", "false"])
+    }
+
+    /// Flattening with escaped and plain object keys: the object's own key is not a field and
+    /// leaves nothing behind that a later field could read.
+    func testFlatteningWithEscapedObjectKeys() throws {
+        XCTAssertEqual(
+            try scan(#"{"o\u0041": {"x": "1", "y\"": {"z": "2"}}, "p": {"q": "3"}, "r": "\u00e9"}"#),
+            [Field("oA_x", "1", .string), Field("oA_y\"_z", "2", .string), Field("p_q", "3", .string), Field("r", "é", .string)])
+    }
+
+    /// The fast string path fails exactly as the escaping one: same reason, same byte.
+    func testStringErrorsAtTheSameByteOnEitherPath() {
+        XCTAssertEqual(failure(#"{"a": "x"#), "invalid JSON at byte 8: unterminated string")
+        XCTAssertEqual(failure(#"{"a": "x\n"#), "invalid JSON at byte 10: unterminated string")
+        XCTAssertEqual(failure(Array(#"{"a\u0041": "x"#.utf8) + [0x01] + Array(#""}"#.utf8)), "invalid JSON at byte 14: control character in a string")
+        XCTAssertEqual(failure(Array(#"{"k"#.utf8) + [0xFF] + Array(#"": 1}"#.utf8)), "payload is not valid UTF-8 (byte 0xff at 3)")
+        XCTAssertEqual(failure(Array(#"{"s": "\n"#.utf8) + [0xC3] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad continuation at 10)")
+    }
+
     func testWritingJSONStrings() {
         var out: [UInt8] = []
         JSONText.appendString("a\"b\\c\n\t\u{1}é", to: &out)
