@@ -272,14 +272,19 @@ public final class CSVProducer {
             keyIndices = topic.key.map { FieldMatching.index(of: $0, in: fields, normalized: normalized) }
         }
         resolveKeys()
-        // `,"name":` for each column, encoded once.
-        var fieldPrefixes: [[UInt8]] = []
+        // `,"name":` for each column, encoded once, back to back (column i is
+        // `prefixBytes[prefixEnds[i]..<prefixEnds[i + 1]]`): one buffer read through a pointer
+        // per record instead of an array retained and released per cell.
+        var prefixBytes: [UInt8] = []
+        var prefixEnds: [Int] = [0]
         func encodePrefixes() {
-            fieldPrefixes = names.map { name in
-                var p: [UInt8] = [UInt8(ascii: ",")]
-                JSONText.appendString(name, to: &p)
-                p.append(UInt8(ascii: ":"))
-                return p
+            prefixBytes.removeAll()
+            prefixEnds = [0]
+            for name in names {
+                prefixBytes.append(UInt8(ascii: ","))
+                JSONText.appendString(name, to: &prefixBytes)
+                prefixBytes.append(UInt8(ascii: ":"))
+                prefixEnds.append(prefixBytes.count)
             }
         }
         encodePrefixes()
@@ -315,17 +320,21 @@ public final class CSVProducer {
                 Self.appendError(problem, line: record.line, raw: record.raw, to: &value)
             } else {
                 record.bytes.withUnsafeBufferPointer { bytes in
-                    var start = 0
-                    for i in 0..<fieldCount {
-                        value.append(contentsOf: fieldPrefixes[i])
-                        let end = record.ends[i]
-                        let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
-                        if !record.quoted[i], cell.elementsEqual(nullBytes) {
-                            value.append(contentsOf: "null".utf8)
-                        } else {
-                            JSONText.appendString(cell, to: &value)
+                    prefixBytes.withUnsafeBufferPointer { prefixes in
+                        nullBytes.withUnsafeBufferPointer { null in
+                            var start = 0
+                            for i in 0..<fieldCount {
+                                value.append(contentsOf: UnsafeBufferPointer(rebasing: prefixes[prefixEnds[i]..<prefixEnds[i + 1]]))
+                                let end = record.ends[i]
+                                let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                                if !record.quoted[i], cell.count == null.count, cell.elementsEqual(null) {
+                                    value.append(contentsOf: "null".utf8)
+                                } else {
+                                    JSONText.appendString(cell, to: &value)
+                                }
+                                start = end
+                            }
                         }
-                        start = end
                     }
                 }
                 value.append(UInt8(ascii: "}"))

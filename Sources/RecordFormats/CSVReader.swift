@@ -203,7 +203,10 @@ public final class CSVReader {
         while true {
             if position >= buffer.count, !refill() { break }
             // Fast path: copy the run of ordinary bytes up to the next one that matters, in bulk.
+            // The run is copied from the buffer's memory, not from an `ArraySlice` of it: a slice
+            // retains and releases the buffer per field (~10% of the producer's CPU).
             let start = position
+            let keepRaw = self.keepRaw
             if !inQuotes && !afterQuote {
                 let end = buffer.withUnsafeBufferPointer { buf -> Int in
                     var i = start
@@ -212,11 +215,14 @@ public final class CSVReader {
                         if c == delimiter || c == quote || c == 0x0A || c == 0x0D { break }
                         i += 1
                     }
+                    if i > start {
+                        let run = UnsafeBufferPointer(rebasing: buf[start..<i])
+                        record.bytes.append(contentsOf: run)
+                        if keepRaw { record.raw.append(contentsOf: run) }
+                    }
                     return i
                 }
                 if end > start {
-                    record.bytes.append(contentsOf: buffer[start..<end])
-                    if keepRaw { record.raw.append(contentsOf: buffer[start..<end]) }
                     position = end
                     continue
                 }
@@ -230,11 +236,14 @@ public final class CSVReader {
                         if c == 0x0A { newlines += 1 }
                         i += 1
                     }
+                    if i > start {
+                        let run = UnsafeBufferPointer(rebasing: buf[start..<i])
+                        record.bytes.append(contentsOf: run)
+                        if keepRaw { record.raw.append(contentsOf: run) }
+                    }
                     return i
                 }
                 if end > start {
-                    record.bytes.append(contentsOf: buffer[start..<end])
-                    if keepRaw { record.raw.append(contentsOf: buffer[start..<end]) }
                     line += newlines
                     position = end
                     continue
