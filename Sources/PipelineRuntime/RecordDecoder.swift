@@ -230,7 +230,7 @@ public struct RecordDecoder {
         }
         var sentAt: Int64?
         if let i = json.index(of: Self.sentAtKey, hint: 1), json.fields[i].kind == .number {
-            sentAt = Int64(String(decoding: json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd], as: UTF8.self))
+            sentAt = Self.parseInt64(json.scratch[json.fields[i].valueStart..<json.fields[i].valueEnd])
         }
         if let e = json.index(of: Self.errorKey, hint: 2) {
             let reason = String(decoding: json.scratch[json.fields[e].valueStart..<json.fields[e].valueEnd], as: UTF8.self)
@@ -251,6 +251,29 @@ public struct RecordDecoder {
             }
         }
         return .row(id, sentAtMicros: sentAt)
+    }
+
+    /// `Int64(String(decoding: bytes, as: UTF8.self))` without the String: an optional sign,
+    /// then only digits; nil for anything else or out of range.
+    static func parseInt64(_ bytes: ArraySlice<UInt8>) -> Int64? {
+        var i = bytes.startIndex
+        guard i < bytes.endIndex else { return nil }
+        let negative = bytes[i] == UInt8(ascii: "-")
+        if negative || bytes[i] == UInt8(ascii: "+") { i += 1 }
+        guard i < bytes.endIndex else { return nil }
+        // Accumulated as negative so Int64.min fits.
+        var acc: Int64 = 0
+        while i < bytes.endIndex {
+            let d = bytes[i] &- 0x30
+            guard d < 10 else { return nil }
+            let (m, o1) = acc.multipliedReportingOverflow(by: 10)
+            let (v, o2) = m.subtractingReportingOverflow(Int64(d))
+            if o1 || o2 { return nil }
+            acc = v
+            i += 1
+        }
+        if negative { return acc }
+        return acc == .min ? nil : -acc
     }
 
     /// Appends one column's COPY text; returns the reason when the record cannot fill it.
