@@ -151,6 +151,22 @@ final class JSONScannerTests: XCTestCase {
         XCTAssertEqual(failure(Array(#"{"s": "\n"#.utf8) + [0xC3] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad continuation at 10)")
     }
 
+    /// Strings are scanned 8 bytes at a time up to the first special byte: a quote, escape,
+    /// control character or non-ASCII byte at every position of the words and of the tail.
+    func testSpecialBytesAtEveryPositionOfAWord() throws {
+        for length in 0...19 {
+            for k in 0...length {
+                let (a, b) = (String(repeating: "a", count: k), String(repeating: "b", count: length - k))
+                XCTAssertEqual(try scan("{\"s\": \"\(a)\\n\(b)\"}"), [Field("s", a + "\n" + b, .string)], "escape at \(k) of \(length)")
+                XCTAssertEqual(try scan("{\"s\": \"\(a)é\(b)\"}"), [Field("s", a + "é" + b, .string)], "é at \(k) of \(length)")
+                XCTAssertEqual(try scan("{\"\(a)\(b)\": \"\(a)\"}"), [Field(a + b, a, .string)], "quote at \(k) of \(length)")
+                XCTAssertEqual(
+                    failure(Array("{\"s\": \"\(a)".utf8) + [0x1F] + Array("\(b)\"}".utf8)), "invalid JSON at byte \(7 + k): control character in a string")
+                XCTAssertEqual(failure(Array("{\"s\": \"\(a)".utf8) + [0x80] + Array("\(b)\"}".utf8)), "payload is not valid UTF-8 (byte 0x80 at \(7 + k))")
+            }
+        }
+    }
+
     func testWritingJSONStrings() {
         var out: [UInt8] = []
         JSONText.appendString("a\"b\\c\n\t\u{1}é", to: &out)
