@@ -257,6 +257,8 @@ public final class CSVProducer {
 
         var value: [UInt8] = []
         value.reserveCapacity(4096)
+        var json = ByteBuffer(capacity: 4096)
+        defer { json.deallocate() }
         var key: [UInt8] = []
         var recordID: [UInt8] = []
         var batch = 0
@@ -312,32 +314,39 @@ public final class CSVProducer {
                 problem = "line \(record.line) is not valid UTF-8"
             }
             value.removeAll(keepingCapacity: true)
-            value.append(contentsOf: "{\"_record\":\"".utf8)
-            value.append(contentsOf: recordID)
-            value.append(contentsOf: "\",\"_sent_at\":".utf8)
-            JSONText.appendDecimal(Self.nowMicros(), to: &value)
             if let problem {
+                value.append(contentsOf: "{\"_record\":\"".utf8)
+                value.append(contentsOf: recordID)
+                value.append(contentsOf: "\",\"_sent_at\":".utf8)
+                JSONText.appendDecimal(Self.nowMicros(), to: &value)
                 Self.appendError(problem, line: record.line, raw: record.raw, to: &value)
             } else {
+                // The same bytes, written through a pointer and copied into `value` once.
+                json.count = 0
+                json.append("{\"_record\":\"")
+                recordID.withUnsafeBufferPointer { json.append($0) }
+                json.append("\",\"_sent_at\":")
+                JSONText.appendDecimal(Self.nowMicros(), to: &json)
                 record.bytes.withUnsafeBufferPointer { bytes in
                     prefixBytes.withUnsafeBufferPointer { prefixes in
                         nullBytes.withUnsafeBufferPointer { null in
                             var start = 0
                             for i in 0..<fieldCount {
-                                value.append(contentsOf: UnsafeBufferPointer(rebasing: prefixes[prefixEnds[i]..<prefixEnds[i + 1]]))
+                                json.append(UnsafeBufferPointer(rebasing: prefixes[prefixEnds[i]..<prefixEnds[i + 1]]))
                                 let end = record.ends[i]
                                 let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
                                 if !record.quoted[i], cell.count == null.count, cell.elementsEqual(null) {
-                                    value.append(contentsOf: "null".utf8)
+                                    json.append("null")
                                 } else {
-                                    JSONText.appendString(cell, to: &value)
+                                    JSONText.appendString(cell, to: &json)
                                 }
                                 start = end
                             }
                         }
                     }
                 }
-                value.append(UInt8(ascii: "}"))
+                json.append(UInt8(ascii: "}"))
+                value.append(contentsOf: json.bytes)
             }
             if value.count > topic.messageMaxBytes {
                 let size = value.count

@@ -167,6 +167,33 @@ final class JSONScannerTests: XCTestCase {
         }
     }
 
+    /// The producer's pointer-written JSON is byte for byte what the array writers produce,
+    /// across the buffer's growth, escapes, UTF-8, empty cells and every Int64.
+    func testByteBufferWritesTheSameBytesAsTheArrayWriters() {
+        var buffer = ByteBuffer(capacity: 1)
+        defer { buffer.deallocate() }
+        var expected: [UInt8] = []
+        let cells = ["", "plain", "q\"uote", "back\\slash", "tab\tnew\nline\r", "\u{1}\u{1F}", "é日本😀", String(repeating: "x", count: 300)]
+        for cell in cells {
+            Array(cell.utf8).withUnsafeBufferPointer {
+                JSONText.appendString($0, to: &buffer)
+                JSONText.appendString($0, to: &expected)
+            }
+        }
+        for n: Int64 in [0, 7, -7, 10, 99, 100, 1_764_470_000_000_000, .max, .min, .min + 1] {
+            JSONText.appendDecimal(n, to: &buffer)
+            JSONText.appendDecimal(n, to: &expected)
+        }
+        buffer.append("{\"_record\":\"")
+        expected.append(contentsOf: "{\"_record\":\"".utf8)
+        buffer.append(UInt8(ascii: "}"))
+        expected.append(UInt8(ascii: "}"))
+        XCTAssertEqual(Array(buffer.bytes), expected)
+        buffer.count = 0
+        buffer.append("null")
+        XCTAssertEqual(Array(buffer.bytes), Array("null".utf8))
+    }
+
     func testWritingJSONStrings() {
         var out: [UInt8] = []
         JSONText.appendString("a\"b\\c\n\t\u{1}é", to: &out)
