@@ -257,6 +257,8 @@ public final class CSVProducer {
 
         var value: [UInt8] = []
         value.reserveCapacity(4096)
+        var json = ByteBuffer(capacity: 4096)
+        defer { json.deallocate() }
         var key: [UInt8] = []
         var recordID: [UInt8] = []
         var batch = 0
@@ -272,14 +274,19 @@ public final class CSVProducer {
             keyIndices = topic.key.map { FieldMatching.index(of: $0, in: fields, normalized: normalized) }
         }
         resolveKeys()
-        // `,"name":` for each column, encoded once.
-        var fieldPrefixes: [[UInt8]] = []
+        // `,"name":` for each column, encoded once, back to back (column i is
+        // `prefixBytes[prefixEnds[i]..<prefixEnds[i + 1]]`): one buffer read through a pointer
+        // per record instead of an array retained and released per cell.
+        var prefixBytes: [UInt8] = []
+        var prefixEnds: [Int] = [0]
         func encodePrefixes() {
-            fieldPrefixes = names.map { name in
-                var p: [UInt8] = [UInt8(ascii: ",")]
-                JSONText.appendString(name, to: &p)
-                p.append(UInt8(ascii: ":"))
-                return p
+            prefixBytes.removeAll()
+            prefixEnds = [0]
+            for name in names {
+                prefixBytes.append(UInt8(ascii: ","))
+                JSONText.appendString(name, to: &prefixBytes)
+                prefixBytes.append(UInt8(ascii: ":"))
+                prefixEnds.append(prefixBytes.count)
             }
         }
         encodePrefixes()
@@ -307,28 +314,39 @@ public final class CSVProducer {
                 problem = "line \(record.line) is not valid UTF-8"
             }
             value.removeAll(keepingCapacity: true)
-            value.append(contentsOf: "{\"_record\":\"".utf8)
-            value.append(contentsOf: recordID)
-            value.append(contentsOf: "\",\"_sent_at\":".utf8)
-            JSONText.appendDecimal(Self.nowMicros(), to: &value)
             if let problem {
+                value.append(contentsOf: "{\"_record\":\"".utf8)
+                value.append(contentsOf: recordID)
+                value.append(contentsOf: "\",\"_sent_at\":".utf8)
+                JSONText.appendDecimal(Self.nowMicros(), to: &value)
                 Self.appendError(problem, line: record.line, raw: record.raw, to: &value)
             } else {
+                // The same bytes, written through a pointer and copied into `value` once.
+                json.count = 0
+                json.append("{\"_record\":\"")
+                recordID.withUnsafeBufferPointer { json.append($0) }
+                json.append("\",\"_sent_at\":")
+                JSONText.appendDecimal(Self.nowMicros(), to: &json)
                 record.bytes.withUnsafeBufferPointer { bytes in
-                    var start = 0
-                    for i in 0..<fieldCount {
-                        value.append(contentsOf: fieldPrefixes[i])
-                        let end = record.ends[i]
-                        let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
-                        if !record.quoted[i], cell.elementsEqual(nullBytes) {
-                            value.append(contentsOf: "null".utf8)
-                        } else {
-                            JSONText.appendString(cell, to: &value)
+                    prefixBytes.withUnsafeBufferPointer { prefixes in
+                        nullBytes.withUnsafeBufferPointer { null in
+                            var start = 0
+                            for i in 0..<fieldCount {
+                                json.append(UnsafeBufferPointer(rebasing: prefixes[prefixEnds[i]..<prefixEnds[i + 1]]))
+                                let end = record.ends[i]
+                                let cell = UnsafeBufferPointer(rebasing: bytes[start..<end])
+                                if !record.quoted[i], cell.count == null.count, cell.elementsEqual(null) {
+                                    json.append("null")
+                                } else {
+                                    JSONText.appendString(cell, to: &json)
+                                }
+                                start = end
+                            }
                         }
-                        start = end
                     }
                 }
-                value.append(UInt8(ascii: "}"))
+                json.append(UInt8(ascii: "}"))
+                value.append(contentsOf: json.bytes)
             }
             if value.count > topic.messageMaxBytes {
                 let size = value.count

@@ -16,7 +16,9 @@ public struct JSONField: Sendable {
 }
 
 /// A JSON object read into flat fields (`{"a":{"b":1}}` -> `a_b` with separator `_`).
-/// Keys and values are byte ranges into `scratch`, reused between records.
+/// Keys and values are byte ranges into `scratch`, reused between records. `scratch` starts
+/// with a copy of the payload: keys and values that need no unescaping (most of them) are
+/// ranges of that copy, the others (escapes, flattened keys) are appended after it.
 public struct JSONFlatRecord: Sendable {
     public var scratch: [UInt8] = []
     public var fields: [JSONField] = []
@@ -36,6 +38,28 @@ public struct JSONFlatRecord: Sendable {
         if hint < fields.count, keyEquals(hint, key) { return hint }
         for i in fields.indices where keyEquals(i, key) { return i }
         return nil
+    }
+
+    /// `index(of:hint:)` for a key given as bytes in memory (the consumer keeps its columns'
+    /// keys back to back in one buffer, so no array is retained per lookup).
+    public func index(of key: UnsafeBufferPointer<UInt8>, hint: Int) -> Int? {
+        scratch.withUnsafeBufferPointer { s in
+            fields.withUnsafeBufferPointer { fields in
+                @inline(__always) func equals(_ f: JSONField) -> Bool {
+                    guard f.keyEnd - f.keyStart == key.count else { return false }
+                    // Column names are short: a byte loop beats a call to memcmp.
+                    var k = 0
+                    while k < key.count {
+                        if s[f.keyStart + k] != key[k] { return false }
+                        k += 1
+                    }
+                    return true
+                }
+                if hint >= 0, hint < fields.count, equals(fields[hint]) { return hint }
+                for i in fields.indices where equals(fields[i]) { return i }
+                return nil
+            }
+        }
     }
 
     @inline(__always)
@@ -70,6 +94,8 @@ public struct JSONScanner {
     public static func parse(_ bytes: UnsafeBufferPointer<UInt8>, flattenWith separator: [UInt8]?, into record: inout JSONFlatRecord) throws {
         record.scratch.removeAll(keepingCapacity: true)
         record.fields.removeAll(keepingCapacity: true)
+        // One copy of the payload instead of one append per key and value.
+        record.scratch.append(contentsOf: bytes)
         var scanner = JSONScanner(bytes: bytes, separator: separator)
         scanner.skipSpace()
         guard scanner.i < bytes.count, bytes[scanner.i] == UInt8(ascii: "{") else {
@@ -83,10 +109,12 @@ public struct JSONScanner {
 
     func fail(_ what: String) -> Failure { Failure(message: "invalid JSON at byte \(i): \(what)") }
 
+    @inline(__always)
     mutating func skipSpace() {
         while i < bytes.count, bytes[i] == 0x20 || bytes[i] == 0x0A || bytes[i] == 0x0D || bytes[i] == 0x09 { i += 1 }
     }
 
+    @inline(__always)
     mutating func expect(_ c: UInt8) throws {
         skipSpace()
         guard i < bytes.count, bytes[i] == c else { throw fail("expected '\(Character(Unicode.Scalar(c)))'") }
@@ -113,21 +141,27 @@ public struct JSONScanner {
         }
         while true {
             skipSpace()
-            let keyStart = record.scratch.count
-            record.scratch.append(contentsOf: prefix)
-            try string(into: &record.scratch)
-            let keyEnd = record.scratch.count
+            let keyStart: Int
+            let keyEnd: Int
+            if prefix.isEmpty {
+                (keyStart, keyEnd) = try stringRange(in: &record.scratch)
+            } else {
+                keyStart = record.scratch.count
+                record.scratch.append(contentsOf: prefix)
+                try string(into: &record.scratch)
+                keyEnd = record.scratch.count
+            }
             try expect(UInt8(ascii: ":"))
             skipSpace()
             guard i < bytes.count else { throw fail("missing value") }
             if bytes[i] == UInt8(ascii: "{"), let separator {
                 var nested = Array(record.scratch[keyStart..<keyEnd]) + separator
-                record.scratch.removeSubrange(keyStart...)
+                // A key appended after the payload's copy is not kept (the fields carry the prefix).
+                if keyStart >= bytes.count { record.scratch.removeSubrange(keyStart...) }
                 try object(prefix: &nested, into: &record)
             } else {
-                let valueStart = record.scratch.count
-                let kind = try value(into: &record.scratch)
-                record.fields.append(JSONField(keyStart: keyStart, keyEnd: keyEnd, valueStart: valueStart, valueEnd: record.scratch.count, kind: kind))
+                let (kind, valueStart, valueEnd) = try valueRange(in: &record.scratch)
+                record.fields.append(JSONField(keyStart: keyStart, keyEnd: keyEnd, valueStart: valueStart, valueEnd: valueEnd, kind: kind))
             }
             skipSpace()
             guard i < bytes.count else { throw fail("unterminated object") }
@@ -141,6 +175,60 @@ public struct JSONScanner {
             }
             throw fail("expected ',' or '}'")
         }
+    }
+
+    /// A field's value as a range of `scratch` (whose first `bytes.count` bytes are the
+    /// payload): the payload's own bytes unless a string needs unescaping.
+    mutating func valueRange(in scratch: inout [UInt8]) throws -> (JSONKind, Int, Int) {
+        let start = i
+        switch bytes[i] {
+        case UInt8(ascii: "\""):
+            let (s, e) = try stringRange(in: &scratch)
+            return (.string, s, e)
+        case UInt8(ascii: "{"), UInt8(ascii: "["):
+            try skipValue()
+            return (.raw, start, i)
+        case UInt8(ascii: "t"):
+            try literal("true", into: &scratch, keep: false)
+            return (.bool, start, i)
+        case UInt8(ascii: "f"):
+            try literal("false", into: &scratch, keep: false)
+            return (.bool, start, i)
+        case UInt8(ascii: "n"):
+            try literal("null", into: &scratch, keep: false)
+            return (.null, start, start)
+        default:
+            try number()
+            return (.number, start, i)
+        }
+    }
+
+    /// Reads a JSON string; returns its unescaped UTF-8 as a range of `scratch`: the payload's
+    /// bytes when it has no escape (the common case, no copy), else appended after them.
+    /// Errors (and their byte positions) are those of `string(into:)`.
+    mutating func stringRange(in scratch: inout [UInt8]) throws -> (Int, Int) {
+        skipSpace()
+        guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
+        i += 1
+        let contentStart = i
+        while i < bytes.count {
+            let c = bytes[i]
+            if c == 0x22 {
+                i += 1
+                return (contentStart, i - 1)
+            }
+            if c == 0x5C || c < 0x20 { break }
+            if c < 0x80 {
+                i += 1
+            } else {
+                i += try utf8Length(at: i)
+            }
+        }
+        // An escape, a control character or the end of the payload: unescape (or fail) the slow way.
+        let outStart = scratch.count
+        scratch.append(contentsOf: UnsafeBufferPointer(rebasing: bytes[contentStart..<i]))
+        try stringBody(into: &scratch)
+        return (outStart, scratch.count)
     }
 
     mutating func value(into out: inout [UInt8]) throws -> JSONKind {
@@ -256,6 +344,11 @@ public struct JSONScanner {
         skipSpace()
         guard i < bytes.count, bytes[i] == UInt8(ascii: "\"") else { throw fail("expected a string") }
         i += 1
+        try stringBody(into: &out)
+    }
+
+    /// The rest of a string after its opening quote, up to and including the closing one.
+    mutating func stringBody(into out: inout [UInt8]) throws {
         while i < bytes.count {
             // Copy the run of plain ASCII up to the next quote, escape, control or non-ASCII byte.
             let runStart = i
@@ -473,5 +566,100 @@ public enum JSONText {
             case .error: return false
             }
         }
+    }
+}
+
+/// A growable byte buffer written through a pointer, for text built from many small pieces per
+/// record (the producer's JSON): each `Array.append` checks uniqueness and capacity, which took
+/// ~10% of `pipectl produce`'s CPU. A value without a deinit: its owner calls `deallocate()` once.
+public struct ByteBuffer {
+    @usableFromInline var base: UnsafeMutablePointer<UInt8>
+    @usableFromInline var capacity: Int
+    /// Bytes written; set to 0 to reuse the memory for the next record.
+    public var count = 0
+
+    public init(capacity: Int = 4096) {
+        self.capacity = max(capacity, 16)
+        base = .allocate(capacity: self.capacity)
+    }
+
+    /// Frees the memory; the buffer must not be used afterwards.
+    public func deallocate() { base.deallocate() }
+
+    /// The bytes written so far (valid until the next write or `deallocate()`).
+    @inlinable public var bytes: UnsafeBufferPointer<UInt8> { UnsafeBufferPointer(start: base, count: count) }
+
+    /// Makes room for `extra` more bytes.
+    @inlinable public mutating func reserve(_ extra: Int) {
+        if count + extra > capacity { grow(to: count + extra) }
+    }
+
+    @usableFromInline mutating func grow(to needed: Int) {
+        let newCapacity = max(needed, capacity * 2)
+        let newBase = UnsafeMutablePointer<UInt8>.allocate(capacity: newCapacity)
+        newBase.update(from: base, count: count)
+        base.deallocate()
+        base = newBase
+        capacity = newCapacity
+    }
+
+    @inlinable public mutating func append(_ byte: UInt8) {
+        reserve(1)
+        base[count] = byte
+        count += 1
+    }
+
+    @inlinable public mutating func append(_ bytes: UnsafeBufferPointer<UInt8>) {
+        guard let source = bytes.baseAddress, !bytes.isEmpty else { return }
+        reserve(bytes.count)
+        (base + count).update(from: source, count: bytes.count)
+        count += bytes.count
+    }
+
+    @inlinable public mutating func append(_ text: StaticString) {
+        append(UnsafeBufferPointer(start: text.utf8Start, count: text.utf8CodeUnitCount))
+    }
+}
+
+extension JSONText {
+    /// `appendString(_:to:)` into a `ByteBuffer`: the same bytes.
+    public static func appendString(_ bytes: UnsafeBufferPointer<UInt8>, to out: inout ByteBuffer) {
+        var plain = true
+        for b in bytes where b < 0x20 || b == 0x22 || b == 0x5C {
+            plain = false
+            break
+        }
+        if plain {
+            out.reserve(bytes.count + 2)
+            out.append(0x22)
+            out.append(bytes)
+            out.append(0x22)
+        } else {
+            var escaped: [UInt8] = []
+            appendEscaped(bytes, to: &escaped)
+            escaped.withUnsafeBufferPointer { out.append($0) }
+        }
+    }
+
+    /// `appendDecimal(_:to:)` into a `ByteBuffer`: the same bytes.
+    public static func appendDecimal(_ value: Int64, to out: inout ByteBuffer) {
+        out.reserve(20)
+        if value < 0 { out.append(UInt8(ascii: "-")) }
+        var v = value.magnitude
+        var n = 0
+        var probe = v
+        repeat {
+            n += 1
+            probe /= 10
+        } while probe > 0
+        out.reserve(n)
+        let end = out.base + out.count + n
+        var p = end
+        repeat {
+            p -= 1
+            p.pointee = UInt8(truncatingIfNeeded: v % 10) + 0x30
+            v /= 10
+        } while v > 0
+        out.count += n
     }
 }

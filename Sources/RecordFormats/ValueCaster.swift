@@ -156,7 +156,7 @@ public enum ValueCaster {
             value = -acc
         }
         guard value >= min, value <= max else { return CastError("\(show(v)) is out of range for \(name)") }
-        out.append(contentsOf: String(value).utf8)
+        JSONText.appendDecimal(value, to: &out)  // no String per cell
         return nil
     }
 

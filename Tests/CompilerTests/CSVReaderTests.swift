@@ -134,6 +134,46 @@ final class CSVReaderTests: XCTestCase {
             ])
     }
 
+    /// Unquoted lines inside the buffer take a one-pass path, others (quotes, a line cut by a
+    /// refill) the byte-by-byte one. Read in every chunk size, from 1 byte (always the slow path)
+    /// to the whole input (the fast path where it applies), every record is the same: fields,
+    /// quoted flags, raw text, line, ordinal, end offset, error.
+    func testOnePassAndByteByBytePathsAgree() throws {
+        let text = "a,b,c\r\n,,\n\nplain,\"quoted, with comma\",x\r\nhé,日本,\r\n1,2,3\n\"q\"\"d\",e,f\rlast,row,\"\"\r\n,x\"y,z\nend,no,newline"
+        let bytes = Array(text.utf8)
+        func records(chunkSize: Int?) throws -> [String] {
+            let reader: CSVReader
+            if let chunkSize {
+                let path = NSTemporaryDirectory() + "pipectl-csv-\(UUID().uuidString).csv"
+                XCTAssertTrue(FileManager.default.createFile(atPath: path, contents: Data(bytes)))
+                defer { try? FileManager.default.removeItem(atPath: path) }
+                reader = try CSVReader(path: path, chunkSize: chunkSize)
+            } else {
+                reader = CSVReader(bytes: bytes)
+            }
+            var record = CSVRecord()
+            var out: [String] = []
+            while reader.next(into: &record) {
+                let fields = (0..<record.count).map { record.string($0) }
+                out.append(
+                    "\(fields) \(record.quoted) raw=\(String(decoding: record.raw, as: UTF8.self)) line=\(record.line) "
+                        + "ordinal=\(record.ordinal) end=\(record.endOffset) eof=\(record.endedAtEOF) error=\(record.error ?? "-")")
+            }
+            return out
+        }
+        let expected = try records(chunkSize: 1)
+        XCTAssertEqual(expected.count, 9)
+        XCTAssertEqual(expected[0], #"["a", "b", "c"] [false, false, false] raw=a,b,c line=1 ordinal=1 end=7 eof=false error=-"#)
+        XCTAssertEqual(expected[1], #"["", "", ""] [false, false, false] raw=,, line=2 ordinal=2 end=10 eof=false error=-"#)
+        XCTAssertEqual(expected[3], #"["hé", "日本", ""] [false, false, false] raw=hé,日本, line=5 ordinal=4 end=54 eof=false error=-"#)
+        XCTAssertEqual(expected[7], #"["", "x\"y", "z"] [false, false, false] raw=,x"y,z line=9 ordinal=8 end=91 eof=false error=-"#)
+        XCTAssertEqual(expected[8], #"["end", "no", "newline"] [false, false, false] raw=end,no,newline line=10 ordinal=9 end=105 eof=true error=-"#)
+        XCTAssertEqual(try records(chunkSize: nil), expected)
+        for chunkSize in 2...(bytes.count + 1) {
+            XCTAssertEqual(try records(chunkSize: chunkSize), expected, "chunk size \(chunkSize)")
+        }
+    }
+
     func testRawTextIsKeptForDeadLetters() {
         let reader = CSVReader(bytes: Array("a,\"b,c\"\r\nnext\n".utf8))
         var record = CSVRecord()

@@ -120,6 +120,80 @@ final class JSONScannerTests: XCTestCase {
         XCTAssertNil(record.index(of: Array("a".utf8), hint: 0))
     }
 
+    /// Plain keys and values are ranges of the payload's copy; escaped ones are appended after
+    /// it. Both kinds, mixed in one record, read back as the same text.
+    func testPlainAndEscapedStringsMixInOneRecord() throws {
+        XCTAssertEqual(
+            try scan(#"{"a": "", "b\n": "x\ty", "c": "é中", "": "plain", "d": "tail\\"}"#),
+            [
+                Field("a", "", .string), Field("b\n", "x\ty", .string), Field("c", "é中", .string), Field("", "plain", .string),
+                Field("d", "tail\\", .string),
+            ])
+        // An escape after a run of non-ASCII text keeps the text before it.
+        XCTAssertEqual(try scan(#"{"s": "日本\"語\""}"#), [Field("s", "日本\"語\"", .string)])
+        XCTAssertEqual(try scan(#"{"n": null, "e": "", "t": true, "f": false}"#).map(\.value), ["", "", "true", "false"])
+    }
+
+    /// Flattening with escaped and plain object keys: the object's own key is not a field and
+    /// leaves nothing behind that a later field could read.
+    func testFlatteningWithEscapedObjectKeys() throws {
+        XCTAssertEqual(
+            try scan(#"{"o\u0041": {"x": "1", "y\"": {"z": "2"}}, "p": {"q": "3"}, "r": "\u00e9"}"#),
+            [Field("oA_x", "1", .string), Field("oA_y\"_z", "2", .string), Field("p_q", "3", .string), Field("r", "é", .string)])
+    }
+
+    /// The fast string path fails exactly as the escaping one: same reason, same byte.
+    func testStringErrorsAtTheSameByteOnEitherPath() {
+        XCTAssertEqual(failure(#"{"a": "x"#), "invalid JSON at byte 8: unterminated string")
+        XCTAssertEqual(failure(#"{"a": "x\n"#), "invalid JSON at byte 10: unterminated string")
+        XCTAssertEqual(failure(Array(#"{"a\u0041": "x"#.utf8) + [0x01] + Array(#""}"#.utf8)), "invalid JSON at byte 14: control character in a string")
+        XCTAssertEqual(failure(Array(#"{"k"#.utf8) + [0xFF] + Array(#"": 1}"#.utf8)), "payload is not valid UTF-8 (byte 0xff at 3)")
+        XCTAssertEqual(failure(Array(#"{"s": "\n"#.utf8) + [0xC3] + Array(#""}"#.utf8)), "payload is not valid UTF-8 (bad continuation at 10)")
+    }
+
+    /// Strings are scanned 8 bytes at a time up to the first special byte: a quote, escape,
+    /// control character or non-ASCII byte at every position of the words and of the tail.
+    func testSpecialBytesAtEveryPositionOfAWord() throws {
+        for length in 0...19 {
+            for k in 0...length {
+                let (a, b) = (String(repeating: "a", count: k), String(repeating: "b", count: length - k))
+                XCTAssertEqual(try scan("{\"s\": \"\(a)\\n\(b)\"}"), [Field("s", a + "\n" + b, .string)], "escape at \(k) of \(length)")
+                XCTAssertEqual(try scan("{\"s\": \"\(a)é\(b)\"}"), [Field("s", a + "é" + b, .string)], "é at \(k) of \(length)")
+                XCTAssertEqual(try scan("{\"\(a)\(b)\": \"\(a)\"}"), [Field(a + b, a, .string)], "quote at \(k) of \(length)")
+                XCTAssertEqual(
+                    failure(Array("{\"s\": \"\(a)".utf8) + [0x1F] + Array("\(b)\"}".utf8)), "invalid JSON at byte \(7 + k): control character in a string")
+                XCTAssertEqual(failure(Array("{\"s\": \"\(a)".utf8) + [0x80] + Array("\(b)\"}".utf8)), "payload is not valid UTF-8 (byte 0x80 at \(7 + k))")
+            }
+        }
+    }
+
+    /// The producer's pointer-written JSON is byte for byte what the array writers produce,
+    /// across the buffer's growth, escapes, UTF-8, empty cells and every Int64.
+    func testByteBufferWritesTheSameBytesAsTheArrayWriters() {
+        var buffer = ByteBuffer(capacity: 1)
+        defer { buffer.deallocate() }
+        var expected: [UInt8] = []
+        let cells = ["", "plain", "q\"uote", "back\\slash", "tab\tnew\nline\r", "\u{1}\u{1F}", "é日本😀", String(repeating: "x", count: 300)]
+        for cell in cells {
+            Array(cell.utf8).withUnsafeBufferPointer {
+                JSONText.appendString($0, to: &buffer)
+                JSONText.appendString($0, to: &expected)
+            }
+        }
+        for n: Int64 in [0, 7, -7, 10, 99, 100, 1_764_470_000_000_000, .max, .min, .min + 1] {
+            JSONText.appendDecimal(n, to: &buffer)
+            JSONText.appendDecimal(n, to: &expected)
+        }
+        buffer.append("{\"_record\":\"")
+        expected.append(contentsOf: "{\"_record\":\"".utf8)
+        buffer.append(UInt8(ascii: "}"))
+        expected.append(UInt8(ascii: "}"))
+        XCTAssertEqual(Array(buffer.bytes), expected)
+        buffer.count = 0
+        buffer.append("null")
+        XCTAssertEqual(Array(buffer.bytes), Array("null".utf8))
+    }
+
     func testWritingJSONStrings() {
         var out: [UInt8] = []
         JSONText.appendString("a\"b\\c\n\t\u{1}é", to: &out)

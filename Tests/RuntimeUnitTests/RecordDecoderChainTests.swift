@@ -21,4 +21,27 @@ final class RecordDecoderChainTests: XCTestCase {
         RecordDecoder.appendRecord(row: Array("7".utf8), columns: ["n"], id: id, sentAt: nil, to: &out)
         XCTAssertEqual(String(decoding: out, as: UTF8.self), #"{"_record":"f00d:42","n":"7"}"#)
     }
+
+    /// The send time is read from the bytes as `Int64(String)` read it (no String per record).
+    func testSendTimeIsParsedAsInt64ParsesIt() {
+        for text in [
+            "0", "17", "-5", "+5", "1764470000000000", "9223372036854775807", "-9223372036854775808", "9223372036854775808",
+            "-9223372036854775809", "", "-", "+", "1.5", "1e3", "12a", " 1", "--1",
+        ] {
+            XCTAssertEqual(RecordDecoder.parseInt64(ArraySlice(text.utf8)), Int64(text), text)
+        }
+        // A slice that does not start at index 0.
+        XCTAssertEqual(RecordDecoder.parseInt64(Array("x:42".utf8)[2...]), 42)
+    }
+
+    /// A fingerprint that changes between records is taken from each record, not reused.
+    func testRecordIDFingerprintChangesAreSeen() {
+        var last = ""
+        XCTAssertEqual(RecordID(ArraySlice("ab:1".utf8), lastFingerprint: &last)?.fingerprint, "ab")
+        XCTAssertEqual(RecordID(ArraySlice("ab:2".utf8), lastFingerprint: &last)?.fingerprint, "ab")
+        XCTAssertEqual(RecordID(ArraySlice("abc:3".utf8), lastFingerprint: &last)?.fingerprint, "abc")
+        XCTAssertEqual(RecordID(ArraySlice("ab:4".utf8), lastFingerprint: &last)?.fingerprint, "ab")
+        XCTAssertEqual(RecordID(ArraySlice("é:5".utf8), lastFingerprint: &last)?.fingerprint, "é")
+        XCTAssertEqual(RecordID(ArraySlice(":6".utf8), lastFingerprint: &last)?.fingerprint, "")
+    }
 }
