@@ -167,12 +167,7 @@ final class ReviewFindingsTests: XCTestCase {
     /// south.csv's rows show as `north_csv (north.csv)` in that database's sources table and in
     /// `pipectl status`, and `reset --source south.csv` there cannot find them.
     func testSecondDatabaseLabelsEachFileWithItsOwnSource() throws {
-        let state = try TestStack.require()
-        let db = try TestStack.connect()
-        _ = try? db.query("DROP DATABASE IF EXISTS it_rv_second")
-        _ = try db.query("CREATE DATABASE it_rv_second")
-        guard let slash = state.databaseURL.lastIndex(of: "/") else { return XCTFail(state.databaseURL) }
-        let secondURL = String(state.databaseURL[..<slash]) + "/it_rv_second"
+        let secondURL = try freshDatabase("it_rv_second")
         let spec = try SpecFolder(
             "it_rv_twodb",
             files: ["north.csv": "code,qty\nN1,1\nN2,2\n", "south.csv": "code,qty\nS1,10\nS2,20\nS3,30\n"],
@@ -182,18 +177,8 @@ final class ReviewFindingsTests: XCTestCase {
                   - { name: south_csv, type: csv, path: south.csv }
                 topics:
                   - { name: it_rv_twodb-data, from: [north_csv, south_csv], brokers: BROKERS }
-                schemas:
-                  - name: stock
-                    columns:
-                      - { name: code, type: text, nullable: false }
-                      - { name: qty, type: integer, nullable: false }
-                transforms:
-                  - { name: stock_rows, from: it_rv_twodb-data, schema: stock }
-                sinks:
-                  - { name: a_db, type: postgres, from: stock_rows, url: URL, table: it_rv_twodb_a, batch_size: 100, max_delay_ms: 100 }
-                  - { name: b_db, type: postgres, from: stock_rows, url: "SECOND", table: it_rv_twodb_b, batch_size: 100, max_delay_ms: 100 }
 
-                """.replacingOccurrences(of: "SECOND", with: secondURL))
+                """ + stockIntoTwoDatabases(topic: "it_rv_twodb-data", tables: "it_rv_twodb", secondURL: secondURL))
         let run = try pipectl(["run", spec.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         let second = try PostgresConnection(url: secondURL)
@@ -212,11 +197,7 @@ final class ReviewFindingsTests: XCTestCase {
     /// twice, each under its database (found in review of DeadLetterList).
     func testDeadLettersInEverySinksDatabaseAreListed() throws {
         let state = try TestStack.require()
-        let db = try TestStack.connect()
-        _ = try? db.query("DROP DATABASE IF EXISTS it_rv_dlq_second")
-        _ = try db.query("CREATE DATABASE it_rv_dlq_second")
-        guard let slash = state.databaseURL.lastIndex(of: "/") else { return XCTFail(state.databaseURL) }
-        let secondURL = String(state.databaseURL[..<slash]) + "/it_rv_dlq_second"
+        let secondURL = try freshDatabase("it_rv_dlq_second")
         let spec = try SpecFolder(
             "it_rv_dlq",
             files: ["stock.csv": "code,qty\nN1,1\nN2,many\nN3,3\n"],
@@ -225,18 +206,8 @@ final class ReviewFindingsTests: XCTestCase {
                   - { name: stock_csv, type: csv, path: stock.csv }
                 topics:
                   - { name: it_rv_dlq-data, from: stock_csv, brokers: BROKERS }
-                schemas:
-                  - name: stock
-                    columns:
-                      - { name: code, type: text, nullable: false }
-                      - { name: qty, type: integer, nullable: false }
-                transforms:
-                  - { name: stock_rows, from: it_rv_dlq-data, schema: stock }
-                sinks:
-                  - { name: a_db, type: postgres, from: stock_rows, url: URL, table: it_rv_dlq_a, batch_size: 100, max_delay_ms: 100 }
-                  - { name: b_db, type: postgres, from: stock_rows, url: "SECOND", table: it_rv_dlq_b, batch_size: 100, max_delay_ms: 100 }
 
-                """.replacingOccurrences(of: "SECOND", with: secondURL))
+                """ + stockIntoTwoDatabases(topic: "it_rv_dlq-data", tables: "it_rv_dlq", secondURL: secondURL))
         let run = try pipectl(["run", spec.specPath, "--allow-dead-letters"])
         XCTAssertEqual(run.status, 0, run.output)
         let list = try pipectl(["dlq", "list", spec.specPath])
@@ -252,5 +223,34 @@ final class ReviewFindingsTests: XCTestCase {
             lines.filter { $0.hasPrefix("#") }.map { $0.components(separatedBy: " record=").first.map { String($0.drop { $0 != "[" }) } ?? "" },
             ["[cast] sink=a_db it_rv_dlq-data[0]@1", "[cast] sink=b_db it_rv_dlq-data[0]@1"], list.output)
         XCTAssertTrue(lines.allSatisfy { !$0.hasPrefix("#") || $0.hasSuffix("bytes: column 'qty': 'many' is not a valid integer") }, list.output)
+    }
+
+    /// A new, empty database `name` on the test stack's server; returns its URL.
+    func freshDatabase(_ name: String) throws -> String {
+        let state = try TestStack.require()
+        let db = try TestStack.connect()
+        _ = try? db.query("DROP DATABASE IF EXISTS \(name)")
+        _ = try db.query("CREATE DATABASE \(name)")
+        let slash = try XCTUnwrap(state.databaseURL.lastIndex(of: "/"), state.databaseURL)
+        return String(state.databaseURL[..<slash]) + "/\(name)"
+    }
+
+    /// The spec's rest after `topics`: schema `stock` (code, qty) read from `topic` and two
+    /// sinks, `a_db` into the stack's database (table `<tables>_a`) and `b_db` into `secondURL`
+    /// (table `<tables>_b`).
+    func stockIntoTwoDatabases(topic: String, tables: String, secondURL: String) -> String {
+        """
+        schemas:
+          - name: stock
+            columns:
+              - { name: code, type: text, nullable: false }
+              - { name: qty, type: integer, nullable: false }
+        transforms:
+          - { name: stock_rows, from: \(topic), schema: stock }
+        sinks:
+          - { name: a_db, type: postgres, from: stock_rows, url: URL, table: \(tables)_a, batch_size: 100, max_delay_ms: 100 }
+          - { name: b_db, type: postgres, from: stock_rows, url: "\(secondURL)", table: \(tables)_b, batch_size: 100, max_delay_ms: 100 }
+
+        """
     }
 }
