@@ -421,6 +421,10 @@ public struct Compiler: Sendable {
                         bag.error(
                             "default '\(d.value)' of column '\(c.name.value)' must be a number, a 'quoted string', true, false, null or one of \(Self.defaultFunctions.joined(separator: ", "))",
                             at: d.location)
+                    } else if d.value.trimmingCharacters(in: .whitespaces).lowercased() == "null", primaryKey || c.nullable?.value == false {
+                        bag.error(
+                            "default null of column '\(c.name.value)' contradicts its NOT NULL; drop the default or make the column nullable",
+                            at: d.location)
                     }
                 }
                 var dateOrder = DateOrder.mdy

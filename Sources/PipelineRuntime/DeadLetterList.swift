@@ -45,14 +45,16 @@ public enum DeadLetterList {
     /// the sinks, each ordered by id: every sink keeps its dead letters next to its table.
     /// - Throws: `PostgresError` (no database, no table, connection refused).
     public static func read(_ pipeline: Pipeline, limit: Int, environment: [String: String]) throws -> [Listing] {
-        var urls: [String] = []
+        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
+        var listings: [Listing] = []
+        // One database can be written two ways (`postgres://h/db`, `postgresql://h:5432/db`):
+        // what the server says it is decides, not the spelling.
+        var seen: Set<[String?]> = []
         for sink in pipeline.sinks {
             let url = try PipelineRunner.databaseURL(for: sink, environment: environment)
-            if !urls.contains(url) { urls.append(url) }
-        }
-        let table = SQL.qualified(Bookkeeping.schema, pipeline.bookkeeping.deadLetters)
-        return try urls.map { url in
             let conn = try PostgresConnection(url: url)
+            let identity = try conn.query("SELECT current_database(), inet_server_addr()::text, current_setting('port')").first ?? []
+            guard seen.insert(identity).inserted else { continue }
             let total = Int(try conn.query("SELECT count(*) FROM \(table)").first?[0] ?? "0") ?? 0
             let rows = try conn.query(
                 """
@@ -65,7 +67,8 @@ public enum DeadLetterList {
                     partition: r[4].flatMap { Int32($0) }, offset: r[5].flatMap { Int64($0) },
                     sourceOrdinal: r[6].flatMap { Int64($0) }, reason: r[7] ?? "", payloadBytes: r[8].flatMap { Int($0) })
             }
-            return Listing(table: table, database: ConnectionString.redacted(url), total: total, entries: entries)
+            listings.append(Listing(table: table, database: ConnectionString.redacted(url), total: total, entries: entries))
         }
+        return listings
     }
 }

@@ -184,10 +184,11 @@ public final class PostgresSink {
     public func applyDDL() throws {
         do {
             try conn.withTransaction {
-                try conn.execute("SET LOCAL lock_timeout = '\(Self.ddlLockTimeoutMs)ms'")
                 // One lock for all pipelines: CREATE SCHEMA IF NOT EXISTS is not safe against a
-                // concurrent create of the same schema.
+                // concurrent create of the same schema. Taken before the lock timeout is set: the
+                // wait for another pipectl's DDL is not the wait the timeout is about.
                 try conn.query("SELECT pg_advisory_xact_lock(hashtext('pipectl ddl'))")
+                try conn.execute("SET LOCAL lock_timeout = '\(Self.ddlLockTimeoutMs)ms'")
                 if try conn.query(DDL.bookkeepingIsCurrent(for: pipeline)).first?[0] != "t" {
                     for statement in DDL.bookkeeping(for: pipeline) { try conn.execute(statement) }
                 }
@@ -258,9 +259,13 @@ public final class PostgresSink {
     func syncDurable() throws {
         try conn.withTransaction {
             try conn.execute("SET LOCAL synchronous_commit = on")
+            // Rows locked in partition order first, as claims and commits lock them.
             let touched = try conn.query(
-                "UPDATE \(offsetsTable) SET \"updated_at\" = now() WHERE \"sink\" = $1 AND \"topic\" = $2 AND \"owner\" = $3 RETURNING 1",
-                [sink.name, topic.name, ownerToken])
+                """
+                UPDATE \(offsetsTable) SET "updated_at" = now() WHERE ctid IN (
+                  SELECT ctid FROM \(offsetsTable) WHERE "sink" = $1 AND "topic" = $2 AND "owner" = $3 ORDER BY "partition" FOR UPDATE
+                ) RETURNING 1
+                """, [sink.name, topic.name, ownerToken])
             if !touched.isEmpty { return }
             let target = parseLSN(try conn.query("SELECT pg_current_wal_insert_lsn()::text").first?[0] ?? nil)
             let deadline = Date().addingTimeInterval(30)
@@ -310,7 +315,7 @@ public final class PostgresSink {
     /// - Parameter logger: says which session was ended and why.
     /// - Throws: `TopicIncarnationError` for offsets of another incarnation of the topic;
     ///   `PostgresError` otherwise.
-    public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool, logger: Logger? = nil) throws -> [Int32: Int64] {
+    public func claim(_ partitions: [Int32], topicID: String, restartOnNewTopic: Bool, logger: Logger) throws -> [Int32: Int64] {
         ownerToken = UUID().uuidString
         var starts: [Int32: Int64] = [:]
         try conn.withTransaction {
@@ -344,7 +349,7 @@ public final class PostgresSink {
 
     /// Inserts or takes over the offsets row of `partition`; returns its `topic_id` and
     /// `next_offset`. Runs inside the claim's transaction, each try under a savepoint.
-    private func claimRow(_ partition: Int32, topicID: String, logger: Logger?) throws -> [[String?]] {
+    private func claimRow(_ partition: Int32, topicID: String, logger: Logger) throws -> [[String?]] {
         var told: Set<String> = []
         while true {
             try conn.execute("SAVEPOINT pipectl_claim")
@@ -358,29 +363,73 @@ public final class PostgresSink {
                     """, [sink.name, topic.name, String(partition), topicID, ownerToken])
                 try conn.execute("RELEASE SAVEPOINT pipectl_claim")
                 return rows
-            } catch let error as PostgresError where error.code == .lockNotAvailable {
+            } catch let error as PostgresError where error.code == .lockNotAvailable || error.code == .deadlockDetected {
+                // A deadlock victim (40P01) lost only this statement: try again.
                 try conn.execute("ROLLBACK TO SAVEPOINT pipectl_claim")
                 if StopSignal.requested { throw error }
-                try endSessionHolding(partition, told: &told, logger: logger)
+                if error.code == .lockNotAvailable { try endFrozenHolder(of: partition, told: &told, logger: logger) }
             }
         }
     }
 
-    /// Ends the PostgreSQL session whose open transaction holds `partition`'s offsets row (the
-    /// row's `xmax` is that transaction's id while it is locked), so its batch rolls back.
-    /// Nothing is ended when the holder cannot be told apart (the lock is shared) or is gone, or
-    /// when this role may not signal it (not the same role, not in `pg_signal_backend`): then
-    /// the claim goes on waiting. `told` holds the sessions already named in a warning.
-    private func endSessionHolding(_ partition: Int32, told: inout Set<String>, logger: Logger?) throws {
+    /// After a claim waited `claimLockTimeoutMs` for `partition`'s offsets row: ends the session
+    /// holding it if that session is frozen, so its uncommitted batch rolls back; otherwise the
+    /// claim goes on waiting (and says why, once per session).
+    ///
+    /// The holder is the client session of this database whose transaction id is the row's
+    /// `xmax` (a row lock's owner, PostgreSQL docs "Row-Level Locks") and which holds a lock on
+    /// the offsets table. It counts as frozen when it is idle inside its transaction for the whole
+    /// wait, or waits for its client (`wait_event` ClientRead) with its COPY making no progress
+    /// for a second (`pg_stat_progress_copy.bytes_processed`; before PostgreSQL 14, ClientRead
+    /// twice a second apart). A session that is working (a slow COPY, a Spark job's INSERT …
+    /// SELECT, a wait for another lock) is left alone: its batch passed its owner check and may
+    /// commit, and this claim then starts after it. Ending a session of another role needs
+    /// `pg_signal_backend`; without it the claim waits.
+    private func endFrozenHolder(of partition: Int32, told: inout Set<String>, logger: Logger) throws {
+        let place = "partition \(partition) of \(topic.name)"
+        let progress = try conn.query("SELECT current_setting('server_version_num')::int >= 140000").first?[0] == "t"
+        func copyBytes(_ pid: String) throws -> String? {
+            guard progress else { return nil }
+            return try conn.query("SELECT \"bytes_processed\"::text FROM pg_stat_progress_copy WHERE \"pid\" = $1::int", [pid]).first?[0] ?? nil
+        }
         let holders = try conn.query(
             """
-            SELECT a."pid", coalesce(a."client_addr"::text, 'local'),
-                   round(extract(epoch FROM now() - a."xact_start"))::int, a."state"
+            SELECT a."pid"::text, coalesce(a."client_addr"::text, 'local'), round(extract(epoch FROM now() - a."xact_start"))::int::text,
+                   a."state", coalesce(a."wait_event", ''), extract(epoch FROM now() - a."state_change")::float8::text
             FROM \(offsetsTable) o JOIN pg_stat_activity a ON a."backend_xid" = o."xmax"
             WHERE o."sink" = $1 AND o."topic" = $2 AND o."partition" = $3 AND a."pid" <> pg_backend_pid()
-            """, [sink.name, topic.name, String(partition)])
+              AND a."backend_type" = 'client backend' AND a."datname" = current_database()
+              AND EXISTS (SELECT 1 FROM pg_locks l WHERE l."pid" = a."pid" AND l."locktype" = 'relation' AND l."relation" = $4::regclass)
+            """, [sink.name, topic.name, String(partition), offsetsTable])
+        guard !holders.isEmpty else {
+            if told.insert("unknown").inserted {
+                logger.warning(
+                    "\(place): its offsets row has been locked for \(Self.claimLockTimeoutMs / 1000) s by a transaction that is not a session's own (a prepared transaction, a subtransaction, or locks shared by several sessions); waiting for it to end"
+                )
+            }
+            return
+        }
         for holder in holders {
             guard let pid = holder[0] else { continue }
+            let (state, waitEvent) = (holder[3] ?? "", holder[4] ?? "")
+            let who =
+                "PostgreSQL session \(pid) from \(holder[1] ?? "?"), in its transaction for \(holder[2] ?? "?") s, \(state)\(waitEvent.isEmpty ? "" : " (\(waitEvent))")"
+            var frozen = false
+            if state.hasPrefix("idle in transaction") {
+                frozen = (Double(holder[5] ?? "") ?? 0) * 1000 >= Double(Self.claimLockTimeoutMs)
+            } else if state == "active" && waitEvent == "ClientRead" {
+                let before = try copyBytes(pid)
+                Thread.sleep(forTimeInterval: 1)
+                let again = try conn.query("SELECT coalesce(\"wait_event\", '') FROM pg_stat_activity WHERE \"pid\" = $1::int", [pid])
+                let after = try copyBytes(pid)
+                frozen = again.first?[0] == "ClientRead" && after == before
+            }
+            guard frozen else {
+                if told.insert("working \(pid)").inserted {
+                    logger.warning("\(place): waiting for its previous owner's transaction, which is still working (\(who))")
+                }
+                continue
+            }
             var ended = false
             try conn.execute("SAVEPOINT pipectl_terminate")
             do {
@@ -390,11 +439,13 @@ public final class PostgresSink {
                 // 42501: not allowed to signal that session.
                 try conn.execute("ROLLBACK TO SAVEPOINT pipectl_terminate")
             }
-            if !ended && told.contains(pid) { continue }
-            told.insert(pid)
-            logger?.warning(
-                "partition \(partition) of \(topic.name): its previous owner's transaction held the offsets row for \(Self.claimLockTimeoutMs / 1000) s (PostgreSQL session \(pid) from \(holder[1] ?? "?"), \(holder[3] ?? "?") for \(holder[2] ?? "?") s); \(ended ? "ended that session, so its uncommitted batch rolls back" : "could not end that session; waiting for it")"
-            )
+            if ended {
+                logger.warning(
+                    "\(place): its previous owner's transaction held the offsets row for \(Self.claimLockTimeoutMs / 1000) s and is frozen (\(who)); ended that session, so its uncommitted batch rolls back"
+                )
+            } else if told.insert("not ended \(pid)").inserted {
+                logger.warning("\(place): its previous owner's transaction is frozen (\(who)) but this role may not end it (pg_signal_backend); waiting for it")
+            }
         }
     }
 

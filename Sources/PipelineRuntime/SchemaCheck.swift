@@ -5,6 +5,19 @@ import PostgresAdapter
 /// Compares a sink's table with the database: what exists, what would be added, what is refused.
 /// pipectl never drops, narrows or retypes a column.
 public enum SchemaCheck {
+    /// A default of the spec that PostgreSQL computes per row (`gen_random_uuid()`): adding a
+    /// column with it rewrites the table (PostgreSQL docs, "ALTER TABLE", Notes).
+    static func isVolatile(_ defaultExpression: String) -> Bool {
+        defaultExpression.trimmingCharacters(in: .whitespaces).lowercased() == "gen_random_uuid()"
+    }
+
+    /// A default that is a function (`now()`, `current_timestamp`, …), not a literal: existing rows
+    /// get its value at the time of the ALTER.
+    static func isFunction(_ defaultExpression: String) -> Bool {
+        let d = defaultExpression.trimmingCharacters(in: .whitespaces).lowercased()
+        return d.hasSuffix(")") || ["current_timestamp", "current_date", "current_time", "localtimestamp"].contains(d)
+    }
+
     /// One difference between a sink's table (`Sink.schema` plus `_pipectl_record bigint`) and the
     /// database's `information_schema.columns`, as `plan --live` lists it.
     public enum Change: Equatable, CustomStringConvertible, Sendable {
@@ -18,14 +31,19 @@ public enum SchemaCheck {
 
         /// The line `plan --live` prints: `table will be created`, `table exists and matches`,
         /// `column "x" integer will be added (nullable)`, `column "x" text will be added with
-        /// DEFAULT 'new' NOT NULL (existing rows get the default)` or `refused: <reason>`.
+        /// DEFAULT 'new' NOT NULL (existing rows get the default)` (a function such as `now()`:
+        /// `… get its value at the time of the change`; `gen_random_uuid()`: `… for new rows,
+        /// existing rows stay NULL`) or `refused: <reason>`.
         public var description: String {
             switch self {
             case .createTable: return "table will be created"
             case .matches: return "table exists and matches"
+            case .addColumn(let name, let type, let defaultExpression?, _) where SchemaCheck.isVolatile(defaultExpression):
+                return "column \(SQL.quote(name)) \(type) will be added with DEFAULT \(defaultExpression) for new rows (existing rows stay NULL)"
             case .addColumn(let name, let type, let defaultExpression?, let notNull):
+                let existing = SchemaCheck.isFunction(defaultExpression) ? "get its value at the time of the change" : "get the default"
                 return
-                    "column \(SQL.quote(name)) \(type) will be added with DEFAULT \(defaultExpression)\(notNull ? " NOT NULL" : "") (existing rows get the default)"
+                    "column \(SQL.quote(name)) \(type) will be added with DEFAULT \(defaultExpression)\(notNull ? " NOT NULL" : "") (existing rows \(existing))"
             case .addColumn(let name, let type, nil, _): return "column \(SQL.quote(name)) \(type) will be added (nullable)"
             case .incompatible(let reason): return "refused: \(reason)"
             }
@@ -65,7 +83,12 @@ public enum SchemaCheck {
         let wanted = sink.schema.columns + [Column(name: Sink.recordColumn, type: .bigint, nullable: true, primaryKey: false, unique: false)]
         for column in wanted {
             guard let row = existing[column.name] else {
-                if column.nullable || column.defaultExpression != nil {
+                if let d = column.defaultExpression, Self.isVolatile(d), !column.nullable {
+                    changes.append(
+                        .incompatible(
+                            "column \(SQL.quote(column.name)) is missing and is NOT NULL with the volatile default \(d): adding it computes a value for every stored row while the table is locked (a rewrite); add it yourself, or make it nullable"
+                        ))
+                } else if column.nullable || column.defaultExpression != nil {
                     changes.append(
                         .addColumn(
                             column.name, column.type, defaultExpression: column.defaultExpression,
@@ -113,9 +136,17 @@ public enum SchemaCheck {
         if changes.contains(.createTable) {
             try conn.execute(DDL.createTable(for: sink))
         }
+        let table = SQL.qualified(sink.dbSchema, sink.table)
         for case .addColumn(let name, let type, let defaultExpression, let notNull) in changes {
+            if let d = defaultExpression, Self.isVolatile(d) {
+                // A volatile default in ADD COLUMN rewrites the table; set afterwards, it applies
+                // to new rows only ("ALTER TABLE … SET DEFAULT").
+                try conn.execute("ALTER TABLE \(table) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)")
+                try conn.execute("ALTER TABLE \(table) ALTER COLUMN \(SQL.quote(name)) SET DEFAULT \(d)")
+                continue
+            }
             let rest = (defaultExpression.map { " DEFAULT \($0)" } ?? "") + (notNull ? " NOT NULL" : "")
-            try conn.execute("ALTER TABLE \(SQL.qualified(sink.dbSchema, sink.table)) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)\(rest)")
+            try conn.execute("ALTER TABLE \(table) ADD COLUMN IF NOT EXISTS \(SQL.quote(name)) \(type)\(rest)")
         }
         for index in DDL.namedIndexes(for: sink) {
             // CREATE INDEX IF NOT EXISTS locks the table before it looks: look first.

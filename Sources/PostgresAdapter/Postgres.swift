@@ -36,6 +36,8 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
         case idleInTransactionTimeout
         /// 55P03: a lock was not granted within `lock_timeout` (or NOWAIT).
         case lockNotAvailable
+        /// 40P01: the server broke a deadlock by ending this statement; trying again can succeed.
+        case deadlockDetected
         /// Any other SQLSTATE, or nil for an error pipectl raised itself.
         case other(String?)
 
@@ -59,6 +61,7 @@ public struct PostgresError: Error, Sendable, CustomStringConvertible {
             case "57014": self = .queryCanceled
             case "25P03": self = .idleInTransactionTimeout
             case "55P03": self = .lockNotAvailable
+            case "40P01": self = .deadlockDetected
             // Class 08, and the server ending the session: admin_shutdown (57P01, `pg_ctl stop
             // -m fast`), crash_shutdown (57P02), cannot_connect_now (57P03, starting up).
             case _ where sqlState.hasPrefix("08"), "57P01", "57P02", "57P03": self = .connectionFailure

@@ -222,6 +222,17 @@ final class CompilerDiagnosticsTests: XCTestCase {
             ])
     }
 
+    /// `default: "null"` (SQL's null; YAML's bare `null` means no default) on a NOT NULL column
+    /// could only fail, and only in the database (adding it to a table that has rows): refused
+    /// at validate.
+    func testNullDefaultOfANotNullColumnIsRefused() {
+        let text = F.editing(F.people, line: 16, to: "      - { name: age, type: integer, nullable: false, default: \"null\" }")
+        XCTAssertEqual(
+            F.diagnostics(text), ["spec.yaml:16:63: error: default null of column 'age' contradicts its NOT NULL; drop the default or make the column nullable"]
+        )
+        XCTAssertEqual(F.diagnostics(F.editing(F.people, line: 16, to: "      - { name: age, type: integer, default: null }")), [])
+    }
+
     func testOnErrorNullNeedsANullableColumn() {
         var text = F.editing(F.people, line: 16, to: "      - { name: age, type: integer, nullable: false }")
         text = F.editing(text, line: 24, to: "      age: { type: integer, on_error: null }")

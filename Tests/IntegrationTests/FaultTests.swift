@@ -1,6 +1,7 @@
 import Foundation
 import PipectlTestSupport
 import PostgresAdapter
+import Synchronization
 import XCTest
 
 /// Server faults and rebalances against the real broker and database: the result stays exact.
@@ -194,33 +195,82 @@ final class FaultTests: XCTestCase {
         try assertExactTable("it_fence", rows: 100_000, everyRow: false)
     }
 
-    /// A consumer frozen inside its batch's transaction, stood in for by a session that holds
-    /// the partition's offsets row and the table's write lock (as a COPY in progress does) and
-    /// never ends: the consumer taking over neither waits on DDL (its tables exist) nor on the
-    /// row: its claim ends that session after 3 s, and every row is stored once. Before, it
-    /// waited for the frozen batch's `statement_timeout` (120 s); here, with none, for ever.
-    func testConsumerFrozenInsideABatchDoesNotStallTheNextOne() throws {
+    /// The next owner of a partition whose offsets row another transaction holds: it waits for
+    /// a holder that is working (here a session in `pg_sleep`, standing in for a slow COPY or a
+    /// Spark job's INSERT) and leaves it alone; a holder frozen inside its COPY (a real `psql`
+    /// COPY FROM STDIN that never gets its data, as a SIGSTOPped consumer leaves it) is ended
+    /// after 3 s, so its batch rolls back. Neither stalls the new owner's start (its tables exist,
+    /// so it runs no DDL); every row is stored once. Before, the frozen COPY held the new owner
+    /// until the COPY's `statement_timeout` (120 s), here with none for ever.
+    func testConsumerFrozenInsideABatchIsEndedAndABusyOneIsWaitedFor() throws {
         let p = try TestPipeline.written("it_frozen", csv: repeatedHousingCSV(1_000), sourceBatch: 500)
         let first = try pipectl(["run", p.specPath])
         XCTAssertEqual(first.status, 0, first.output)
-        let handle = try XCTUnwrap(FileHandle(forWritingAtPath: p.csvPath))
-        try handle.seekToEnd()
-        try handle.write(contentsOf: Data((1_000..<1_500).map { housingRows[$0 % housingRows.count] + "\n" }.joined().utf8))
-        try handle.close()
-        XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        func appendAndProduce(_ rows: Range<Int>) throws {
+            let handle = try XCTUnwrap(FileHandle(forWritingAtPath: p.csvPath))
+            try handle.seekToEnd()
+            try handle.write(contentsOf: Data(rows.map { housingRows[$0 % housingRows.count] + "\n" }.joined().utf8))
+            try handle.close()
+            XCTAssertEqual(try pipectl(["produce", p.specPath]).status, 0)
+        }
+        let offsets = "\"pipectl\".\"it_frozen__offsets\""
 
-        let frozen = try TestStack.connect()
-        try frozen.execute("BEGIN")
-        XCTAssertEqual(try frozen.query("SELECT \"next_offset\" FROM \"pipectl\".\"it_frozen__offsets\" FOR UPDATE").map { $0[0] }, ["1000"])
-        try frozen.execute("LOCK TABLE \"it_frozen\" IN ROW EXCLUSIVE MODE")
+        // A busy holder: waited for, not ended.
+        try appendAndProduce(1_000..<1_500)
+        let busy = try TestStack.connect()
+        try busy.execute("BEGIN")
+        XCTAssertEqual(try busy.query("SELECT \"next_offset\" FROM \(offsets) FOR UPDATE").map { $0[0] }, ["1000"])
+        let busyDone = DispatchSemaphore(value: 0)
+        let busyOutcome = Mutex("")
+        let holder = UncheckedSendable(busy)
+        Thread.detachNewThread {
+            do {
+                _ = try holder.value.query("SELECT pg_sleep(7)")
+                try holder.value.execute("COMMIT")
+                busyOutcome.withLock { $0 = "committed" }
+            } catch {
+                busyOutcome.withLock { $0 = "\(error)" }
+            }
+            busyDone.signal()
+        }
+        let waited = try pipectl(["consume", p.specPath, "--idle-exit", "4"], timeout: 90)
+        XCTAssertEqual(waited.status, 0, waited.output)
+        XCTAssertTrue(waited.output.contains("waiting for its previous owner's transaction, which is still working"), waited.output)
+        XCTAssertFalse(waited.output.contains("ended that session"), waited.output)
+        XCTAssertTrue(waited.output.contains("Consumed 500 records: 500 loaded, 0 already loaded, 0 dead-lettered"), waited.output)
+        XCTAssertEqual(busyDone.wait(timeout: .now() + 30), .success)
+        XCTAssertEqual(busyOutcome.withLock { $0 }, "committed")
+
+        // A holder frozen inside its COPY: ended.
+        try appendAndProduce(1_500..<2_000)
+        let state = try TestStack.require()
+        let psql = Process()
+        psql.executableURL = URL(fileURLWithPath: "/usr/bin/psql")
+        psql.arguments = [
+            state.databaseURL, "-X", "-q", "-c", "BEGIN", "-c", "SELECT \"next_offset\" FROM \(offsets) FOR UPDATE",
+            "-c", "COPY \"it_frozen\" (\"crim\") FROM STDIN",
+        ]
+        let stdin = Pipe()
+        psql.standardInput = stdin
+        psql.standardOutput = FileHandle.nullDevice
+        psql.standardError = FileHandle.nullDevice
+        try psql.run()
+        defer {
+            try? stdin.fileHandleForWriting.close()
+            if psql.isRunning { psql.terminate() }
+        }
+        let db = try TestStack.connect()
+        waitFor("psql's COPY to wait for its data", timeout: 20) {
+            (try? db.int("SELECT count(*) FROM pg_stat_activity WHERE \"query\" LIKE 'COPY \"it_frozen\"%' AND \"wait_event\" = 'ClientRead'")) == 1
+        }
         let consume = try pipectl(["consume", p.specPath, "--idle-exit", "4"], timeout: 90)
         XCTAssertEqual(consume.status, 0, consume.output)
-        XCTAssertTrue(consume.output.contains("its previous owner's transaction held the offsets row for 3 s"), consume.output)
+        XCTAssertTrue(consume.output.contains("its previous owner's transaction held the offsets row for 3 s and is frozen"), consume.output)
         XCTAssertTrue(consume.output.contains("ended that session, so its uncommitted batch rolls back"), consume.output)
         XCTAssertTrue(consume.output.contains("Consumed 500 records: 500 loaded, 0 already loaded, 0 dead-lettered"), consume.output)
-        XCTAssertThrowsError(try frozen.query("SELECT 1"), "the frozen session was ended")
-        try assertExactTable("it_frozen", rows: 1_500, everyRow: true)
-        XCTAssertEqual(try TestStack.connect().int("SELECT \"next_offset\" FROM \"pipectl\".\"it_frozen__offsets\""), 1_500)
+        XCTAssertEqual(try db.int("SELECT count(*) FROM pg_stat_activity WHERE \"query\" LIKE 'COPY \"it_frozen\"%'"), 0)
+        try assertExactTable("it_frozen", rows: 2_000, everyRow: true)
+        XCTAssertEqual(try db.int("SELECT \"next_offset\" FROM \(offsets)"), 2_000)
     }
 
     /// The producer killed mid-send and run again: the consumer stores each record once.
@@ -243,4 +293,10 @@ final class FaultTests: XCTestCase {
         XCTAssertEqual(consume.status, 0, consume.output)
         try assertExactTable("it_prodkill", rows: 200_000, everyRow: false)
     }
+}
+
+/// Hands a value to one other thread that alone uses it from then on (the test thread only waits).
+struct UncheckedSendable<Value>: @unchecked Sendable {  // one owner at a time, handed over once
+    let value: Value
+    init(_ value: Value) { self.value = value }
 }

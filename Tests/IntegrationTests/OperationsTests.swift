@@ -42,11 +42,17 @@ final class OperationsTests: XCTestCase {
         XCTAssertEqual(try pipectl(["run", p.specPath]).status, 0)
         p.schemaColumns =
             TestPipeline.housingColumns + "\n  - { name: note, type: text }" + "\n  - { name: status, type: text, nullable: false, default: \"'new'\" }"
+            + "\n  - { name: seen_at, type: timestamptz, default: now() }" + "\n  - { name: ref, type: text, default: gen_random_uuid() }"
         try p.write()
         let plan = try pipectl(["plan", p.specPath, "--live"])
         XCTAssertTrue(plan.output.contains("column \"note\" text will be added (nullable)"), plan.output)
         XCTAssertTrue(
             plan.output.contains("column \"status\" text will be added with DEFAULT 'new' NOT NULL (existing rows get the default)"), plan.output)
+        XCTAssertTrue(
+            plan.output.contains("column \"seen_at\" timestamptz will be added with DEFAULT now() (existing rows get its value at the time of the change)"),
+            plan.output)
+        XCTAssertTrue(
+            plan.output.contains("column \"ref\" text will be added with DEFAULT gen_random_uuid() for new rows (existing rows stay NULL)"), plan.output)
         let added = try pipectl(["apply", p.specPath])
         XCTAssertEqual(added.status, 0, added.output)
         let db = try TestStack.connect()
@@ -56,7 +62,11 @@ final class OperationsTests: XCTestCase {
             try db.query(
                 "SELECT is_nullable, column_default FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'status'"
             ).first ?? [], ["NO", "'new'::text"])
-        XCTAssertEqual(try db.query("SELECT \"note\", \"status\" FROM \"it_schema\"").first ?? [], [nil, "new"])
+        XCTAssertEqual(
+            try db.query("SELECT \"note\", \"status\", \"seen_at\" IS NOT NULL, \"ref\" FROM \"it_schema\"").first ?? [], [nil, "new", "t", nil])
+        XCTAssertEqual(
+            try db.query("SELECT column_default FROM information_schema.columns WHERE table_name = 'it_schema' AND column_name = 'ref'").first?[0],
+            "gen_random_uuid()")
         p.schemaColumns = TestPipeline.housingColumns.replacingOccurrences(of: "{ name: tax, type: integer }", with: "{ name: tax, type: text }")
         try p.write()
         // plan --live shows the refusal and exits 2, changing nothing.
