@@ -130,17 +130,8 @@ final class DAGTests: XCTestCase {
                   - { name: south_csv, type: csv, path: south.csv }
                 topics:
                   - { name: it_dag_merge-data, from: [north_csv, south_csv], brokers: BROKERS }
-                schemas:
-                  - name: stock
-                    columns:
-                      - { name: code, type: text, nullable: false }
-                      - { name: qty, type: integer, nullable: false }
-                transforms:
-                  - { name: stock_rows, from: it_dag_merge-data, schema: stock }
-                sinks:
-                  - { name: stock_db, type: postgres, from: stock_rows, url: URL, table: it_dag_stock, batch_size: 100, max_delay_ms: 100 }
 
-                """)
+                """ + SpecFolder.stockRows(from: "it_dag_merge-data", sinks: [("stock_db", "it_dag_stock", nil)]))
         let run = try pipectl(["run", spec.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         XCTAssertTrue(run.output.contains("rows read:          5\n  rows sent:          5\n  rows loaded:        5\n"), run.output)
@@ -181,17 +172,8 @@ final class DAGTests: XCTestCase {
                   - { name: west_csv, type: csv, path: west.csv }
                 topics:
                   - { name: it_dag_produce-data, from: [east_csv, west_csv], brokers: BROKERS }
-                schemas:
-                  - name: stock
-                    columns:
-                      - { name: code, type: text, nullable: false }
-                      - { name: qty, type: integer, nullable: false }
-                transforms:
-                  - { name: stock_rows, from: it_dag_produce-data, schema: stock }
-                sinks:
-                  - { name: stock_db, type: postgres, from: stock_rows, url: URL, table: it_dag_produce, batch_size: 100, max_delay_ms: 100 }
 
-                """)
+                """ + SpecFolder.stockRows(from: "it_dag_produce-data", sinks: [("stock_db", "it_dag_produce", nil)]))
         let produce = try pipectl(["produce", spec.specPath])
         XCTAssertEqual(produce.status, 0, produce.output)
         XCTAssertTrue(produce.output.contains("Produced 1 records from east.csv to it_dag_produce-data"), produce.output)

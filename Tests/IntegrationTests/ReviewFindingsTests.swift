@@ -74,17 +74,8 @@ final class ReviewFindingsTests: XCTestCase {
                   - { name: south_csv, type: csv, path: south.csv }
                 topics:
                   - { name: it_rv_refused-data, from: [north_csv, south_csv], brokers: BROKERS, partitions: 2 }
-                schemas:
-                  - name: stock
-                    columns:
-                      - { name: code, type: text, nullable: false }
-                      - { name: qty, type: integer, nullable: false }
-                transforms:
-                  - { name: stock_rows, from: it_rv_refused-data, schema: stock }
-                sinks:
-                  - { name: stock_db, type: postgres, from: stock_rows, url: URL, table: it_rv_refused, batch_size: 100, max_delay_ms: 100 }
 
-                """)
+                """ + SpecFolder.stockRows(from: "it_rv_refused-data", sinks: [("stock_db", "it_rv_refused", nil)]))
         let first = try pipectl(["run", spec.specPath])
         XCTAssertEqual(first.status, 0, first.output)
         try spec.write("code,qty\nS1,11\nS2,20\nS3,30\n", "south.csv")
@@ -178,7 +169,7 @@ final class ReviewFindingsTests: XCTestCase {
                 topics:
                   - { name: it_rv_twodb-data, from: [north_csv, south_csv], brokers: BROKERS }
 
-                """ + stockIntoTwoDatabases(topic: "it_rv_twodb-data", tables: "it_rv_twodb", secondURL: secondURL))
+                """ + SpecFolder.stockRows(from: "it_rv_twodb-data", sinks: [("a_db", "it_rv_twodb_a", nil), ("b_db", "it_rv_twodb_b", secondURL)]))
         let run = try pipectl(["run", spec.specPath])
         XCTAssertEqual(run.status, 0, run.output)
         let second = try PostgresConnection(url: secondURL)
@@ -207,7 +198,7 @@ final class ReviewFindingsTests: XCTestCase {
                 topics:
                   - { name: it_rv_dlq-data, from: stock_csv, brokers: BROKERS }
 
-                """ + stockIntoTwoDatabases(topic: "it_rv_dlq-data", tables: "it_rv_dlq", secondURL: secondURL))
+                """ + SpecFolder.stockRows(from: "it_rv_dlq-data", sinks: [("a_db", "it_rv_dlq_a", nil), ("b_db", "it_rv_dlq_b", secondURL)]))
         let run = try pipectl(["run", spec.specPath, "--allow-dead-letters"])
         XCTAssertEqual(run.status, 0, run.output)
         let list = try pipectl(["dlq", "list", spec.specPath])
@@ -233,24 +224,5 @@ final class ReviewFindingsTests: XCTestCase {
         _ = try db.query("CREATE DATABASE \(name)")
         let slash = try XCTUnwrap(state.databaseURL.lastIndex(of: "/"), state.databaseURL)
         return String(state.databaseURL[..<slash]) + "/\(name)"
-    }
-
-    /// The spec's rest after `topics`: schema `stock` (code, qty) read from `topic` and two
-    /// sinks, `a_db` into the stack's database (table `<tables>_a`) and `b_db` into `secondURL`
-    /// (table `<tables>_b`).
-    func stockIntoTwoDatabases(topic: String, tables: String, secondURL: String) -> String {
-        """
-        schemas:
-          - name: stock
-            columns:
-              - { name: code, type: text, nullable: false }
-              - { name: qty, type: integer, nullable: false }
-        transforms:
-          - { name: stock_rows, from: \(topic), schema: stock }
-        sinks:
-          - { name: a_db, type: postgres, from: stock_rows, url: URL, table: \(tables)_a, batch_size: 100, max_delay_ms: 100 }
-          - { name: b_db, type: postgres, from: stock_rows, url: "\(secondURL)", table: \(tables)_b, batch_size: 100, max_delay_ms: 100 }
-
-        """
     }
 }

@@ -30,6 +30,31 @@ public struct SpecFolder {
     }
 }
 
+extension SpecFolder {
+    /// The rest of a spec after its `topics` for files of `code,qty` lines: schema `stock`
+    /// (`code` text and `qty` integer, both NOT NULL), transform `stock_rows` reading `topic`, and
+    /// one insert sink per entry of `sinks` (`url` nil: the test stack's database) with batches
+    /// of at most 100 rows and 100 ms.
+    public static func stockRows(from topic: String, sinks: [(name: String, table: String, url: String?)]) -> String {
+        let sinkLines = sinks.map { sink in
+            let url = sink.url.map { "\"\($0)\"" } ?? "URL"
+            return "  - { name: \(sink.name), type: postgres, from: stock_rows, url: \(url), table: \(sink.table), batch_size: 100, max_delay_ms: 100 }"
+        }
+        return """
+            schemas:
+              - name: stock
+                columns:
+                  - { name: code, type: text, nullable: false }
+                  - { name: qty, type: integer, nullable: false }
+            transforms:
+              - { name: stock_rows, from: \(topic), schema: stock }
+            sinks:
+            \(sinkLines.joined(separator: "\n"))
+
+            """
+    }
+}
+
 /// The rows of `sql` on the test stack's database, NULL as `"NULL"`.
 public func rows(_ sql: String) throws -> [[String]] {
     try TestStack.connect().query(sql).map { $0.map { $0 ?? "NULL" } }
