@@ -132,7 +132,10 @@ public struct LocalStack: Sendable {
         throw Failure.tansuNotInstalled(lookedIn: candidates)
     }
 
-    func postgresBin() throws -> String {
+    /// The folder of the PostgreSQL programs the stack runs (`initdb`, `pg_ctl`, `psql`): the
+    /// newest `/usr/lib/postgresql/<major>/bin` (Debian's layout).
+    /// - Throws: `Failure` when no PostgreSQL server is installed.
+    public func postgresBin() throws -> String {
         let base = "/usr/lib/postgresql"
         let versions = ((try? FileManager.default.contentsOfDirectory(atPath: base)) ?? []).compactMap(Int.init).sorted()
         for v in versions.reversed() where FileManager.default.isExecutableFile(atPath: "\(base)/\(v)/bin/pg_ctl") {

@@ -245,7 +245,7 @@ final class FaultTests: XCTestCase {
         try appendAndProduce(1_500..<2_000)
         let state = try TestStack.require()
         let psql = Process()
-        psql.executableURL = URL(fileURLWithPath: "/usr/bin/psql")
+        psql.executableURL = URL(fileURLWithPath: try XCTUnwrap(TestStack.stack).postgresBin() + "/psql")
         psql.arguments = [
             state.databaseURL, "-X", "-q", "-c", "BEGIN", "-c", "SELECT \"next_offset\" FROM \(offsets) FOR UPDATE",
             "-c", "COPY \"it_frozen\" (\"crim\") FROM STDIN",
