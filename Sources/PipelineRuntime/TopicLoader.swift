@@ -364,16 +364,22 @@ private final class ConsumerDriver {
 
     /// Exports each held partition's lag: the last fetch's high watermark minus the stored next
     /// offset (fetch watermarks, since Tansu's ListOffsets is wrong; FIELD-NOTES).
-    func reportLag() {
+    /// - Parameter fresh: high watermarks just fetched, used instead of the cached ones.
+    /// - Returns: the lag of all held partitions together.
+    @discardableResult
+    func reportLag(highWatermarks fresh: [Int32: Int64] = [:]) -> Int64 {
+        var total: Int64 = 0
         for p in machine.owned {
-            guard let high = consumer.cachedHighWatermark(p) else { continue }
-            Emit.gauge(.consumerLag, max(0, high - max(writer.stored(p) ?? 0, 0)), [("topic", topic.name), ("partition", String(p))])
+            guard let high = fresh[p] ?? consumer.cachedHighWatermark(p) else { continue }
+            let lag = max(0, high - max(writer.stored(p) ?? 0, 0))
+            Emit.gauge(.consumerLag, lag, [("topic", topic.name), ("partition", String(p))])
+            total += lag
         }
+        return total
     }
 
     func result() -> LoadReport {
         machine.finished()
-        reportLag()
         if ProcessInfo.processInfo.environment["PIPECTL_TIMING"] != nil {
             printTiming(
                 String(
@@ -386,13 +392,12 @@ private final class ConsumerDriver {
         // The consumer's cached watermarks are those of its last fetch, which is old when the
         // partitions were paused for a busy writer: an interrupted run asks the broker afresh, so
         // its summary does not call records stored that are not (falls back to the cache).
+        // The exported gauge gets the same figures.
         let fresh =
             report.interrupted
             ? (try? fetchHighWatermarks(topic: topic.name, partitions: machine.owned.sorted(), settings: TopicLoader.consumerSettings(topic), timeoutMs: 2000))
                 ?? [:] : [:]
-        for p in machine.owned {
-            if let high = fresh[p] ?? consumer.cachedHighWatermark(p) { report.lag += max(0, high - max(writer.stored(p) ?? 0, 0)) }
-        }
+        report.lag = reportLag(highWatermarks: fresh)
         return report
     }
 }
