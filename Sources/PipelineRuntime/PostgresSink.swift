@@ -387,7 +387,7 @@ public final class PostgresSink {
     /// `pg_signal_backend`; without it the claim waits.
     private func endFrozenHolder(of partition: Int32, told: inout Set<String>, logger: Logger) throws {
         let place = "partition \(partition) of \(topic.name)"
-        let progress = try conn.query("SELECT current_setting('server_version_num')::int >= 140000").first?[0] == "t"
+        let progress = conn.serverVersion >= 140000  // pg_stat_progress_copy is PostgreSQL 14's
         func copyBytes(_ pid: String) throws -> String? {
             guard progress else { return nil }
             return try conn.query("SELECT \"bytes_processed\"::text FROM pg_stat_progress_copy WHERE \"pid\" = $1::int", [pid]).first?[0] ?? nil

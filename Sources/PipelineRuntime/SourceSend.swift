@@ -68,14 +68,14 @@ public enum SourceSend {
         }
     }
 
-    /// One send of `source` to `topic`, as both `produce` and `run` do it: creates the topic if
-    /// it is missing, reads its ID, and sends the file from its checkpoint, which lives in the
-    /// database of the topic's first sink and belongs to this incarnation of the topic.
+    /// One try of `withRetries`: creates the topic if it is missing, reads its ID, and sends the
+    /// file from its checkpoint, which lives in the database of the topic's first sink and
+    /// belongs to this incarnation of the topic.
     /// - Parameter createdTopic: called when the topic had to be created.
     /// - Returns: the producer's report, the topic ID it sent to, and the admin client (to check
     ///   the ID again afterwards).
     /// - Throws: `KafkaError`, `PostgresError`, `SourceChangedError`.
-    static func once(
+    private static func once(
         _ source: Source, to topic: Topic, pipeline: Pipeline, asNewSource: Bool, environment: [String: String],
         logger: Logger = Logger(label: "pipectl.producer"), createdTopic: () -> Void = {}
     ) throws -> (report: ProduceReport, topicID: String, admin: KafkaAdmin) {
